@@ -1,0 +1,1 @@
+//! cgroup-aware sizing, lifecycle and scaling signals.

@@ -1,0 +1,1034 @@
+//! Typed conversion of flattened entities, with Kong's per-entity rules
+//! (`kong/db/schema/entities/*.lua`, `routes_subschemas.lua`, plugin daos).
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::declarative::{Item, Kind, ParseOptions};
+use crate::error::ConfigError;
+use crate::model::*;
+use crate::validate::*;
+
+/// Columns every entity may carry that need no validation here: timestamps
+/// and workspace ids from a control plane's export, and comment fields.
+const COMMON: &[&str] = &["created_at", "updated_at", "ws_id", "_comment", "_ignore"];
+
+pub(crate) fn build_all(
+    items: &[Item],
+    opts: &ParseOptions,
+    cfg: &mut DeclarativeConfig,
+    errs: &mut Vec<ConfigError>,
+) {
+    for item in items {
+        match item.kind {
+            Kind::Service => cfg.services.push(service(item, errs)),
+            Kind::Route => cfg.routes.push(route(item, errs)),
+            Kind::Upstream => cfg.upstreams.push(upstream(item, errs)),
+            Kind::Target => {
+                if let Some(t) = target(item, errs) {
+                    cfg.targets.push(t)
+                }
+            }
+            Kind::Plugin => cfg.plugins.push(plugin(item, opts, errs)),
+            Kind::Consumer => cfg.consumers.push(consumer(item, errs)),
+            Kind::Certificate => cfg.certificates.push(certificate(item, errs)),
+            Kind::Sni => cfg.snis.push(sni(item, errs)),
+            Kind::CaCertificate => cfg.ca_certificates.push(ca_certificate(item, errs)),
+            k if k.is_credential() => {
+                if let Some(c) = credential(item, errs) {
+                    cfg.credentials.push(c)
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn reader<'a>(item: &'a Item, errs: &'a mut Vec<ConfigError>) -> Reader<'a> {
+    let mut r = Reader::new(&item.obj, errs, item.kind.singular(), &item.ident);
+    r.accept(COMMON);
+    for (fk, _) in item.kind.foreign_keys() {
+        r.accept(&[fk]);
+    }
+    r
+}
+
+fn uuid_check(s: &str) -> Result<(), String> {
+    Uuid::parse_str(s)
+        .map(|_| ())
+        .map_err(|_| "expected a valid UUID".to_string())
+}
+
+fn int_or<T: TryFrom<i64>>(v: Option<i64>, default: T) -> T {
+    v.and_then(|n| T::try_from(n).ok()).unwrap_or(default)
+}
+
+// ---------------------------------------------------------------------------
+// services
+
+/// Expands the `url` shorthand into protocol/host/port/path like Kong's
+/// services schema (LuaSocket's `url.parse` semantics).
+fn expand_url(url: &str) -> Map<String, Value> {
+    let mut out = Map::new();
+    let no_fragment = url.split('#').next().unwrap_or("");
+    let (scheme, rest) = match no_fragment.split_once(':') {
+        Some((s, r))
+            if !s.is_empty()
+                && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+        {
+            (Some(s.to_string()), r)
+        }
+        _ => (None, no_fragment),
+    };
+    let (authority, path_and_query) = match rest.strip_prefix("//") {
+        Some(r) => match r.find(['/', '?']) {
+            Some(i) => (Some(&r[..i]), &r[i..]),
+            None => (Some(r), ""),
+        },
+        None => (None, rest),
+    };
+    let path = path_and_query.split('?').next().unwrap_or("");
+    let mut host: Option<String> = None;
+    let mut port: Option<String> = None;
+    if let Some(auth) = authority {
+        let hostport = auth.rsplit_once('@').map(|(_, h)| h).unwrap_or(auth);
+        let (h, p) = match hostport.rfind(':') {
+            Some(i) if !hostport[i + 1..].contains(']') => {
+                (&hostport[..i], Some(&hostport[i + 1..]))
+            }
+            _ => (hostport, None),
+        };
+        let h = h
+            .strip_prefix('[')
+            .and_then(|x| x.strip_suffix(']'))
+            .unwrap_or(h);
+        if !h.is_empty() {
+            host = Some(h.to_string());
+        }
+        port = p.filter(|p| !p.is_empty()).map(str::to_string);
+    }
+    let port_num: Option<u64> = port.as_deref().and_then(|p| p.parse().ok());
+    let by_port = match port_num {
+        Some(80) => Some("http"),
+        Some(443) => Some("https"),
+        _ => None,
+    };
+    let protocol = scheme
+        .clone()
+        .or(by_port.map(str::to_string))
+        .unwrap_or_else(|| "http".to_string());
+    let port_value = match (port_num, &port) {
+        (Some(n), _) => Value::from(n),
+        // A non-numeric port is kept so that validation reports it.
+        (None, Some(p)) => Value::String(p.clone()),
+        (None, None) => Value::from(if protocol == "https" { 443 } else { 80 }),
+    };
+    out.insert("protocol".into(), Value::String(protocol));
+    out.insert("host".into(), host.map(Value::String).unwrap_or(Value::Null));
+    out.insert("port".into(), port_value);
+    out.insert(
+        "path".into(),
+        if path.is_empty() {
+            Value::Null
+        } else {
+            Value::String(path.to_string())
+        },
+    );
+    out
+}
+
+fn service(item: &Item, errs: &mut Vec<ConfigError>) -> Service {
+    // The shorthand overrides the fields it expands to.
+    let expanded;
+    let obj = match item.obj.get("url") {
+        Some(Value::String(url)) => {
+            let mut m = item.obj.clone();
+            m.remove("url");
+            m.extend(expand_url(url));
+            expanded = m;
+            &expanded
+        }
+        _ => &item.obj,
+    };
+    let mut r = Reader::new(obj, errs, item.kind.singular(), &item.ident);
+    r.accept(COMMON);
+    r.accept(&["client_certificate", "tls_sans"]);
+    if r.raw("url").is_some() {
+        r.err("url", "expected a string");
+    }
+
+    let name = r.checked_string("name", validate_utf8_name);
+    let protocol = r.one_of("protocol", PROTOCOLS, "http");
+    let host = match r.required_string("host") {
+        Some(h) => match validate_host(&h) {
+            Ok(()) => h,
+            Err(e) => {
+                r.err("host", e);
+                h
+            }
+        },
+        None => String::new(),
+    };
+    let port = int_or(r.int("port", 0, 65535), 80u16);
+    let path = r.checked_string("path", validate_path);
+    let retries = int_or(r.int("retries", 0, 32767), 5u32);
+    let connect_timeout = int_or(r.int("connect_timeout", 1, MAX_TIMEOUT), 60000u64);
+    let write_timeout = int_or(r.int("write_timeout", 1, MAX_TIMEOUT), 60000u64);
+    let read_timeout = int_or(r.int("read_timeout", 1, MAX_TIMEOUT), 60000u64);
+    let enabled = r.bool("enabled", true);
+    let tags = r.tags();
+    let tls_verify = r.opt_bool("tls_verify");
+    let tls_verify_depth = r.int("tls_verify_depth", 0, 64).map(|n| n as u32);
+    let ca_list = r.checked_list("ca_certificates", false, uuid_check);
+
+    if path.is_some() && ["tcp", "tls", "udp", "grpc", "grpcs"].contains(&protocol.as_str()) {
+        r.err(
+            "path",
+            format!("value must be null (a path is not allowed when 'protocol' is '{protocol}')"),
+        );
+    }
+    if !["https", "tls"].contains(&protocol.as_str()) {
+        let tls_only = [
+            ("client_certificate", r.has("client_certificate")),
+            ("tls_verify", tls_verify.is_some()),
+            ("tls_verify_depth", tls_verify_depth.is_some()),
+            ("ca_certificates", ca_list.as_ref().is_some_and(|l| !l.is_empty())),
+        ];
+        for (field, set) in tls_only {
+            if set {
+                r.err(
+                    field,
+                    format!("value must be null (only allowed when 'protocol' is 'https' or 'tls')"),
+                );
+            }
+        }
+    }
+    r.finish();
+
+    Service {
+        id: item.id,
+        name,
+        protocol,
+        host,
+        port,
+        path,
+        retries,
+        connect_timeout,
+        write_timeout,
+        read_timeout,
+        enabled,
+        tags,
+        tls_verify,
+        tls_verify_depth,
+        client_certificate: item.fks.get("client_certificate").copied(),
+        ca_certificates: ca_list
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|s| Uuid::parse_str(s).ok())
+            .collect(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// routes
+
+const PROTOCOL_GROUPS: &[&[&str]] = &[
+    &["http", "https"],
+    &["tcp", "tls", "udp"],
+    &["tls_passthrough"],
+    &["grpc", "grpcs"],
+];
+
+fn cidr_ports(r: &mut Reader<'_>, key: &str) -> Option<Vec<CidrPort>> {
+    let v = r.raw(key)?;
+    let Value::Array(list) = v else {
+        r.err(key, "expected a set");
+        return None;
+    };
+    let mut out = Vec::new();
+    for (i, el) in list.iter().enumerate() {
+        let field = format!("{key}.{}", i + 1);
+        let Value::Object(m) = el else {
+            r.err(&field, "expected a record");
+            continue;
+        };
+        let mut cp = CidrPort { ip: None, port: None };
+        for (k, val) in m {
+            match (k.as_str(), val) {
+                (_, Value::Null) => {}
+                ("ip", Value::String(s)) => match validate_ip_or_cidr(s) {
+                    Ok(()) => cp.ip = Some(s.clone()),
+                    Err(e) => r.err(&format!("{field}.ip"), e),
+                },
+                ("ip", _) => r.err(&format!("{field}.ip"), "expected a string"),
+                ("port", p) => match as_integer(p) {
+                    Some(n) if (0..=65535).contains(&n) => cp.port = Some(n as u16),
+                    Some(_) => r.err(&format!("{field}.port"), "value should be between 0 and 65535"),
+                    None => r.err(&format!("{field}.port"), "expected an integer"),
+                },
+                _ => r.err(&format!("{field}.{k}"), "unknown field"),
+            }
+        }
+        if cp.ip.is_none() && cp.port.is_none() && !m.values().any(|v| !v.is_null()) {
+            r.err(&field, "at least one of these fields must be non-empty: 'ip', 'port'");
+        }
+        out.push(cp);
+    }
+    Some(out)
+}
+
+fn route(item: &Item, errs: &mut Vec<ConfigError>) -> Route {
+    let mut r = reader(item, errs);
+    r.accept(&["priority"]);
+    if let Some(e) = r.raw("expression") {
+        if !e.is_string() {
+            r.err("expression", "expected a string");
+        }
+    }
+
+    let name = r.checked_string("name", validate_utf8_name);
+    let protocols = match r.checked_list("protocols", true, |p| {
+        if PROTOCOLS.contains(&p) {
+            Ok(())
+        } else {
+            Err(format!("expected one of: {}", PROTOCOLS.join(", ")))
+        }
+    }) {
+        Some(p) if p.is_empty() => {
+            r.err("protocols", "length must be at least 1");
+            vec!["http".to_string(), "https".to_string()]
+        }
+        Some(p) => p,
+        None => vec!["http".to_string(), "https".to_string()],
+    };
+    let mut groups: Vec<&[&str]> = Vec::new();
+    for p in &protocols {
+        if let Some(g) = PROTOCOL_GROUPS.iter().find(|g| g.contains(&p.as_str())) {
+            if !groups.contains(g) {
+                groups.push(g);
+            }
+        }
+    }
+    if groups.len() > 1 {
+        let list = groups
+            .iter()
+            .map(|g| format!("({})", quoted_list(g)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        r.err("protocols", format!("these sets are mutually exclusive: {list}"));
+    }
+
+    let code = match r.int("https_redirect_status_code", i64::MIN, i64::MAX) {
+        Some(c) if [426, 301, 302, 307, 308].contains(&c) => c as u16,
+        Some(_) => {
+            r.err("https_redirect_status_code", "expected one of: 426, 301, 302, 307, 308");
+            426
+        }
+        None => 426,
+    };
+    let strip_path_given = r.opt_bool("strip_path");
+    let preserve_host = r.bool("preserve_host", false);
+    let request_buffering = r.bool("request_buffering", true);
+    let response_buffering = r.bool("response_buffering", true);
+    let tags = r.tags();
+    let snis = r.checked_list("snis", true, validate_wildcard_host);
+    let sources = cidr_ports(&mut r, "sources");
+    let destinations = cidr_ports(&mut r, "destinations");
+    let methods = r.checked_list("methods", true, validate_method);
+    let hosts = r.checked_list("hosts", false, validate_route_host);
+    let paths = r.checked_list("paths", false, validate_router_path);
+    let headers = r.headers("headers", validate_route_header_name);
+    let regex_priority = r.int("regex_priority", i64::MIN, i64::MAX).unwrap_or(0);
+    let path_handling = r.one_of("path_handling", &["v0", "v1"], "v0");
+
+    let set = |o: &Option<Vec<String>>| o.as_ref().is_some_and(|v| !v.is_empty());
+    let has_snis = set(&snis);
+    let has_methods = set(&methods);
+    let has_hosts = set(&hosts);
+    let has_paths = set(&paths);
+    let has_headers = headers.as_ref().is_some_and(|h| !h.is_empty());
+    let has_sources = sources.as_ref().is_some_and(|v| !v.is_empty());
+    let has_destinations = destinations.as_ref().is_some_and(|v| !v.is_empty());
+    let has = |p: &str| protocols.iter().any(|x| x == p);
+
+    if has_snis && !["grpcs", "https", "tls", "tls_passthrough"].iter().any(|p| has(p)) {
+        r.err(
+            "snis",
+            "'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'",
+        );
+    }
+
+    // Kong picks the subschema from the first protocol.
+    let first = protocols.first().map(String::as_str).unwrap_or("http");
+    let mut strip_path = strip_path_given.unwrap_or(true);
+    match first {
+        "http" | "https" => {
+            for (f, set) in [("sources", has_sources), ("destinations", has_destinations)] {
+                if set {
+                    r.err(f, format!("cannot set '{f}' when 'protocols' is 'http' or 'https'"));
+                }
+            }
+            if has("https") {
+                if !(has_methods || has_hosts || has_headers || has_paths || has_snis) {
+                    r.err("@entity", format!("must set one of {} when 'protocols' is 'https'",
+                        quoted_list(&["methods", "hosts", "headers", "paths", "snis"])));
+                }
+            } else if has("http") && !(has_methods || has_hosts || has_headers || has_paths) {
+                r.err("@entity", format!("must set one of {} when 'protocols' is 'http'",
+                    quoted_list(&["methods", "hosts", "headers", "paths"])));
+            }
+        }
+        "grpc" | "grpcs" => {
+            strip_path = strip_path_given.unwrap_or(false);
+            if strip_path {
+                r.err("strip_path", "cannot set 'strip_path' when 'protocols' is 'grpc' or 'grpcs'");
+            }
+            for (f, set) in [
+                ("methods", has_methods),
+                ("sources", has_sources),
+                ("destinations", has_destinations),
+            ] {
+                if set {
+                    r.err(f, format!("cannot set '{f}' when 'protocols' is 'grpc' or 'grpcs'"));
+                }
+            }
+            if has("grpcs") {
+                if !(has_hosts || has_headers || has_paths || has_snis) {
+                    r.err("@entity", format!("must set one of {} when 'protocols' is 'grpcs'",
+                        quoted_list(&["hosts", "headers", "paths", "snis"])));
+                }
+            } else if !(has_hosts || has_headers || has_paths) {
+                r.err("@entity", format!("must set one of {} when 'protocols' is 'grpc'",
+                    quoted_list(&["hosts", "headers", "paths"])));
+            }
+        }
+        _ => {
+            for (f, set) in [
+                ("methods", has_methods),
+                ("hosts", has_hosts),
+                ("paths", has_paths),
+                ("headers", has_headers),
+            ] {
+                if set {
+                    r.err(f, format!(
+                        "cannot set '{f}' when 'protocols' is 'tcp', 'tls', 'tls_passthrough' or 'udp'"
+                    ));
+                }
+            }
+            if protocols.iter().all(|p| ["tcp", "tls", "udp"].contains(&p.as_str()))
+                && !(has_sources || has_destinations || has_snis)
+            {
+                r.err("@entity", format!("must set one of {} when 'protocols' is 'tcp', 'tls' or 'udp'",
+                    quoted_list(&["sources", "destinations", "snis"])));
+            }
+            if protocols.iter().all(|p| p == "tls_passthrough") && !has_snis {
+                r.err("@entity", "must set snis when 'protocols' is 'tls_passthrough'");
+            }
+        }
+    }
+    r.finish();
+
+    Route {
+        id: item.id,
+        name,
+        protocols,
+        methods: methods.unwrap_or_default(),
+        hosts,
+        paths: paths.unwrap_or_default(),
+        headers: headers.unwrap_or_default(),
+        snis: snis.unwrap_or_default(),
+        sources: sources.unwrap_or_default(),
+        destinations: destinations.unwrap_or_default(),
+        strip_path,
+        preserve_host,
+        request_buffering,
+        response_buffering,
+        regex_priority,
+        path_handling,
+        https_redirect_status_code: code,
+        service: item.fks.get("service").copied(),
+        tags,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// upstreams
+
+const HASH_ON: &[&str] = &["none", "consumer", "ip", "header", "cookie", "path", "query_arg", "uri_capture"];
+const CHECK_TYPES: &[&str] = &["tcp", "http", "https", "grpc", "grpcs"];
+
+fn statuses(r: &mut Reader<'_>, key: &str, default: Vec<u16>) -> Vec<u16> {
+    let Some(v) = r.raw(key) else { return default };
+    let Value::Array(list) = v else {
+        r.err(key, "expected an array");
+        return default;
+    };
+    let mut out = Vec::with_capacity(list.len());
+    for (i, s) in list.iter().enumerate() {
+        match as_integer(s) {
+            Some(n) if (100..=999).contains(&n) => out.push(n as u16),
+            Some(_) => r.err(&format!("{key}.{}", i + 1), "value should be between 100 and 999"),
+            None => r.err(&format!("{key}.{}", i + 1), "expected an integer"),
+        }
+    }
+    out
+}
+
+fn counter(r: &mut Reader<'_>, key: &str) -> u8 {
+    int_or(r.int(key, 0, 255), 0u8)
+}
+
+fn seconds(r: &mut Reader<'_>, key: &str, default: f64) -> f64 {
+    r.number(key, 0.0, 65535.0).unwrap_or(default)
+}
+
+fn active_check(r: &mut Reader<'_>) -> ActiveHealthcheck {
+    let d = ActiveHealthcheck::default();
+    let check_type = r.one_of("type", CHECK_TYPES, "http");
+    let timeout = seconds(r, "timeout", d.timeout);
+    let concurrency = int_or(r.int("concurrency", 1, 1 << 31), d.concurrency);
+    let http_path = r.checked_string("http_path", validate_path).unwrap_or(d.http_path);
+    let https_sni = r.checked_string("https_sni", validate_sni);
+    let https_verify_certificate = r.bool("https_verify_certificate", true);
+    let headers = r.headers("headers", validate_header_name).unwrap_or_default();
+    let healthy = r
+        .record("healthy", &[], |h| {
+            let d = ActiveHealthy::default();
+            ActiveHealthy {
+                interval: seconds(h, "interval", d.interval),
+                http_statuses: statuses(h, "http_statuses", d.http_statuses),
+                successes: counter(h, "successes"),
+            }
+        })
+        .unwrap_or_default();
+    let unhealthy = r
+        .record("unhealthy", &[], |u| {
+            let d = ActiveUnhealthy::default();
+            ActiveUnhealthy {
+                interval: seconds(u, "interval", d.interval),
+                http_statuses: statuses(u, "http_statuses", d.http_statuses),
+                tcp_failures: counter(u, "tcp_failures"),
+                timeouts: counter(u, "timeouts"),
+                http_failures: counter(u, "http_failures"),
+            }
+        })
+        .unwrap_or_default();
+    ActiveHealthcheck {
+        check_type,
+        timeout,
+        concurrency,
+        http_path,
+        https_sni,
+        https_verify_certificate,
+        headers,
+        healthy,
+        unhealthy,
+    }
+}
+
+fn passive_check(r: &mut Reader<'_>) -> PassiveHealthcheck {
+    let check_type = r.one_of("type", CHECK_TYPES, "http");
+    let healthy = r
+        .record("healthy", &[], |h| {
+            let d = PassiveHealthy::default();
+            PassiveHealthy {
+                http_statuses: statuses(h, "http_statuses", d.http_statuses),
+                successes: counter(h, "successes"),
+            }
+        })
+        .unwrap_or_default();
+    let unhealthy = r
+        .record("unhealthy", &[], |u| {
+            let d = PassiveUnhealthy::default();
+            PassiveUnhealthy {
+                http_statuses: statuses(u, "http_statuses", d.http_statuses),
+                tcp_failures: counter(u, "tcp_failures"),
+                timeouts: counter(u, "timeouts"),
+                http_failures: counter(u, "http_failures"),
+            }
+        })
+        .unwrap_or_default();
+    PassiveHealthcheck {
+        check_type,
+        healthy,
+        unhealthy,
+    }
+}
+
+fn upstream(item: &Item, errs: &mut Vec<ConfigError>) -> Upstream {
+    let mut r = reader(item, errs);
+    let name = r
+        .required_string("name")
+        .map(|n| {
+            if let Err(e) = validate_upstream_name(&n) {
+                r.err("name", e);
+            }
+            n
+        })
+        .unwrap_or_default();
+    let algorithm_given = r.string("algorithm");
+    let hash_on_given = r.string("hash_on");
+    // Kong's shorthands: least-connections/latency force hash_on to none;
+    // otherwise a given hash_on decides between round-robin and hashing.
+    let mut algorithm = algorithm_given.clone().unwrap_or_else(|| "round-robin".into());
+    let mut hash_on = hash_on_given.clone().unwrap_or_else(|| "none".into());
+    if matches!(algorithm.as_str(), "least-connections" | "latency") {
+        hash_on = "none".into();
+    } else if let Some(h) = &hash_on_given {
+        algorithm = if h == "none" { "round-robin".into() } else { "consistent-hashing".into() };
+    }
+    let algorithms = ["consistent-hashing", "least-connections", "round-robin", "latency"];
+    if !algorithms.contains(&algorithm.as_str()) {
+        r.err("algorithm", format!("expected one of: {}", algorithms.join(", ")));
+    }
+    if !HASH_ON.contains(&hash_on.as_str()) {
+        r.err("hash_on", format!("expected one of: {}", HASH_ON.join(", ")));
+    }
+    let hash_fallback = r.one_of("hash_fallback", HASH_ON, "none");
+    let hash_on_header = r.checked_string("hash_on_header", validate_header_name);
+    let hash_fallback_header = r.checked_string("hash_fallback_header", validate_header_name);
+    let hash_on_cookie = r.checked_string("hash_on_cookie", validate_http_token);
+    let hash_on_cookie_path = r
+        .checked_string("hash_on_cookie_path", validate_path)
+        .unwrap_or_else(|| "/".into());
+    let hash_on_query_arg = r.string("hash_on_query_arg");
+    let hash_fallback_query_arg = r.string("hash_fallback_query_arg");
+    let hash_on_uri_capture = r.string("hash_on_uri_capture");
+    let hash_fallback_uri_capture = r.string("hash_fallback_uri_capture");
+    let slots = int_or(r.int("slots", 10, 1 << 16), 10000u32);
+    let host_header = r.checked_string("host_header", validate_host_with_optional_port);
+    let use_srv_name = r.bool("use_srv_name", false);
+    let tags = r.tags();
+    let healthchecks = r
+        .record("healthchecks", &[], |h| {
+            let active = h.record("active", &[], active_check).unwrap_or_default();
+            let passive = h.record("passive", &[], passive_check).unwrap_or_default();
+            let threshold = h.number("threshold", 0.0, 100.0).unwrap_or(0.0);
+            Healthchecks {
+                active,
+                passive,
+                threshold,
+            }
+        })
+        .unwrap_or_default();
+
+    // Entity checks (`upstreams.lua`).
+    let need = |on: &str, field: &str, val: &Option<String>| {
+        (hash_on == on || hash_fallback == on) && val.is_none() && !field.is_empty()
+    };
+    if hash_on == "header" && hash_on_header.is_none() {
+        r.err("hash_on_header", "required field missing");
+    }
+    if hash_fallback == "header" && hash_fallback_header.is_none() {
+        r.err("hash_fallback_header", "required field missing");
+    }
+    if need("cookie", "hash_on_cookie", &hash_on_cookie) {
+        r.err("hash_on_cookie", "required field missing");
+    }
+    if hash_on == "query_arg" && hash_on_query_arg.is_none() {
+        r.err("hash_on_query_arg", "required field missing");
+    }
+    if hash_fallback == "query_arg" && hash_fallback_query_arg.is_none() {
+        r.err("hash_fallback_query_arg", "required field missing");
+    }
+    if hash_on == "uri_capture" && hash_on_uri_capture.is_none() {
+        r.err("hash_on_uri_capture", "required field missing");
+    }
+    if hash_fallback == "uri_capture" && hash_fallback_uri_capture.is_none() {
+        r.err("hash_fallback_uri_capture", "required field missing");
+    }
+    let fallback_ok = match hash_on.as_str() {
+        "none" | "cookie" => hash_fallback == "none",
+        "consumer" | "ip" | "path" => hash_fallback != hash_on,
+        _ => true,
+    };
+    if !fallback_ok {
+        let allowed: Vec<&str> = match hash_on.as_str() {
+            "none" | "cookie" => vec!["none"],
+            other => HASH_ON.iter().copied().filter(|h| *h != other).collect(),
+        };
+        r.err("hash_fallback", format!(
+            "failed conditional validation given value of field 'hash_on': expected one of: {}",
+            allowed.join(", ")
+        ));
+    }
+    for (a, b, va, vb) in [
+        ("hash_on_header", "hash_fallback_header", &hash_on_header, &hash_fallback_header),
+        ("hash_on_query_arg", "hash_fallback_query_arg", &hash_on_query_arg, &hash_fallback_query_arg),
+        ("hash_on_uri_capture", "hash_fallback_uri_capture", &hash_on_uri_capture, &hash_fallback_uri_capture),
+    ] {
+        if va.is_some() && va == vb {
+            r.err("@entity", format!("values of these fields must be distinct: {}", quoted_list(&[a, b])));
+        }
+    }
+    r.finish();
+
+    Upstream {
+        id: item.id,
+        name,
+        algorithm,
+        hash_on,
+        hash_fallback,
+        hash_on_header,
+        hash_fallback_header,
+        hash_on_cookie,
+        hash_on_cookie_path,
+        hash_on_query_arg,
+        hash_fallback_query_arg,
+        hash_on_uri_capture,
+        hash_fallback_uri_capture,
+        slots,
+        host_header,
+        use_srv_name,
+        client_certificate: item.fks.get("client_certificate").copied(),
+        healthchecks,
+        tags,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// targets, plugins, consumers, credentials, certificates
+
+/// Reports a missing required foreign key (a dangling one is reported when
+/// references are resolved).
+fn required_fk(r: &mut Reader<'_>, item: &Item, field: &str) -> Option<Uuid> {
+    let id = item.fks.get(field).copied();
+    if id.is_none() && !r.has(field) {
+        r.err(field, "required field missing");
+    }
+    id
+}
+
+fn target(item: &Item, errs: &mut Vec<ConfigError>) -> Option<Target> {
+    let mut r = reader(item, errs);
+    let upstream = required_fk(&mut r, item, "upstream");
+    let target = r.required_string("target").and_then(|t| match normalize_target(&t) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            r.err("target", e);
+            None
+        }
+    });
+    let weight = int_or(r.int("weight", 0, 65535), 100u32);
+    let tags = r.tags();
+    r.finish();
+    Some(Target {
+        id: item.id,
+        upstream: upstream.unwrap_or_default(),
+        target: target.unwrap_or_default(),
+        weight,
+        tags,
+    })
+}
+
+fn plugin(item: &Item, opts: &ParseOptions, errs: &mut Vec<ConfigError>) -> Plugin {
+    let mut r = reader(item, errs);
+    r.accept(&["ordering", "consumer_group"]);
+    let name = r.required_string("name").unwrap_or_default();
+    if !name.is_empty() && !opts.available_plugins.iter().any(|p| p == &name) {
+        r.err(
+            "name",
+            format!("plugin '{name}' not enabled; add it to the 'plugins' configuration property"),
+        );
+    }
+    let instance_name = r.checked_string("instance_name", validate_utf8_name);
+    let config = match r.raw("config") {
+        None => Value::Object(Map::new()),
+        Some(v @ Value::Object(_)) => v.clone(),
+        Some(_) => {
+            r.err("config", "expected a record");
+            Value::Object(Map::new())
+        }
+    };
+    let protocols = r
+        .checked_list("protocols", true, |p| {
+            if PROTOCOLS.contains(&p) {
+                Ok(())
+            } else {
+                Err(format!("expected one of: {}", PROTOCOLS.join(", ")))
+            }
+        })
+        .unwrap_or_else(|| HTTP_PROTOCOLS.iter().map(|s| s.to_string()).collect());
+    let enabled = r.bool("enabled", true);
+    let tags = r.tags();
+    r.finish();
+    Plugin {
+        id: item.id,
+        name,
+        instance_name,
+        enabled,
+        config,
+        service: item.fks.get("service").copied(),
+        route: item.fks.get("route").copied(),
+        consumer: item.fks.get("consumer").copied(),
+        protocols,
+        tags,
+    }
+}
+
+fn consumer(item: &Item, errs: &mut Vec<ConfigError>) -> Consumer {
+    let mut r = reader(item, errs);
+    let username = r.string("username");
+    let custom_id = r.string("custom_id");
+    let tags = r.tags();
+    if username.is_none() && custom_id.is_none() && !r.has("username") && !r.has("custom_id") {
+        r.err(
+            "@entity",
+            "at least one of these fields must be non-empty: 'custom_id', 'username'",
+        );
+    }
+    r.finish();
+    Consumer {
+        id: item.id,
+        username,
+        custom_id,
+        tags,
+    }
+}
+
+/// Random value for fields Kong generates (`auto = true`).
+fn auto_value() -> Value {
+    Value::String(Uuid::new_v4().simple().to_string())
+}
+
+fn credential(item: &Item, errs: &mut Vec<ConfigError>) -> Option<Credential> {
+    let mut r = reader(item, errs);
+    r.accept(&["tags"]);
+    let mut fields = item.obj.clone();
+    for (fk, _) in item.kind.foreign_keys() {
+        fields.remove(*fk);
+    }
+    let consumer = required_fk(&mut r, item, "consumer");
+    let _ = r.tags();
+    let mut fill = |k: &str, v: Value| {
+        if fields.get(k).is_none_or(Value::is_null) {
+            fields.insert(k.to_string(), v);
+        }
+    };
+    match item.kind {
+        Kind::KeyAuth => {
+            r.string("key");
+            r.int("ttl", 0, 100_000_000);
+            fill("key", auto_value());
+        }
+        Kind::BasicAuth => {
+            r.required_string("username");
+            r.required_string("password");
+        }
+        Kind::Jwt => {
+            r.string("key");
+            r.string("secret");
+            r.string("rsa_public_key");
+            let algs = [
+                "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512",
+                "PS256", "PS384", "PS512", "EdDSA",
+            ];
+            let alg = r.one_of("algorithm", &algs, "HS256");
+            let needs_key = alg.starts_with("RS") || alg.starts_with("PS") || alg == "EdDSA";
+            if needs_key && !r.has("rsa_public_key") {
+                r.err("rsa_public_key", "required field missing");
+            }
+            fill("key", auto_value());
+            fill("secret", auto_value());
+            fill("algorithm", Value::String(alg));
+        }
+        Kind::HmacAuth => {
+            r.required_string("username");
+            r.string("secret");
+            fill("secret", auto_value());
+        }
+        Kind::Acl => {
+            r.required_string("group");
+        }
+        Kind::Oauth2 => {
+            r.required_string("name");
+            r.string("client_id");
+            r.string("client_secret");
+            let hash_secret = r.bool("hash_secret", false);
+            r.string_list("redirect_uris", false);
+            let client_type = r.one_of("client_type", &["confidential", "public"], "confidential");
+            fill("client_id", auto_value());
+            fill("client_secret", auto_value());
+            fill("hash_secret", Value::Bool(hash_secret));
+            fill("client_type", Value::String(client_type));
+        }
+        Kind::MtlsAuth => {
+            r.required_string("subject_name");
+        }
+        _ => {}
+    }
+    r.finish();
+    Some(Credential {
+        kind: item.kind.table().to_string(),
+        id: item.id,
+        consumer: consumer.unwrap_or_default(),
+        fields,
+    })
+}
+
+fn certificate(item: &Item, errs: &mut Vec<ConfigError>) -> Certificate {
+    let mut r = reader(item, errs);
+    let cert = r.required_string("cert");
+    let key = r.required_string("key");
+    let cert_alt = r.string("cert_alt");
+    let key_alt = r.string("key_alt");
+    let tags = r.tags();
+    for (f, v, what) in [
+        ("cert", &cert, "certificate"),
+        ("key", &key, "key"),
+        ("cert_alt", &cert_alt, "certificate"),
+        ("key_alt", &key_alt, "key"),
+    ] {
+        if let Some(Err(e)) = v.as_deref().map(|s| validate_pem(s, what)) {
+            r.err(f, e);
+        }
+    }
+    if cert_alt.is_some() != key_alt.is_some() {
+        r.err(
+            "@entity",
+            "all or none of these fields must be set: 'cert_alt', 'key_alt'",
+        );
+    }
+    r.finish();
+    Certificate {
+        id: item.id,
+        cert: cert.unwrap_or_default(),
+        key: key.unwrap_or_default(),
+        cert_alt,
+        key_alt,
+        tags,
+    }
+}
+
+fn sni(item: &Item, errs: &mut Vec<ConfigError>) -> Sni {
+    let mut r = reader(item, errs);
+    let certificate = required_fk(&mut r, item, "certificate");
+    let name = if r.has("name") {
+        r.checked_string("name", validate_wildcard_host)
+    } else {
+        r.required_string("name")
+    };
+    let tags = r.tags();
+    r.finish();
+    Sni {
+        id: item.id,
+        name: name.unwrap_or_default(),
+        certificate: certificate.unwrap_or_default(),
+        tags,
+    }
+}
+
+fn ca_certificate(item: &Item, errs: &mut Vec<ConfigError>) -> CaCertificate {
+    const TAG: &str = "-----BEGIN CERTIFICATE-----";
+    let mut r = reader(item, errs);
+    let cert = r.required_string("cert");
+    if let Some(c) = &cert {
+        if !c.contains(TAG) {
+            r.err("cert", "invalid certificate: not a PEM-encoded certificate");
+        } else if c.matches(TAG).count() > 1 {
+            r.err("@entity", "please submit only one certificate at a time");
+        }
+    }
+    let cert_digest = r.string("cert_digest");
+    let tags = r.tags();
+    r.finish();
+    CaCertificate {
+        id: item.id,
+        cert: cert.unwrap_or_default(),
+        cert_digest,
+        tags,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// cross-entity checks
+
+pub(crate) fn cross_checks(items: &[Item], cfg: &DeclarativeConfig, errs: &mut Vec<ConfigError>) {
+    let by_id: HashMap<(Kind, Uuid), &Item> = items.iter().map(|i| ((i.kind, i.id), i)).collect();
+    let skip = |kind: Kind, id: Uuid| by_id.get(&(kind, id)).is_none_or(|i| i.duplicate);
+
+    // One plugin of a given name per (route, service, consumer): Kong's cache key.
+    let mut seen_plugins: HashSet<(String, Option<Uuid>, Option<Uuid>, Option<Uuid>)> = HashSet::new();
+    for p in &cfg.plugins {
+        if skip(Kind::Plugin, p.id) || p.name.is_empty() {
+            continue;
+        }
+        if !seen_plugins.insert((p.name.clone(), p.route, p.service, p.consumer)) {
+            if let Some(item) = by_id.get(&(Kind::Plugin, p.id)) {
+                errs.push(item.err(
+                    "name",
+                    format!(
+                        "uniqueness violation: 'plugins' entity with name set to '{}' already declared for the same route, service and consumer",
+                        p.name
+                    ),
+                ));
+            }
+        }
+    }
+
+    // One target per address and upstream.
+    let mut seen_targets: HashSet<(Uuid, String)> = HashSet::new();
+    for t in &cfg.targets {
+        if skip(Kind::Target, t.id) || t.target.is_empty() {
+            continue;
+        }
+        if !seen_targets.insert((t.upstream, t.target.clone())) {
+            if let Some(item) = by_id.get(&(Kind::Target, t.id)) {
+                errs.push(item.err(
+                    "target",
+                    format!(
+                        "uniqueness violation: 'targets' entity with target set to '{}' already declared for this upstream",
+                        t.target
+                    ),
+                ));
+            }
+        }
+    }
+
+    // Unique non-endpoint fields (Kong checks every `unique` column).
+    let mut custom_ids: HashSet<&str> = HashSet::new();
+    for c in &cfg.consumers {
+        if let Some(cid) = c.custom_id.as_deref() {
+            if !custom_ids.insert(cid) {
+                if let Some(item) = by_id.get(&(Kind::Consumer, c.id)) {
+                    errs.push(item.err(
+                        "custom_id",
+                        format!("uniqueness violation: 'consumers' entity with custom_id set to '{cid}' already declared"),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_shorthand() {
+        let m = expand_url("https://example.com/api?x=1#frag");
+        assert_eq!(m["protocol"], "https");
+        assert_eq!(m["host"], "example.com");
+        assert_eq!(m["port"], 443);
+        assert_eq!(m["path"], "/api");
+        let m = expand_url("http://10.0.0.1:8080");
+        assert_eq!(m["port"], 8080);
+        assert!(m["path"].is_null());
+        let m = expand_url("grpc://h:9000/");
+        assert_eq!(m["protocol"], "grpc");
+        assert_eq!(m["path"], "/");
+        let m = expand_url("http://[::1]:81/x");
+        assert_eq!(m["host"], "::1");
+        assert_eq!(m["port"], 81);
+        let m = expand_url("tcp://h");
+        assert_eq!(m["port"], 80);
+        let m = expand_url("http://u:p@h:abc");
+        assert_eq!(m["host"], "h");
+        assert_eq!(m["port"], "abc");
+    }
+}

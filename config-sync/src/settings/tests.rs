@@ -1,0 +1,438 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn load_ok(conf: Option<&str>, pairs: &[(&str, &str)]) -> Settings {
+    match Settings::load(conf, env(pairs)) {
+        Ok(s) => s,
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
+
+fn load_err(conf: Option<&str>, pairs: &[(&str, &str)]) -> SettingsError {
+    match Settings::load(conf, env(pairs)) {
+        Ok(s) => panic!("expected an error, got {s:?}"),
+        Err(e) => e,
+    }
+}
+
+const DP_CERTS: [(&str, &str); 2] = [
+    ("KONG_CLUSTER_CERT", "/etc/kong/cluster.crt"),
+    ("KONG_CLUSTER_CERT_KEY", "/etc/kong/cluster.key"),
+];
+
+#[test]
+fn defaults_match_kong() {
+    let s = load_ok(None, &[]);
+    assert_eq!(s.role, Role::Traditional);
+    assert_eq!(s.database, "off");
+    assert_eq!(s.declarative_config, None);
+    assert_eq!(s.prefix, PathBuf::from("/usr/local/kong/"));
+    assert_eq!(s.log_level, LogLevel::Notice);
+    assert_eq!(
+        s.proxy_access_log_path(),
+        Some(PathBuf::from("/usr/local/kong/logs/access.log"))
+    );
+    assert_eq!(
+        s.proxy_error_log_path(),
+        Some(PathBuf::from("/usr/local/kong/logs/error.log"))
+    );
+
+    assert_eq!(s.proxy_listen.len(), 2);
+    assert_eq!(
+        s.proxy_listen[0].socket_addr(),
+        Some("0.0.0.0:8000".parse().expect("addr"))
+    );
+    assert!(s.proxy_listen[1].ssl && s.proxy_listen[1].http2);
+    assert_eq!(s.status_listen.len(), 1);
+    assert_eq!(
+        s.status_listen[0].socket_addr(),
+        Some("127.0.0.1:8007".parse().expect("addr"))
+    );
+    assert_eq!(s.status_listen[0].backlog, Some(16384));
+    assert_eq!(s.admin_listen.len(), 2);
+
+    assert_eq!(s.nginx_worker_processes, WorkerProcesses::Auto);
+    assert!(s.trusted_ips.is_empty() && !s.trusted_ips_unix);
+    assert_eq!(s.real_ip_header, "X-Real-IP");
+    assert!(!s.real_ip_recursive);
+    assert_eq!(
+        s.headers,
+        HeadersConfig {
+            server: true,
+            via: true,
+            proxy_latency: true,
+            response_latency: true,
+            admin_latency: true,
+            upstream_latency: true,
+            upstream_status: false,
+            request_id: true,
+        }
+    );
+    assert!(s.headers_upstream_request_id);
+    assert_eq!(s.error_default_type, ErrorDefaultType::TextPlain);
+    assert!(!s.allow_debug_header);
+    assert_eq!(s.nginx_http_client_max_body_size, None);
+    assert_eq!(s.nginx_http_client_header_buffer_size, 1024);
+    assert_eq!(
+        s.nginx_http_large_client_header_buffers,
+        LargeHeaderBuffers {
+            number: 4,
+            size: 8192
+        }
+    );
+    assert!(s.port_maps.is_empty());
+    assert_eq!(s.cluster_control_plane.authority(), "127.0.0.1:8005");
+    assert_eq!(s.cluster_mtls, ClusterMtls::Shared);
+    assert_eq!(s.lua_ssl_trusted_certificate, vec!["system"]);
+    assert_eq!(s.cluster_max_payload, 16_777_216);
+    assert!(!s.konnect_mode);
+    assert_eq!(s.cluster_telemetry_endpoint, None);
+    assert_eq!(s.plugins, vec!["bundled"]);
+    assert_eq!(s.upstream_keepalive_pool_size, 512);
+    assert_eq!(s.upstream_keepalive_max_requests, 10_000);
+    assert_eq!(s.upstream_keepalive_idle_timeout, 60);
+    assert!(s.warnings.is_empty());
+}
+
+#[test]
+fn precedence_env_over_file_over_default() {
+    let conf =
+        "log_level = info\nproxy_listen = 127.0.0.1:9000\nerror_default_type = application/json\n";
+    let s = load_ok(Some(conf), &[("KONG_LOG_LEVEL", "debug")]);
+    assert_eq!(s.log_level, LogLevel::Debug); // env beats file
+    assert_eq!(s.proxy_listen.len(), 1); // file beats default
+    assert_eq!(s.proxy_listen[0].port, 9000);
+    assert_eq!(s.error_default_type, ErrorDefaultType::ApplicationJson);
+    assert_eq!(s.upstream_keepalive_pool_size, 512); // default
+}
+
+#[test]
+fn unknown_keys() {
+    let conf = "pg_host = db.local\nlog_level = warn\nnot a kv line\n";
+    let s = load_ok(
+        Some(conf),
+        &[
+            ("KONG_PG_PASSWORD", "secret"),
+            ("KONG_SOMETHING_ELSE", "x"),
+            ("HOME", "/root"),
+        ],
+    );
+    assert_eq!(s.log_level, LogLevel::Warn);
+    assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
+    assert!(s.warnings[0].contains("line 3"), "{:?}", s.warnings);
+    assert!(s.warnings.iter().any(|w| w.contains("'pg_host'")));
+    assert!(!s.warnings.iter().any(|w| w.contains("PG_PASSWORD")));
+}
+
+#[test]
+fn bad_values_name_the_key_and_all_errors_are_collected() {
+    let conf = "proxy_listen = nonsense\nlog_level = loud\n";
+    let err = load_err(
+        Some(conf),
+        &[
+            ("KONG_STATUS_LISTEN", "127.0.0.1"),
+            ("KONG_TRUSTED_IPS", "10.0.0.0/8, bogus"),
+            ("KONG_HEADERS", "Server, X-Nope"),
+        ],
+    );
+    let keys: Vec<&str> = err.errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec![
+            "log_level",
+            "proxy_listen",
+            "KONG_STATUS_LISTEN",
+            "KONG_TRUSTED_IPS",
+            "KONG_HEADERS"
+        ]
+    );
+    assert!(err.errors[1]
+        .reason
+        .starts_with("proxy_listen must be of form: [off] | <ip>:<port> [ssl]"));
+    assert_eq!(err.errors[1].origin, ValueSource::ConfFile { line: 1 });
+    assert_eq!(err.errors[2].origin, ValueSource::Env);
+    assert!(err.errors[3].reason.ends_with("got 'bogus'"));
+    assert_eq!(err.errors[4].reason, "headers: invalid entry 'X-Nope'");
+    let text = err.to_string();
+    assert!(
+        text.contains("KONG_STATUS_LISTEN: status_listen must be of form"),
+        "{text}"
+    );
+}
+
+#[test]
+fn listen_off_and_ipv6_via_env() {
+    let s = load_ok(
+        None,
+        &[
+            ("KONG_PROXY_LISTEN", "[::]:8000 ipv6only=on, 0.0.0.0:8000"),
+            ("KONG_STATUS_LISTEN", "off"),
+        ],
+    );
+    assert_eq!(
+        s.proxy_listen[0].socket_addr(),
+        Some("[::]:8000".parse().expect("addr"))
+    );
+    assert_eq!(s.proxy_listen[0].ipv6only, Some(true));
+    assert!(s.status_listen.is_empty());
+    assert_eq!(s.redacted()["status_listen"], json!(["off"]));
+}
+
+#[test]
+fn role_and_database() {
+    let err = load_err(None, &[("KONG_ROLE", "control_plane")]);
+    assert_eq!(err.errors.len(), 1);
+    assert_eq!(err.errors[0].key, "KONG_ROLE");
+    assert_eq!(
+        err.errors[0].reason,
+        "this gateway is a data plane; role 'control_plane' is not supported"
+    );
+
+    let err = load_err(Some("database = postgres"), &[]);
+    assert_eq!(err.errors[0].key, "database");
+    assert!(
+        err.errors[0].reason.contains("database = off"),
+        "{}",
+        err.errors[0].reason
+    );
+
+    let err = load_err(None, &[("KONG_DATABASE", "mysql")]);
+    assert_eq!(
+        err.errors[0].reason,
+        "database has an invalid value: 'mysql' (postgres, cassandra, off)"
+    );
+
+    let err = load_err(None, &[("KONG_ROLE", "dataplane")]);
+    assert!(err.errors[0]
+        .reason
+        .starts_with("role has an invalid value: 'dataplane'"));
+}
+
+#[test]
+fn data_plane_checks() {
+    let err = load_err(None, &[("KONG_ROLE", "data_plane")]);
+    assert_eq!(err.errors.len(), 1);
+    assert_eq!(err.errors[0].key, "KONG_ROLE");
+    assert_eq!(
+        err.errors[0].reason,
+        "cluster certificate and key must be provided to use Hybrid mode"
+    );
+
+    let mut e = DP_CERTS.to_vec();
+    e.extend([
+        ("KONG_ROLE", "data_plane"),
+        ("KONG_DATABASE", "postgres"),
+        ("KONG_PROXY_LISTEN", "off"),
+    ]);
+    let err = load_err(None, &e);
+    let reasons: Vec<&str> = err.errors.iter().map(|e| e.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        vec![
+            "only in-memory storage can be used when role = \"data_plane\"\nHint: set database = off in your kong.conf",
+            "proxy_listen must be specified when role = \"data_plane\"",
+        ]
+    );
+
+    let mut e = DP_CERTS.to_vec();
+    e.extend([
+        ("KONG_ROLE", "data_plane"),
+        ("KONG_CLUSTER_CONTROL_PLANE", "abc.cp0.konghq.com:443"),
+        ("KONG_CLUSTER_SERVER_NAME", "abc.cp0.konghq.com"),
+        ("KONG_CLUSTER_MTLS", "pki"),
+        ("KONG_CLUSTER_DP_LABELS", "deployment:prod,region:eu"),
+        ("KONG_KONNECT_MODE", "on"),
+        ("KONG_CLUSTER_TELEMETRY_ENDPOINT", "abc.tp0.konghq.com:443"),
+        (
+            "KONG_LUA_SSL_TRUSTED_CERTIFICATE",
+            "system, /etc/ssl/extra.pem",
+        ),
+    ]);
+    let s = load_ok(None, &e);
+    assert_eq!(s.role, Role::DataPlane);
+    assert_eq!(s.cluster_control_plane.host, "abc.cp0.konghq.com");
+    assert_eq!(s.cluster_server_name.as_deref(), Some("abc.cp0.konghq.com"));
+    assert_eq!(s.cluster_mtls, ClusterMtls::Pki);
+    assert_eq!(s.cluster_dp_labels.len(), 2);
+    assert!(s.konnect_mode);
+    assert_eq!(
+        s.cluster_telemetry_endpoint.as_ref().map(|h| h.port),
+        Some(443)
+    );
+    assert_eq!(
+        s.lua_ssl_trusted_certificate,
+        vec!["system", "/etc/ssl/extra.pem"]
+    );
+}
+
+#[test]
+fn labels_require_data_plane() {
+    let err = load_err(Some("cluster_dp_labels = a:b"), &[]);
+    assert_eq!(err.errors[0].key, "cluster_dp_labels");
+    assert_eq!(
+        err.errors[0].reason,
+        "cluster_dp_labels can only be used when role = \"data_plane\""
+    );
+}
+
+#[test]
+fn worker_processes_alias() {
+    let s = load_ok(None, &[("KONG_NGINX_WORKER_PROCESSES", "4")]);
+    assert_eq!(s.nginx_worker_processes, WorkerProcesses::Count(4));
+    let s = load_ok(None, &[("KONG_NGINX_MAIN_WORKER_PROCESSES", "2")]);
+    assert_eq!(s.nginx_worker_processes, WorkerProcesses::Count(2));
+    // Kong's alias rule: the nginx_main_ form wins whichever source set it.
+    let s = load_ok(
+        Some("nginx_main_worker_processes = 3"),
+        &[("KONG_NGINX_WORKER_PROCESSES", "4")],
+    );
+    assert_eq!(s.nginx_worker_processes, WorkerProcesses::Count(3));
+    let err = load_err(None, &[("KONG_NGINX_MAIN_WORKER_PROCESSES", "0")]);
+    assert_eq!(err.errors[0].key, "KONG_NGINX_MAIN_WORKER_PROCESSES");
+    assert!(err.errors[0]
+        .reason
+        .starts_with("nginx_main_worker_processes"));
+}
+
+#[test]
+fn real_ip_settings() {
+    let s = load_ok(
+        Some("real_ip_header = X-Forwarded-For\nreal_ip_recursive = on\ntrusted_ips = 0.0.0.0/0,::/0,unix:"),
+        &[],
+    );
+    assert_eq!(s.real_ip_header, "X-Forwarded-For");
+    assert!(s.real_ip_recursive);
+    assert_eq!(s.trusted_ips.len(), 2);
+    assert!(s.trusted_ips_unix);
+    let s = load_ok(
+        Some("real_ip_header = X-Forwarded-For"),
+        &[("KONG_NGINX_PROXY_REAL_IP_HEADER", "proxy_protocol")],
+    );
+    assert_eq!(s.real_ip_header, "proxy_protocol");
+    let err = load_err(None, &[("KONG_REAL_IP_RECURSIVE", "maybe")]);
+    assert_eq!(err.errors[0].key, "KONG_REAL_IP_RECURSIVE");
+}
+
+#[test]
+fn sizes_numbers_and_misc() {
+    let s = load_ok(
+        None,
+        &[
+            ("KONG_NGINX_HTTP_CLIENT_MAX_BODY_SIZE", "10m"),
+            ("KONG_NGINX_HTTP_CLIENT_HEADER_BUFFER_SIZE", "2k"),
+            ("KONG_NGINX_HTTP_LARGE_CLIENT_HEADER_BUFFERS", "8 16k"),
+            ("KONG_PORT_MAPS", "80:8000, 443:8443"),
+            ("KONG_UPSTREAM_KEEPALIVE_POOL_SIZE", "0"),
+            ("KONG_ALLOW_DEBUG_HEADER", "on"),
+            ("KONG_HEADERS", "off"),
+            ("KONG_HEADERS_UPSTREAM", "off"),
+            ("KONG_PLUGINS", "bundled, my-plugin, off"),
+            ("KONG_PROXY_ACCESS_LOG", "/dev/stdout"),
+            ("KONG_PROXY_ERROR_LOG", "off"),
+            ("KONG_PREFIX", "/tmp/kong"),
+            ("KONG_DECLARATIVE_CONFIG", "/etc/kong/kong.yml"),
+        ],
+    );
+    assert_eq!(s.nginx_http_client_max_body_size, Some(10 * 1024 * 1024));
+    assert_eq!(s.nginx_http_client_header_buffer_size, 2048);
+    assert_eq!(
+        s.nginx_http_large_client_header_buffers,
+        LargeHeaderBuffers {
+            number: 8,
+            size: 16384
+        }
+    );
+    assert_eq!(s.port_maps, vec![(80, 8000), (443, 8443)]);
+    assert_eq!(s.upstream_keepalive_pool_size, 0);
+    assert!(s.allow_debug_header);
+    assert_eq!(s.headers, HeadersConfig::default());
+    assert!(!s.headers_upstream_request_id);
+    assert_eq!(s.plugins, vec!["bundled", "my-plugin"]);
+    assert_eq!(
+        s.proxy_access_log_path(),
+        Some(PathBuf::from("/dev/stdout"))
+    );
+    assert_eq!(s.proxy_error_log_path(), None);
+    assert_eq!(
+        s.declarative_config,
+        Some(PathBuf::from("/etc/kong/kong.yml"))
+    );
+
+    let s = load_ok(None, &[("KONG_PLUGINS", "off")]);
+    assert!(s.plugins.is_empty());
+
+    let err = load_err(
+        None,
+        &[
+            ("KONG_NGINX_HTTP_CLIENT_MAX_BODY_SIZE", "10mb"),
+            ("KONG_UPSTREAM_KEEPALIVE_MAX_REQUESTS", "-5"),
+            ("KONG_CLUSTER_MAX_PAYLOAD", "1024"),
+            ("KONG_PORT_MAPS", "80"),
+            ("KONG_ALLOW_DEBUG_HEADER", "yes"),
+        ],
+    );
+    let got: Vec<(&str, &str)> = err
+        .errors
+        .iter()
+        .map(|e| (e.key.as_str(), e.reason.as_str()))
+        .collect();
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert!(got.contains(&(
+        "KONG_UPSTREAM_KEEPALIVE_MAX_REQUESTS",
+        "upstream_keepalive_max_requests must be 0 or greater"
+    )));
+    assert!(got.contains(&(
+        "KONG_CLUSTER_MAX_PAYLOAD",
+        "cluster_max_payload must be 4194304 (4MB) or greater"
+    )));
+    assert!(got.contains(&("KONG_PORT_MAPS", "invalid port mapping (`port_maps`): 80")));
+}
+
+#[test]
+fn empty_env_value_unsets_optional() {
+    let s = load_ok(
+        Some("declarative_config = /a.yml"),
+        &[("KONG_DECLARATIVE_CONFIG", "")],
+    );
+    assert_eq!(s.declarative_config, None);
+    let err = load_err(None, &[("KONG_PROXY_LISTEN", "")]);
+    assert_eq!(err.errors[0].key, "KONG_PROXY_LISTEN");
+}
+
+#[test]
+fn redacted_hides_secrets() {
+    let mut e = DP_CERTS.to_vec();
+    e.extend([
+        ("KONG_ROLE", "data_plane"),
+        (
+            "KONG_DECLARATIVE_CONFIG_STRING",
+            "{\"_format_version\":\"3.0\"}",
+        ),
+    ]);
+    let s = load_ok(None, &e);
+    let v = s.redacted();
+    assert_eq!(v["cluster_cert_key"], json!("******"));
+    assert_eq!(v["declarative_config_string"], json!("******"));
+    assert_eq!(v["cluster_cert"], json!("/etc/kong/cluster.crt"));
+    assert_eq!(v["role"], json!("data_plane"));
+    assert_eq!(v["cluster_ca_cert"], Value::Null);
+    assert_eq!(v["plugins"], json!(["bundled"]));
+    assert_eq!(
+        v["proxy_listen"],
+        json!([
+            "0.0.0.0:8000 reuseport backlog=16384",
+            "0.0.0.0:8443 http2 ssl reuseport backlog=16384"
+        ])
+    );
+    let text = v.to_string();
+    assert!(
+        !text.contains("cluster.key") && !text.contains("_format_version"),
+        "{text}"
+    );
+}

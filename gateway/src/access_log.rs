@@ -1,0 +1,149 @@
+//! `proxy_access_log` in Kong's `kong_log_format`, written off the request
+//! path: requests hand a small record to a bounded channel and one thread
+//! formats and writes. When the channel is full a line is dropped (and
+//! counted) rather than slowing requests down.
+
+use std::fs::OpenOptions;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use pingora::proxy::Session;
+
+use crate::proxy::RequestCtx;
+
+struct Record {
+    time: SystemTime,
+    remote_addr: String,
+    request_line: String,
+    status: u16,
+    body_bytes: usize,
+    referer: String,
+    user_agent: String,
+    request_id: String,
+}
+
+/// Handle to the access-log writer thread.
+#[derive(Clone)]
+pub struct AccessLog {
+    tx: SyncSender<Record>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessLog").finish_non_exhaustive()
+    }
+}
+
+fn header_or_dash(session: &Session, name: http::header::HeaderName) -> String {
+    session
+        .req_header()
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string()
+}
+
+impl AccessLog {
+    /// Opens `path` (`/dev/stdout` and `/dev/stderr` included) for appending.
+    pub fn open(path: &Path) -> std::io::Result<AccessLog> {
+        let out: Box<dyn Write + Send> = match path.to_str() {
+            Some("/dev/stdout") => Box::new(std::io::stdout()),
+            Some("/dev/stderr") => Box::new(std::io::stderr()),
+            _ => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                Box::new(OpenOptions::new().create(true).append(true).open(path)?)
+            }
+        };
+        let (tx, rx) = sync_channel::<Record>(64 * 1024);
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || {
+                let mut w = BufWriter::with_capacity(64 * 1024, out);
+                loop {
+                    match rx.recv_timeout(Duration::from_millis(200)) {
+                        Ok(r) => {
+                            let _ = write_record(&mut w, &r);
+                            // Drain what is queued before flushing.
+                            while let Ok(r) = rx.try_recv() {
+                                let _ = write_record(&mut w, &r);
+                            }
+                            let _ = w.flush();
+                        }
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => {
+                            let _ = w.flush();
+                            return;
+                        }
+                    }
+                }
+            })?;
+        Ok(AccessLog {
+            tx,
+            dropped: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    pub fn record(&self, session: &Session, ctx: &RequestCtx) {
+        let req = session.req_header();
+        let version = match req.version {
+            http::Version::HTTP_10 => "HTTP/1.0",
+            http::Version::HTTP_2 => "HTTP/2.0",
+            _ => "HTTP/1.1",
+        };
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.kong_status)
+            .unwrap_or(0);
+        let rec = Record {
+            time: SystemTime::now(),
+            remote_addr: ctx
+                .client_ip
+                .or(ctx.peer_ip)
+                .map(|ip| ip.to_string())
+                .unwrap_or_else(|| "-".to_string()),
+            request_line: format!(
+                "{} {} {}",
+                req.method,
+                String::from_utf8_lossy(req.raw_path()),
+                version
+            ),
+            status,
+            body_bytes: session.body_bytes_sent(),
+            referer: header_or_dash(session, http::header::REFERER),
+            user_agent: header_or_dash(session, http::header::USER_AGENT),
+            request_id: ctx.request_id.clone(),
+        };
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(rec) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn write_record(w: &mut impl Write, r: &Record) -> std::io::Result<()> {
+    let t: chrono::DateTime<chrono::Local> = r.time.into();
+    writeln!(
+        w,
+        "{} - - [{}] \"{}\" {} {} \"{}\" \"{}\" kong_request_id: \"{}\"",
+        r.remote_addr,
+        t.format("%d/%b/%Y:%H:%M:%S %z"),
+        r.request_line,
+        r.status,
+        r.body_bytes,
+        r.referer,
+        r.user_agent,
+        r.request_id
+    )
+}

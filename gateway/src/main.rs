@@ -1,0 +1,169 @@
+//! `gateway`: a Kong-compatible data plane.
+//!
+//! `gateway [-c kong.conf]`: settings come from `kong.conf` and `KONG_*`
+//! environment variables (the environment wins), as in Kong.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use config_sync::settings::Settings;
+use gateway::kong::KONG_VERSION;
+use gateway::server::{self, Shared};
+use gateway::{loader, plugins};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+struct Args {
+    conf: Option<PathBuf>,
+}
+
+fn parse_args() -> anyhow::Result<Option<Args>> {
+    let mut conf = None;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-c" | "--conf" => conf = Some(PathBuf::from(it.next().context("-c needs a file")?)),
+            "-v" | "--version" | "version" => {
+                println!("Kong-compatible gateway {} (kong {KONG_VERSION})", env!("CARGO_PKG_VERSION"));
+                return Ok(None);
+            }
+            "start" => {}
+            "-h" | "--help" => {
+                println!("usage: gateway [start] [-c kong.conf]\nSettings: kong.conf and KONG_* environment variables.");
+                return Ok(None);
+            }
+            other => anyhow::bail!("unknown argument '{other}' (usage: gateway [-c kong.conf])"),
+        }
+    }
+    Ok(Some(Args { conf }))
+}
+
+fn init_logging(settings: &Settings) {
+    let mut b = env_logger::Builder::new();
+    b.filter_level(settings.log_level.to_level_filter());
+    // Pingora logs every refused connection at error level; keep its noise down.
+    b.filter_module("pingora_core", log::LevelFilter::Warn);
+    b.filter_module("pingora_proxy", log::LevelFilter::Warn);
+    b.format(|buf, record| {
+        writeln!(
+            buf,
+            "{} [{}] {}: {}",
+            chrono::Local::now().format("%Y/%m/%d %H:%M:%S"),
+            record.level().as_str().to_ascii_lowercase(),
+            record.target(),
+            record.args()
+        )
+    });
+    if let Some(path) = settings.proxy_error_log_path() {
+        match path.to_str() {
+            Some("/dev/stderr") => {}
+            Some("/dev/stdout") => {
+                b.target(env_logger::Target::Stdout);
+            }
+            _ => {
+                let opened = path
+                    .parent()
+                    .map(std::fs::create_dir_all)
+                    .transpose()
+                    .and_then(|_| {
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&path)
+                    });
+                match opened {
+                    Ok(f) => {
+                        b.target(env_logger::Target::Pipe(Box::new(f)));
+                    }
+                    Err(e) => eprintln!(
+                        "cannot open proxy_error_log '{}': {e}; logging to stderr",
+                        path.display()
+                    ),
+                }
+            }
+        }
+    }
+    b.init();
+}
+
+/// SIGHUP re-reads the declarative file: a valid one is swapped in whole,
+/// an invalid one is logged and the running config stays.
+fn spawn_reloader(path: PathBuf, plugins: Vec<String>, shared: Shared) -> anyhow::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .context("installing the SIGHUP handler")?;
+    std::thread::Builder::new()
+        .name("config-reload".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                let started = std::time::Instant::now();
+                match loader::load_file(&path, &plugins) {
+                    Ok(snap) => {
+                        let hash = snap.hash.clone();
+                        shared.config.store(snap);
+                        log::info!(
+                            "declarative config reloaded from '{}' (hash {hash}) in {} ms",
+                            path.display(),
+                            started.elapsed().as_millis()
+                        );
+                    }
+                    Err(e) => log::error!("config reload failed, keeping the running config: {e}"),
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let Some(args) = parse_args()? else {
+        return Ok(());
+    };
+    let conf_text = match &args.conf {
+        Some(p) => Some(
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let settings = match Settings::load(conf_text.as_deref(), std::env::vars()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("Error: invalid configuration:\n{e}");
+            std::process::exit(1);
+        }
+    };
+    init_logging(&settings);
+    for w in &settings.warnings {
+        log::warn!("{w}");
+    }
+    let plugins = plugins::enabled(&settings.plugins);
+    let shared = Shared::default();
+
+    if let Some(text) = &settings.declarative_config_string {
+        match loader::compile_text(text, &plugins, "declarative_config_string") {
+            Ok(s) => shared.config.store(s),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                std::process::exit(1);
+            }
+        }
+    } else if let Some(path) = &settings.declarative_config {
+        match loader::load_file(path, &plugins) {
+            Ok(s) => {
+                log::info!("loaded declarative config '{}' (hash {})", path.display(), s.hash);
+                shared.config.store(s);
+            }
+            Err(e) => {
+                eprintln!("Error: {e}");
+                std::process::exit(1);
+            }
+        }
+        spawn_reloader(path.clone(), plugins.clone(), shared.clone())?;
+    } else {
+        log::warn!("no declarative_config given: every request answers 404 until one is loaded");
+    }
+
+    let server = server::build(&settings, &shared)?;
+    log::info!("gateway started");
+    server.run_forever()
+}

@@ -1,0 +1,92 @@
+//! Per-request state carried across Pingora's phases.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::snapshot::Snapshot;
+
+/// An answer Kong produces itself when the balancer cannot give a peer.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalError {
+    pub status: u16,
+    pub message: &'static str,
+}
+
+impl LocalError {
+    pub fn pdk(status: u16, message: &'static str) -> LocalError {
+        LocalError { status, message }
+    }
+}
+
+/// Kong's `$kong_request_id`: 16 random bytes as 32 hex digits.
+pub fn new_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+#[derive(Debug)]
+pub struct RequestCtx {
+    pub start: Instant,
+    pub request_id: String,
+    /// The config this request was routed with; kept for its whole life.
+    pub snapshot: Option<Arc<Snapshot>>,
+    pub route: Option<usize>,
+    pub service: Option<usize>,
+    pub host_port: u16,
+    pub peer_ip: Option<IpAddr>,
+    pub client_ip: Option<IpAddr>,
+    pub trusted: bool,
+    pub forwarded_proto: String,
+    pub forwarded_prefix: Option<String>,
+    pub preserve_host: bool,
+    pub upstream_uri: String,
+    pub upstream_host: String,
+    pub upstream_addr: Option<SocketAddr>,
+    pub tries: u32,
+    pub retries_left: u32,
+    pub upstream_start: Option<Instant>,
+    pub upstream_header_at: Option<Instant>,
+    pub proxy_latency_ms: Option<u128>,
+    pub local_error: Option<LocalError>,
+    /// Status of a response Kong generated itself.
+    pub kong_status: Option<u16>,
+    pub proxied: bool,
+    pub counted_in_flight: bool,
+}
+
+impl RequestCtx {
+    pub fn new() -> RequestCtx {
+        RequestCtx {
+            start: Instant::now(),
+            request_id: new_request_id(),
+            snapshot: None,
+            route: None,
+            service: None,
+            host_port: 0,
+            peer_ip: None,
+            client_ip: None,
+            trusted: false,
+            forwarded_proto: String::new(),
+            forwarded_prefix: None,
+            preserve_host: false,
+            upstream_uri: String::new(),
+            upstream_host: String::new(),
+            upstream_addr: None,
+            tries: 0,
+            retries_left: 0,
+            upstream_start: None,
+            upstream_header_at: None,
+            proxy_latency_ms: None,
+            local_error: None,
+            kong_status: None,
+            proxied: false,
+            counted_in_flight: false,
+        }
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        RequestCtx::new()
+    }
+}

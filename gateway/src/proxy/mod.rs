@@ -1,0 +1,739 @@
+//! The request path, wired to Pingora's phases in this one place:
+//!
+//! listener -> [`h1_guard`] -> router -> (plugins: access) -> balancer ->
+//! upstream -> (plugins: response) -> log.
+//!
+//! Phase map: `request_filter` checks the raw head, routes and answers what
+//! Kong answers itself (404, 426, 503 ...); `upstream_peer` asks the balancer;
+//! `upstream_request_filter` builds the upstream URI and headers;
+//! `response_filter` adds Kong's response headers; `fail_to_proxy` turns
+//! upstream failures into Kong's 502/504 bodies; `logging` writes the access
+//! log.
+
+pub mod ctx;
+pub mod forwarded;
+pub mod h1_guard;
+pub mod response;
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::protocols::l4::socket::SocketAddr as PSocketAddr;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::access_log::AccessLog;
+use crate::kong::SERVER_TOKEN;
+use crate::router::{self, RequestInfo};
+use crate::snapshot::{ConfigHandle, Scheme, ServiceTarget};
+use crate::stats::Stats;
+pub use ctx::RequestCtx;
+use ctx::LocalError;
+use forwarded::TrustConfig;
+use h1_guard::HeadLimits;
+use response::ErrorFormat;
+
+/// Which of Kong's `headers` / `headers_upstream` are switched on.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderToggles {
+    pub server: bool,
+    pub via: bool,
+    pub proxy_latency: bool,
+    pub response_latency: bool,
+    pub upstream_latency: bool,
+    pub upstream_status: bool,
+    pub request_id: bool,
+    pub upstream_request_id: bool,
+}
+
+impl Default for HeaderToggles {
+    fn default() -> Self {
+        HeaderToggles {
+            server: true,
+            via: true,
+            proxy_latency: true,
+            response_latency: true,
+            upstream_latency: true,
+            upstream_status: false,
+            request_id: true,
+            upstream_request_id: true,
+        }
+    }
+}
+
+/// Settings of the proxy path, derived from `KONG_*` settings at start.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    pub headers: HeaderToggles,
+    pub trust: TrustConfig,
+    pub error_default_type: ErrorFormat,
+    pub head_limits: HeadLimits,
+    /// `client_max_body_size` in bytes; 0 is unlimited (Kong's default).
+    pub client_max_body_size: u64,
+    /// `port_maps`: listener port -> port the client used.
+    pub port_maps: Vec<(u16, u16)>,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            headers: HeaderToggles::default(),
+            trust: TrustConfig::default(),
+            error_default_type: ErrorFormat::Plain,
+            head_limits: HeadLimits::default(),
+            client_max_body_size: 0,
+            port_maps: Vec::new(),
+        }
+    }
+}
+
+/// The gateway's one `ProxyHttp` implementation.
+pub struct KongProxy {
+    pub config: ConfigHandle,
+    pub options: Arc<ProxyOptions>,
+    pub stats: Arc<Stats>,
+    pub access_log: Option<AccessLog>,
+}
+
+const MSG_NO_ROUTE: &str = "no Route matched with those values";
+const MSG_NO_SERVICE: &str = "no Service found with those values";
+const MSG_NO_PEER: &str = "failure to get a peer from the ring-balancer";
+const MSG_NAME_RESOLUTION: &str = "name resolution failed";
+
+fn hv(s: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(s).ok()
+}
+
+fn millis(d: std::time::Duration) -> u128 {
+    d.as_millis()
+}
+
+impl KongProxy {
+    fn host_port(&self, listener_port: u16) -> u16 {
+        self.options
+            .port_maps
+            .iter()
+            .find(|(from, _)| *from == listener_port)
+            .map(|(_, to)| *to)
+            .unwrap_or(listener_port)
+    }
+
+    /// Sends a response Kong generates itself (`kong.response.exit`/`error`).
+    async fn respond(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        status: u16,
+        body: Option<(ErrorFormat, Bytes)>,
+        extra: &[(HeaderName, String)],
+    ) -> Result<()> {
+        ctx.kong_status = Some(status);
+        let mut resp = ResponseHeader::build(status, Some(8))?;
+        let head = session.req_header().method == http::Method::HEAD;
+        let len = body.as_ref().map(|(_, b)| b.len()).unwrap_or(0);
+        if let Some((fmt, _)) = &body {
+            resp.insert_header(header::CONTENT_TYPE, fmt.content_type())?;
+        }
+        resp.insert_header(header::CONTENT_LENGTH, len.to_string())?;
+        for (name, value) in extra {
+            resp.insert_header(name.clone(), value.as_str())?;
+        }
+        self.add_kong_response_headers(&mut resp, ctx);
+        let end = body.is_none() || head;
+        session.write_response_header(Box::new(resp), end).await?;
+        if !end {
+            if let Some((_, b)) = body {
+                session.write_response_body(Some(b), true).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Headers on every response Kong generates (not proxied).
+    fn add_kong_response_headers(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) {
+        let h = &self.options.headers;
+        if h.response_latency {
+            if let Some(v) = hv(&millis(ctx.start.elapsed()).to_string()) {
+                let _ = resp.insert_header("X-Kong-Response-Latency", v);
+            }
+        }
+        if h.server {
+            let _ = resp.insert_header(header::SERVER, SERVER_TOKEN);
+        } else {
+            resp.remove_header(&header::SERVER);
+        }
+        if h.request_id {
+            let _ = resp.insert_header("X-Kong-Request-Id", ctx.request_id.as_str());
+        }
+    }
+
+    /// `kong.response.error(status, message)`: body type from `Accept`.
+    async fn pdk_error(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        status: u16,
+        message: &str,
+        extra: &[(HeaderName, String)],
+    ) -> Result<()> {
+        let fmt = response::pdk_format(&session.req_header().headers);
+        let body = response::render(fmt, message, &ctx.request_id);
+        self.respond(session, ctx, status, Some((fmt, body)), extra)
+            .await
+    }
+
+    /// nginx `error_page` answers (400, 405, 413, 414, 502, 504 ...).
+    async fn nginx_error(&self, session: &mut Session, ctx: &mut RequestCtx, status: u16) -> Result<()> {
+        let fmt = response::nginx_error_format(
+            &session.req_header().headers,
+            self.options.error_default_type,
+        );
+        let message = response::nginx_message(status);
+        let status = if status == 494 { 400 } else { status };
+        let body = response::render(fmt, &message, &ctx.request_id);
+        self.respond(session, ctx, status, Some((fmt, body)), &[]).await
+    }
+
+    /// Refuses a request whose head nginx would refuse; the connection closes.
+    fn guard(&self, session: &Session) -> Option<u16> {
+        let h1 = session.as_downstream().as_http1()?;
+        let raw = h1.get_headers_raw_bytes();
+        match h1_guard::check_request_head(&raw, &self.options.head_limits) {
+            Ok(_) => None,
+            Err(r) => {
+                log::info!("refused request: {}", r.reason);
+                Some(r.status)
+            }
+        }
+    }
+}
+
+fn peer_ip(addr: Option<&PSocketAddr>) -> Option<IpAddr> {
+    match addr? {
+        PSocketAddr::Inet(sa) => Some(sa.ip()),
+        _ => None,
+    }
+}
+
+fn local_port(addr: Option<&PSocketAddr>) -> u16 {
+    match addr {
+        Some(PSocketAddr::Inet(sa)) => sa.port(),
+        _ => 0,
+    }
+}
+
+/// The path part of a request target (origin or absolute form), raw.
+fn raw_path_only(raw: &[u8]) -> (&[u8], Option<&[u8]>) {
+    let mut target = raw;
+    // absolute-form: skip "scheme://authority"
+    if !target.starts_with(b"/") {
+        if let Some(i) = target.windows(3).position(|w| w == b"://") {
+            let rest = &target[i + 3..];
+            target = match rest.iter().position(|&b| b == b'/' || b == b'?') {
+                Some(j) => &rest[j..],
+                None => b"/",
+            };
+        }
+    }
+    match target.iter().position(|&b| b == b'?') {
+        Some(i) => (&target[..i], Some(&target[i + 1..])),
+        None => (target, None),
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for KongProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        self.stats.requests_total.fetch_add(1, Ordering::Relaxed);
+        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        ctx.counted_in_flight = true;
+
+        if let Some(status) = self.guard(session) {
+            session.set_keepalive(None);
+            self.nginx_error(session, ctx, status).await?;
+            return Ok(true);
+        }
+        let req = session.req_header();
+        if req.method == http::Method::TRACE {
+            session.set_keepalive(None);
+            self.nginx_error(session, ctx, 405).await?;
+            return Ok(true);
+        }
+        if self.options.client_max_body_size > 0 {
+            let too_big = req
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|n| n > self.options.client_max_body_size);
+            if too_big {
+                session.set_keepalive(None);
+                self.nginx_error(session, ctx, 413).await?;
+                return Ok(true);
+            }
+        }
+
+        let snapshot = self.config.load();
+        let req = session.req_header();
+        let (raw_path, _) = raw_path_only(req.raw_path());
+        let raw_path = String::from_utf8_lossy(raw_path);
+        let path = router::normalize_path(&raw_path);
+        let listener_port = local_port(session.as_downstream().server_addr());
+        ctx.host_port = self.host_port(listener_port);
+        let host = req
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok());
+        let info = RequestInfo {
+            method: req.method.as_str(),
+            host,
+            listener_port: ctx.host_port,
+            path: &path,
+            headers: &req.headers,
+            sni: None,
+            https: false,
+        };
+        let Some(m) = snapshot.router.find(&info) else {
+            self.pdk_error(session, ctx, 404, MSG_NO_ROUTE, &[]).await?;
+            return Ok(true);
+        };
+        let Some(route) = snapshot.routes.get(m.index) else {
+            self.pdk_error(session, ctx, 404, MSG_NO_ROUTE, &[]).await?;
+            return Ok(true);
+        };
+        ctx.route = Some(m.index);
+
+        // Forwarded facts, decided once (Kong's access.before).
+        let peer = peer_ip(session.as_downstream().client_addr());
+        let trust = &self.options.trust;
+        ctx.peer_ip = peer;
+        ctx.trusted = peer.is_some_and(|ip| trust.is_trusted(ip));
+        ctx.client_ip = peer.map(|ip| trust.real_ip(ip, &req.headers));
+        let fwd_proto = if ctx.trusted {
+            req.headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("http")
+                .to_string()
+        } else {
+            "http".to_string()
+        };
+
+        // An https-only route over plain http answers 426 or redirects.
+        if !route.accepts_http && route.accepts_https && fwd_proto != "https" {
+            let code = route.https_redirect_status_code;
+            if code == 426 {
+                let extra = [
+                    (header::CONNECTION, "Upgrade".to_string()),
+                    (header::UPGRADE, "TLS/1.2, HTTP/1.1".to_string()),
+                ];
+                self.pdk_error(session, ctx, 426, "Please use HTTPS protocol", &extra)
+                    .await?;
+            } else {
+                let fwd_host = if ctx.trusted {
+                    req.headers
+                        .get("x-forwarded-host")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                } else {
+                    None
+                }
+                .unwrap_or_else(|| forwarded::nginx_host(host));
+                let location = format!(
+                    "https://{}{}",
+                    fwd_host,
+                    String::from_utf8_lossy(req.raw_path())
+                );
+                self.respond(session, ctx, code, None, &[(header::LOCATION, location)])
+                    .await?;
+            }
+            return Ok(true);
+        }
+        if route.grpc {
+            let is_grpc = req
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ct| ct.starts_with("application/grpc"));
+            if !is_grpc {
+                self.pdk_error(session, ctx, 415, "Non-gRPC request matched gRPC route", &[])
+                    .await?;
+            } else {
+                let extra = [
+                    (header::CONNECTION, "Upgrade".to_string()),
+                    (header::UPGRADE, "HTTP/2".to_string()),
+                ];
+                self.pdk_error(session, ctx, 426, "Please use HTTP2 protocol", &extra)
+                    .await?;
+            }
+            return Ok(true);
+        }
+
+        let Some(service_idx) = route.service else {
+            self.pdk_error(session, ctx, 503, MSG_NO_SERVICE, &[]).await?;
+            return Ok(true);
+        };
+        let Some(service) = snapshot.services.get(service_idx) else {
+            self.pdk_error(session, ctx, 503, MSG_NO_SERVICE, &[]).await?;
+            return Ok(true);
+        };
+        ctx.service = Some(service_idx);
+
+        // Upstream URI: Kong's path_handling v0 on the normalized path,
+        // re-escaped, with the query string forwarded verbatim.
+        let stripped = if route.strip_path {
+            m.matched_prefix.as_str()
+        } else {
+            "/"
+        };
+        let uri = router::upstream_uri_v0(&path, stripped, route.strip_path, service.path.as_deref());
+        let mut upstream_uri = router::escape_uri(&uri).into_owned();
+        let (_, query) = raw_path_only(req.raw_path());
+        if let Some(q) = query {
+            upstream_uri.push('?');
+            upstream_uri.push_str(&String::from_utf8_lossy(q));
+        }
+        ctx.upstream_uri = upstream_uri;
+        if route.strip_path && stripped != "/" && !stripped.is_empty() {
+            ctx.forwarded_prefix = Some(stripped.to_string());
+        }
+        ctx.forwarded_proto = fwd_proto;
+        ctx.preserve_host = route.preserve_host;
+        ctx.retries_left = service.retries;
+        ctx.snapshot = Some(snapshot.clone());
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let (Some(snapshot), Some(si)) = (ctx.snapshot.clone(), ctx.service) else {
+            return Error::e_explain(ErrorType::InternalError, "no service selected");
+        };
+        let Some(service) = snapshot.services.get(si) else {
+            return Error::e_explain(ErrorType::InternalError, "service index out of range");
+        };
+        let (addr, host_name, port) = match &service.target {
+            ServiceTarget::Upstream(b) => {
+                let Some(t) = b.next() else {
+                    ctx.local_error = Some(LocalError::pdk(503, MSG_NO_PEER));
+                    return Error::e_explain(ErrorType::HTTPStatus(503), MSG_NO_PEER);
+                };
+                let addr = match t.addr.resolve().await {
+                    Ok(a) => a,
+                    Err(_) => {
+                        ctx.local_error = Some(LocalError::pdk(503, MSG_NAME_RESOLUTION));
+                        return Error::e_explain(ErrorType::HTTPStatus(503), MSG_NAME_RESOLUTION);
+                    }
+                };
+                let name = b.host_header.clone().unwrap_or_else(|| t.addr.host.clone());
+                (addr, name, t.addr.port)
+            }
+            ServiceTarget::Host(t) => match t.resolve().await {
+                Ok(a) => (a, t.host.clone(), t.port),
+                Err(_) => {
+                    ctx.local_error = Some(LocalError::pdk(503, MSG_NAME_RESOLUTION));
+                    return Error::e_explain(ErrorType::HTTPStatus(503), MSG_NAME_RESOLUTION);
+                }
+            },
+        };
+        ctx.tries += 1;
+        if ctx.upstream_start.is_none() {
+            ctx.upstream_start = Some(Instant::now());
+        }
+        ctx.upstream_addr = Some(addr);
+        ctx.upstream_host = if port == service.scheme.default_port() {
+            host_name.clone()
+        } else {
+            format!("{host_name}:{port}")
+        };
+        let tls = service.scheme == Scheme::Https;
+        let sni = if tls { host_name } else { String::new() };
+        let mut peer = HttpPeer::new(addr, tls, sni);
+        peer.options.connection_timeout = Some(service.connect_timeout);
+        peer.options.read_timeout = Some(service.read_timeout);
+        peer.options.write_timeout = Some(service.write_timeout);
+        peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
+        if tls {
+            peer.options.verify_cert = service.tls_verify;
+            peer.options.verify_hostname = service.tls_verify;
+        }
+        let _ = session;
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Nothing was sent: Kong (nginx proxy_next_upstream error timeout)
+        // tries the next peer while retries remain.
+        if ctx.retries_left > 0 {
+            ctx.retries_left -= 1;
+            e.set_retry(true);
+        } else {
+            e.set_retry(false);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        upstream.set_raw_path(ctx.upstream_uri.as_bytes())?;
+        let req = session.req_header();
+
+        // Hop-by-hop: drop what the client's Connection names, and the rest.
+        let mut drop: Vec<HeaderName> = Vec::new();
+        for v in req.headers.get_all(header::CONNECTION) {
+            if let Ok(s) = v.to_str() {
+                for tok in s.split(',').map(str::trim) {
+                    let l = tok.to_ascii_lowercase();
+                    if l.is_empty() || l == "keep-alive" || l == "close" || l == "upgrade" {
+                        continue;
+                    }
+                    if let Ok(n) = HeaderName::from_bytes(l.as_bytes()) {
+                        drop.push(n);
+                    }
+                }
+            }
+        }
+        for n in drop {
+            upstream.remove_header(&n);
+        }
+        let websocket = req
+            .headers
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+        for n in ["proxy", "proxy-connection", "keep-alive", "te", "trailer"] {
+            upstream.remove_header(n);
+        }
+        if websocket {
+            upstream.insert_header(header::CONNECTION, "keep-alive, Upgrade")?;
+            upstream.insert_header(header::UPGRADE, "websocket")?;
+        } else {
+            upstream.remove_header(&header::UPGRADE);
+            upstream.insert_header(header::CONNECTION, "keep-alive")?;
+        }
+        if req
+            .headers
+            .get(header::TE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("trailers"))
+        {
+            upstream.insert_header(header::TE, "trailers")?;
+        }
+
+        if !ctx.preserve_host {
+            upstream.insert_header(header::HOST, ctx.upstream_host.as_str())?;
+        }
+
+        let host_hdr = req.headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        let incoming = |name: &str| -> Option<String> {
+            if !ctx.trusted {
+                return None;
+            }
+            req.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let peer = ctx.peer_ip.map(|ip| ip.to_string()).unwrap_or_default();
+        let client = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
+        let mut xff = String::new();
+        for v in req.headers.get_all("x-forwarded-for") {
+            if let Ok(s) = v.to_str() {
+                if !xff.is_empty() {
+                    xff.push_str(", ");
+                }
+                xff.push_str(s);
+            }
+        }
+        let xff = if xff.is_empty() {
+            client.clone()
+        } else {
+            format!("{xff}, {peer}")
+        };
+        let fwd_host = incoming("x-forwarded-host").unwrap_or_else(|| forwarded::nginx_host(host_hdr));
+        let fwd_port = incoming("x-forwarded-port").unwrap_or_else(|| ctx.host_port.to_string());
+        let fwd_path = incoming("x-forwarded-path").unwrap_or_else(|| {
+            let (p, _) = raw_path_only(req.raw_path());
+            String::from_utf8_lossy(p).into_owned()
+        });
+        let fwd_prefix = incoming("x-forwarded-prefix").or_else(|| ctx.forwarded_prefix.clone());
+        let version = match req.version {
+            http::Version::HTTP_10 => "1.0",
+            http::Version::HTTP_2 => "2",
+            _ => "1.1",
+        };
+        let via = match req.headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+            Some(v) => format!("{v}, {version} {SERVER_TOKEN}"),
+            None => format!("{version} {SERVER_TOKEN}"),
+        };
+
+        upstream.insert_header("X-Forwarded-For", xff)?;
+        upstream.insert_header("X-Forwarded-Proto", ctx.forwarded_proto.as_str())?;
+        upstream.insert_header("X-Forwarded-Host", fwd_host)?;
+        upstream.insert_header("X-Forwarded-Port", fwd_port)?;
+        upstream.insert_header("X-Forwarded-Path", fwd_path)?;
+        match fwd_prefix {
+            Some(p) => upstream.insert_header("X-Forwarded-Prefix", p)?,
+            None => {
+                upstream.remove_header("x-forwarded-prefix");
+            }
+        }
+        upstream.insert_header("X-Real-IP", client)?;
+        upstream.insert_header(header::VIA, via)?;
+        if self.options.headers.upstream_request_id {
+            upstream.insert_header("X-Kong-Request-Id", ctx.request_id.as_str())?;
+        }
+        ctx.proxy_latency_ms = Some(millis(ctx.start.elapsed()));
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if ctx.upstream_header_at.is_none() {
+            ctx.upstream_header_at = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.proxied = true;
+        let h = self.options.headers;
+        if resp.status != http::StatusCode::SWITCHING_PROTOCOLS {
+            let mut drop: Vec<HeaderName> = Vec::new();
+            for v in resp.headers.get_all(header::CONNECTION) {
+                if let Ok(s) = v.to_str() {
+                    for tok in s.split(',').map(str::trim) {
+                        let l = tok.to_ascii_lowercase();
+                        if l.is_empty() || l == "keep-alive" || l == "close" || l == "upgrade" {
+                            continue;
+                        }
+                        if let Ok(n) = HeaderName::from_bytes(l.as_bytes()) {
+                            drop.push(n);
+                        }
+                    }
+                }
+            }
+            for n in drop {
+                resp.remove_header(&n);
+            }
+            resp.remove_header(&header::CONNECTION);
+            resp.remove_header("keep-alive");
+        }
+        if h.upstream_status {
+            let status = resp.status.as_u16().to_string();
+            resp.insert_header("X-Kong-Upstream-Status", status)?;
+        }
+        if h.upstream_latency {
+            let waited = match (ctx.upstream_start, ctx.upstream_header_at) {
+                (Some(a), Some(b)) => millis(b.saturating_duration_since(a)),
+                _ => 0,
+            };
+            resp.insert_header("X-Kong-Upstream-Latency", waited.to_string())?;
+        }
+        if h.proxy_latency {
+            resp.insert_header(
+                "X-Kong-Proxy-Latency",
+                ctx.proxy_latency_ms.unwrap_or(0).to_string(),
+            )?;
+        }
+        if h.via {
+            let via = match resp.headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+                Some(v) => format!("{v}, 1.1 {SERVER_TOKEN}"),
+                None => format!("1.1 {SERVER_TOKEN}"),
+            };
+            resp.insert_header(header::VIA, via)?;
+        }
+        if h.server && !resp.headers.contains_key(header::SERVER) {
+            resp.insert_header(header::SERVER, SERVER_TOKEN)?;
+        }
+        if h.request_id {
+            resp.insert_header("X-Kong-Request-Id", ctx.request_id.as_str())?;
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy
+    where
+        Self::CTX: Send + Sync,
+    {
+        let already_sent = session.response_written().is_some();
+        let code = if let Some(le) = ctx.local_error.take() {
+            if !already_sent {
+                if let Err(err) = self.pdk_error(session, ctx, le.status, le.message, &[]).await {
+                    log::debug!("failed to send error response: {err}");
+                }
+            }
+            le.status
+        } else {
+            let status = match (e.esource(), e.etype()) {
+                (_, ErrorType::HTTPStatus(code)) => *code,
+                (ErrorSource::Upstream, ErrorType::ConnectTimedout)
+                | (ErrorSource::Upstream, ErrorType::ReadTimedout)
+                | (ErrorSource::Upstream, ErrorType::WriteTimedout) => 504,
+                (ErrorSource::Upstream, _) => 502,
+                (ErrorSource::Downstream, ErrorType::ReadTimedout) => 408,
+                (
+                    ErrorSource::Downstream,
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+                ) => 0,
+                (ErrorSource::Downstream, _) => 400,
+                (ErrorSource::Internal | ErrorSource::Unset, ErrorType::ConnectTimedout) => 504,
+                (ErrorSource::Internal | ErrorSource::Unset, ErrorType::ConnectRefused) => 502,
+                _ => 500,
+            };
+            if status > 0 && !already_sent {
+                if status >= 500 && status != 500 {
+                    ctx.proxied = true;
+                }
+                if let Err(err) = self.nginx_error(session, ctx, status).await {
+                    log::debug!("failed to send error response: {err}");
+                }
+            }
+            status
+        };
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if ctx.counted_in_flight {
+            self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(log) = &self.access_log {
+            log.record(session, ctx);
+        }
+    }
+}

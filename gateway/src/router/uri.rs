@@ -1,0 +1,262 @@
+//! Path helpers with Kong's semantics: `kong/tools/uri.lua` (normalize, escape)
+//! and `kong/router/utils.lua` (get_upstream_uri_v0, sanitize_uri_postfix).
+
+use std::borrow::Cow;
+
+/// RFC 3986 reserved characters (plus `%`): Kong never decodes these because
+/// decoding would change the meaning of the path.
+fn is_reserved(b: u8) -> bool {
+    matches!(
+        b,
+        b'!' | b'*'
+            | b'\''
+            | b'('
+            | b')'
+            | b';'
+            | b':'
+            | b'@'
+            | b'&'
+            | b'='
+            | b'+'
+            | b'$'
+            | b','
+            | b'/'
+            | b'?'
+            | b'%'
+            | b'#'
+            | b'['
+            | b']'
+    )
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// One pass of Kong's `%XX` handling. `decode_high` controls whether bytes
+/// >= 0x80 are decoded; they are kept escaped when decoding them would not be
+/// valid UTF-8 (our paths are `str`, Kong's router rejects such paths anyway).
+fn percent_pass(uri: &str, decode_high: bool) -> Vec<u8> {
+    let b = uri.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex_val(b[i + 1]), hex_val(b[i + 2])) {
+                let v = h * 16 + l;
+                if is_reserved(v) || (v >= 0x80 && !decode_high) {
+                    out.push(b'%');
+                    out.push(b[i + 1].to_ascii_uppercase());
+                    out.push(b[i + 2].to_ascii_uppercase());
+                } else {
+                    out.push(v);
+                }
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Kong's `normalize(uri, true)`: percent-decodes everything except reserved
+/// characters (whose escapes get upper-case hex), removes dot segments and
+/// merges `//`.
+///
+/// Deviation: an escape of a byte >= 0x80 that would produce invalid UTF-8 is
+/// kept escaped (upper-cased) instead of decoded, for the whole path.
+pub fn normalize_path(raw: &str) -> Cow<'_, str> {
+    if raw.is_empty() || raw == "/" {
+        return Cow::Borrowed(raw);
+    }
+    let mut uri: Cow<'_, str> = Cow::Borrowed(raw);
+    if raw.contains('%') {
+        let decoded = percent_pass(raw, true);
+        let s = match String::from_utf8(decoded) {
+            Ok(s) => s,
+            Err(_) => {
+                // Only ASCII bytes decoded, so the result is valid UTF-8.
+                String::from_utf8_lossy(&percent_pass(raw, false)).into_owned()
+            }
+        };
+        uri = Cow::Owned(s);
+    }
+    if !uri.contains('.') && !uri.contains("//") {
+        return uri;
+    }
+    Cow::Owned(remove_dot_segments(&uri))
+}
+
+/// Port of the segment loop of Kong's `normalize` (merge_slashes = true).
+fn remove_dot_segments(input: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let mut uri = input;
+    while !uri.is_empty() {
+        let b = uri.as_bytes();
+        let at = |i: usize| b.get(i).copied();
+        if uri == "/." {
+            uri = "/";
+        } else if uri == "/.." {
+            uri = "/";
+            out.pop();
+        } else if uri == "." || uri == ".." {
+            uri = "";
+        } else if at(0) == Some(b'.') && at(1) == Some(b'.') && at(2) == Some(b'/') {
+            uri = &uri[3..];
+        } else if at(0) == Some(b'.') && at(1) == Some(b'/') {
+            uri = &uri[2..];
+        } else if at(0) == Some(b'/') && at(1) == Some(b'.') && at(2) == Some(b'/') {
+            uri = &uri[2..];
+        } else if at(0) == Some(b'/')
+            && at(1) == Some(b'.')
+            && at(2) == Some(b'.')
+            && at(3) == Some(b'/')
+        {
+            uri = &uri[3..];
+            out.pop();
+        } else if at(0) == Some(b'/') && at(1) == Some(b'/') {
+            uri = &uri[1..];
+        } else {
+            // A segment runs up to (not including) the next '/' after the first byte.
+            let end = b
+                .iter()
+                .skip(1)
+                .position(|&c| c == b'/')
+                .map_or(b.len(), |p| p + 1);
+            // `end` is at an ASCII '/' or the end, so it is a char boundary.
+            let (seg, rest) = uri.split_at(end);
+            out.push(seg);
+            uri = rest;
+        }
+    }
+    out.concat()
+}
+
+fn is_unescaped(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b'/'
+                | b':'
+                | b';'
+                | b'='
+                | b'?'
+                | b'@'
+                | b'['
+                | b']'
+                | b'-'
+                | b'_'
+                | b'.'
+                | b'~'
+                | b'%'
+        )
+}
+
+/// Kong's `escape` for the upstream URI: percent-encodes (upper-case hex)
+/// every byte outside ``!#$&'()*+,/:;=?@[]A-Za-z0-9-_.~%``.
+pub fn escape_uri(path: &str) -> Cow<'_, str> {
+    if path.bytes().all(is_unescaped) {
+        return Cow::Borrowed(path);
+    }
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(path.len() + 16);
+    for b in path.bytes() {
+        if is_unescaped(b) {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xF)]));
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Kong's `sanitize_uri_postfix`.
+fn sanitize_postfix(p: &str) -> &str {
+    if p == "." || p == ".." {
+        ""
+    } else if let Some(r) = p.strip_prefix("./") {
+        r
+    } else if let Some(r) = p.strip_prefix("../") {
+        r
+    } else {
+        p
+    }
+}
+
+/// Kong's upstream path building, path_handling `v0` (the only one compat
+/// uses). `req_path` is the normalized request path (no query), `prefix` the
+/// matched prefix (`RouteMatch::matched_prefix.as_str()`; "/" when nothing
+/// was matched), `service_path` the service's `path` (None = "/").
+/// Returns the unescaped path: the caller escapes it ([`escape_uri`]) and
+/// appends `?query`.
+pub fn upstream_uri_v0(
+    req_path: &str,
+    prefix: &str,
+    strip_path: bool,
+    service_path: Option<&str>,
+) -> String {
+    let base = service_path.unwrap_or("/");
+    // Kong cuts by the prefix length, not by where the match was.
+    let cut = prefix.len().min(req_path.len());
+    let postfix: Cow<'_, str> = match req_path.get(cut..) {
+        Some(s) => Cow::Borrowed(s),
+        None => String::from_utf8_lossy(&req_path.as_bytes()[cut..]),
+    };
+    let postfix = sanitize_postfix(&postfix);
+    let req_ends_slash = req_path.ends_with('/');
+
+    if base.ends_with('/') {
+        if strip_path {
+            if postfix.is_empty() {
+                if base == "/" {
+                    return "/".to_owned();
+                }
+                if req_ends_slash {
+                    return base.to_owned();
+                }
+                return base[..base.len() - 1].to_owned();
+            }
+            if postfix.starts_with('/') {
+                return format!("{}{}", &base[..base.len() - 1], postfix);
+            }
+            return format!("{base}{postfix}");
+        }
+        return format!("{}{}", base, req_path.get(1..).unwrap_or(""));
+    }
+
+    if strip_path {
+        if postfix.is_empty() {
+            if req_path.len() > 1 && req_ends_slash {
+                return format!("{base}/");
+            }
+            return base.to_owned();
+        }
+        if postfix.starts_with('/') {
+            return format!("{base}{postfix}");
+        }
+        return format!("{base}/{postfix}");
+    }
+
+    if req_path == "/" {
+        return base.to_owned();
+    }
+    format!("{base}{req_path}")
+}

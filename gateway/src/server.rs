@@ -1,0 +1,146 @@
+//! Assembling the Pingora server from Kong settings: the proxy listeners,
+//! the status listener and the process-wide handles they share.
+
+use std::sync::Arc;
+
+use config_sync::settings::{ListenAddr, Settings};
+use pingora::listeners::TcpSocketOptions;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use pingora::services::listening::Service;
+
+use crate::access_log::AccessLog;
+use crate::proxy::forwarded::{RealIpHeader, TrustConfig};
+use crate::proxy::h1_guard::HeadLimits;
+use crate::proxy::response::ErrorFormat;
+use crate::proxy::{HeaderToggles, KongProxy, ProxyOptions};
+use crate::snapshot::ConfigHandle;
+use crate::stats::Stats;
+use crate::status::StatusApi;
+
+/// Handles shared by the proxy, the status API and the reload thread.
+#[derive(Clone, Default)]
+pub struct Shared {
+    pub config: ConfigHandle,
+    pub stats: Arc<Stats>,
+}
+
+/// The proxy path's options from Kong settings.
+pub fn proxy_options(s: &Settings) -> ProxyOptions {
+    let h = &s.headers;
+    ProxyOptions {
+        headers: HeaderToggles {
+            server: h.server,
+            via: h.via,
+            proxy_latency: h.proxy_latency,
+            response_latency: h.response_latency,
+            upstream_latency: h.upstream_latency,
+            upstream_status: h.upstream_status,
+            request_id: h.request_id,
+            upstream_request_id: s.headers_upstream_request_id,
+        },
+        trust: TrustConfig {
+            trusted: s.trusted_ips.clone(),
+            header: RealIpHeader::parse(&s.real_ip_header),
+            recursive: s.real_ip_recursive,
+        },
+        error_default_type: ErrorFormat::from_mime(s.error_default_type.as_str())
+            .unwrap_or(ErrorFormat::Plain),
+        head_limits: HeadLimits {
+            line_max: s.nginx_http_large_client_header_buffers.size as usize,
+            total_max: (s.nginx_http_large_client_header_buffers.size
+                * u64::from(s.nginx_http_large_client_header_buffers.number))
+                as usize,
+        },
+        client_max_body_size: s.nginx_http_client_max_body_size.unwrap_or(0),
+        port_maps: s.port_maps.clone(),
+    }
+}
+
+fn socket_options(l: &ListenAddr) -> TcpSocketOptions {
+    let mut o = TcpSocketOptions::default();
+    if l.reuseport {
+        o.so_reuseport = Some(true);
+    }
+    o
+}
+
+/// Worker threads: `nginx_worker_processes` (`auto` = CPUs this process may
+/// use, which `available_parallelism` reads from the cgroup quota).
+pub fn worker_threads(s: &Settings) -> usize {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    s.nginx_worker_processes.resolve(cpus).max(1)
+}
+
+/// Builds the Pingora server with the proxy and status services.
+pub fn build(settings: &Settings, shared: &Shared) -> anyhow::Result<Server> {
+    let threads = worker_threads(settings);
+    log::info!("starting with {threads} worker threads");
+    let pids = settings.prefix.join("pids");
+    let conf = ServerConf {
+        threads,
+        work_stealing: true,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(10),
+        upstream_keepalive_pool_size: settings.upstream_keepalive_pool_size.max(1) as usize,
+        pid_file: pids.join("gateway.pid").display().to_string(),
+        upgrade_sock: pids.join("gateway_upgrade.sock").display().to_string(),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    server.bootstrap();
+
+    let access_log = match settings.proxy_access_log_path() {
+        Some(p) => match AccessLog::open(&p) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                log::warn!("cannot open proxy_access_log '{}': {e}; access log off", p.display());
+                None
+            }
+        },
+        None => None,
+    };
+    let proxy = KongProxy {
+        config: shared.config.clone(),
+        options: Arc::new(proxy_options(settings)),
+        stats: shared.stats.clone(),
+        access_log,
+    };
+    let mut proxy_service =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "kong proxy");
+    let mut listening = 0;
+    for l in &settings.proxy_listen {
+        if l.ssl {
+            log::warn!(
+                "proxy_listen '{}': TLS termination is not implemented yet; this listener is skipped",
+                l.raw
+            );
+            continue;
+        }
+        proxy_service.add_tcp_with_settings(&l.bind_address(), socket_options(l));
+        listening += 1;
+    }
+    if listening == 0 {
+        log::warn!("no plain-HTTP proxy listener configured");
+    }
+    server.add_service(proxy_service);
+
+    if !settings.status_listen.is_empty() {
+        let api = StatusApi {
+            config: shared.config.clone(),
+            stats: shared.stats.clone(),
+        };
+        let mut status = Service::new("kong status".to_string(), api);
+        for l in &settings.status_listen {
+            if l.ssl {
+                log::warn!("status_listen '{}': TLS is not implemented yet; skipped", l.raw);
+                continue;
+            }
+            status.add_tcp_with_settings(&l.bind_address(), socket_options(l));
+        }
+        server.add_service(status);
+    }
+    Ok(server)
+}

@@ -1,0 +1,238 @@
+//! The compiled, immutable configuration every request reads.
+//!
+//! A declarative config is validated by `config-sync`, then compiled here into
+//! one [`Snapshot`] (router, services, balancers, plugins, certificates, hash)
+//! and published through a single `ArcSwap`, so a request sees either the old
+//! config or the new one, never a mix.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use config_sync::model::{self, DeclarativeConfig};
+use uuid::Uuid;
+
+use crate::balancer::{Balancer, TargetAddr};
+use crate::router::{RouteSpec, Router};
+
+/// Kong's hash of an empty configuration (`DECLARATIVE_EMPTY_CONFIG_HASH`).
+pub const EMPTY_CONFIG_HASH: &str = "00000000000000000000000000000000";
+
+/// Upstream protocol of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn default_port(self) -> u16 {
+        match self {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        }
+    }
+}
+
+/// Where a service sends its traffic.
+#[derive(Debug)]
+pub enum ServiceTarget {
+    /// `host` names an upstream: balance over its targets.
+    Upstream(Arc<Balancer>),
+    /// A plain host (IP or DNS name) and port.
+    Host(TargetAddr),
+}
+
+/// A service as the proxy path needs it.
+#[derive(Debug)]
+pub struct ServiceRt {
+    pub id: Uuid,
+    pub name: Option<String>,
+    pub scheme: Scheme,
+    pub host: String,
+    pub port: u16,
+    pub path: Option<String>,
+    pub retries: u32,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub tls_verify: bool,
+    pub target: ServiceTarget,
+}
+
+/// A route as the proxy path needs it (matching itself lives in the router).
+#[derive(Debug)]
+pub struct RouteRt {
+    pub id: Uuid,
+    pub name: Option<String>,
+    /// Index into [`Snapshot::services`]; `None` for a serviceless route.
+    pub service: Option<usize>,
+    pub accepts_http: bool,
+    pub accepts_https: bool,
+    pub grpc: bool,
+    pub https_redirect_status_code: u16,
+    pub strip_path: bool,
+    pub preserve_host: bool,
+}
+
+/// One immutable, fully compiled configuration.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub router: Router,
+    pub routes: Vec<RouteRt>,
+    pub services: Vec<ServiceRt>,
+    pub upstreams: HashMap<String, Arc<Balancer>>,
+    /// Kong's configuration hash (32 hex digits).
+    pub hash: String,
+    /// Whether the config holds anything (an empty one is not "ready").
+    pub has_entities: bool,
+}
+
+/// Why a config could not be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("{0}")]
+    Invalid(#[from] config_sync::ConfigErrors),
+    #[error("in 'routes': {0}")]
+    Router(#[from] crate::router::RouterError),
+}
+
+impl Snapshot {
+    /// The snapshot served before any configuration is loaded.
+    pub fn empty() -> Snapshot {
+        Snapshot {
+            router: match Router::new(Vec::new()) {
+                Ok(r) => r,
+                Err(_) => unreachable!("an empty route set always compiles"),
+            },
+            routes: Vec::new(),
+            services: Vec::new(),
+            upstreams: HashMap::new(),
+            hash: EMPTY_CONFIG_HASH.to_string(),
+            has_entities: false,
+        }
+    }
+
+    /// Compiles a validated declarative config.
+    pub fn compile(cfg: &DeclarativeConfig, hash: String) -> Result<Snapshot, CompileError> {
+        let mut upstreams: HashMap<String, Arc<Balancer>> = HashMap::new();
+        for up in &cfg.upstreams {
+            let targets: Vec<&model::Target> =
+                cfg.targets.iter().filter(|t| t.upstream == up.id).collect();
+            upstreams.insert(up.name.clone(), Arc::new(Balancer::new(up, &targets)));
+        }
+
+        let mut services = Vec::with_capacity(cfg.services.len());
+        let mut service_index: HashMap<Uuid, usize> = HashMap::new();
+        for s in &cfg.services {
+            let scheme = match s.protocol.as_str() {
+                "https" | "grpcs" | "wss" | "tls" => Scheme::Https,
+                _ => Scheme::Http,
+            };
+            let target = match upstreams.get(&s.host) {
+                Some(b) => ServiceTarget::Upstream(b.clone()),
+                None => ServiceTarget::Host(TargetAddr::new(&s.host, s.port)),
+            };
+            service_index.insert(s.id, services.len());
+            services.push(ServiceRt {
+                id: s.id,
+                name: s.name.clone(),
+                scheme,
+                host: s.host.clone(),
+                port: s.port,
+                path: s.path.clone(),
+                retries: s.retries,
+                connect_timeout: Duration::from_millis(s.connect_timeout),
+                read_timeout: Duration::from_millis(s.read_timeout),
+                write_timeout: Duration::from_millis(s.write_timeout),
+                tls_verify: s.tls_verify.unwrap_or(false),
+                target,
+                // `enabled` is applied below: routes of disabled services
+                // are left out of the router entirely, as Kong does.
+            });
+        }
+
+        let mut routes = Vec::with_capacity(cfg.routes.len());
+        let mut specs = Vec::with_capacity(cfg.routes.len());
+        for r in &cfg.routes {
+            let service = match r.service {
+                Some(sid) => {
+                    let disabled = cfg.services.iter().any(|s| s.id == sid && !s.enabled);
+                    if disabled {
+                        continue;
+                    }
+                    service_index.get(&sid).copied()
+                }
+                None => None,
+            };
+            let has = |p: &str| r.protocols.iter().any(|x| x == p);
+            let index = routes.len();
+            routes.push(RouteRt {
+                id: r.id,
+                name: r.name.clone(),
+                service,
+                accepts_http: has("http") || has("grpc"),
+                accepts_https: has("https") || has("grpcs"),
+                grpc: has("grpc") || has("grpcs"),
+                https_redirect_status_code: r.https_redirect_status_code,
+                strip_path: r.strip_path,
+                preserve_host: r.preserve_host,
+            });
+            specs.push(RouteSpec {
+                id: r.id,
+                name: r.name.clone(),
+                protocols: r.protocols.clone(),
+                methods: r.methods.clone(),
+                hosts: r.hosts.clone(),
+                paths: r.paths.clone(),
+                headers: r.headers.clone(),
+                snis: r.snis.clone(),
+                regex_priority: r.regex_priority,
+                strip_path: r.strip_path,
+                index,
+            });
+        }
+        let router = Router::new(specs)?;
+        let has_entities = !cfg.services.is_empty()
+            || !cfg.routes.is_empty()
+            || !cfg.upstreams.is_empty()
+            || !cfg.plugins.is_empty()
+            || !cfg.consumers.is_empty()
+            || !cfg.certificates.is_empty();
+        Ok(Snapshot {
+            router,
+            routes,
+            services,
+            upstreams,
+            hash,
+            has_entities,
+        })
+    }
+}
+
+/// The live configuration, swapped whole.
+#[derive(Debug, Clone)]
+pub struct ConfigHandle {
+    current: Arc<ArcSwap<Snapshot>>,
+}
+
+impl Default for ConfigHandle {
+    fn default() -> Self {
+        ConfigHandle {
+            current: Arc::new(ArcSwap::from_pointee(Snapshot::empty())),
+        }
+    }
+}
+
+impl ConfigHandle {
+    /// The snapshot for one request; hold the `Arc` for the request's life.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Publishes a new snapshot atomically.
+    pub fn store(&self, snapshot: Snapshot) {
+        self.current.store(Arc::new(snapshot));
+    }
+}

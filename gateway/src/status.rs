@@ -1,0 +1,103 @@
+//! Kong's status API on `status_listen`: `/status` and `/status/ready`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::json;
+
+use crate::kong::SERVER_TOKEN;
+use crate::snapshot::ConfigHandle;
+use crate::stats::Stats;
+
+pub struct StatusApi {
+    pub config: ConfigHandle,
+    pub stats: Arc<Stats>,
+}
+
+fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+fn json_response(status: u16, body: serde_json::Value) -> Response<Vec<u8>> {
+    let bytes = body.to_string().into_bytes();
+    let mut b = Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json; charset=utf-8")
+        .header(http::header::CONTENT_LENGTH, bytes.len())
+        .header(http::header::SERVER, SERVER_TOKEN);
+    if status == 204 {
+        b = b.header("X-Kong-Status", "ok");
+    }
+    match b.body(bytes) {
+        Ok(r) => r,
+        Err(_) => Response::new(Vec::new()),
+    }
+}
+
+impl StatusApi {
+    /// `/status/ready`: 200 once a non-empty config is loaded.
+    pub fn ready(&self) -> (u16, serde_json::Value) {
+        let snap = self.config.load();
+        if snap.has_entities {
+            (200, json!({"message": "ready"}))
+        } else {
+            (
+                503,
+                json!({"message": "no configuration available (empty configuration present)"}),
+            )
+        }
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let snap = self.config.load();
+        let s = &self.stats;
+        let in_flight = s.in_flight.load(Ordering::Relaxed);
+        let accepted = s.connections_accepted.load(Ordering::Relaxed);
+        let rss = rss_bytes().unwrap_or(0);
+        json!({
+            "configuration_hash": snap.hash,
+            "server": {
+                "total_requests": s.requests_total.load(Ordering::Relaxed),
+                "connections_accepted": accepted,
+                "connections_handled": accepted,
+                "connections_active": in_flight,
+                "connections_reading": 0,
+                "connections_writing": in_flight,
+                "connections_waiting": 0,
+            },
+            "memory": {
+                "workers_lua_vms": [{
+                    "pid": std::process::id(),
+                    "http_allocated_gc": format!("{:.2} MiB", rss as f64 / 1048576.0),
+                }],
+                "lua_shared_dicts": {},
+            },
+        })
+    }
+}
+
+#[async_trait]
+impl ServeHttp for StatusApi {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let path = req.uri.path().trim_end_matches('/');
+        let method = req.method.clone();
+        let (status, body) = match path {
+            "/status" => (200, self.status()),
+            "/status/ready" => self.ready(),
+            _ => (404, json!({"message": "Not found"})),
+        };
+        if method == http::Method::HEAD {
+            let mut r = json_response(status, body);
+            r.body_mut().clear();
+            return r;
+        }
+        json_response(status, body)
+    }
+}
