@@ -354,10 +354,11 @@ impl Settings {
         let declarative_config = l.opt_string("declarative_config").map(PathBuf::from);
         let declarative_config_string = l.opt_string("declarative_config_string");
         let prefix = l.get("prefix", |name, v| {
-            if v.is_empty() {
-                Err(format!("{name} must not be empty"))
-            } else {
-                Ok(PathBuf::from(v))
+            // Drop trailing slashes (Kong's default has one) but keep "/".
+            match v.trim_end_matches('/') {
+                "" if v.is_empty() => Err(format!("{name} must not be empty")),
+                "" => Ok(PathBuf::from("/")),
+                p => Ok(PathBuf::from(p)),
             }
         });
         let log_level = l.get("log_level", values::parse_log_level);

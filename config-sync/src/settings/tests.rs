@@ -32,7 +32,8 @@ fn defaults_match_kong() {
     assert_eq!(s.role, Role::Traditional);
     assert_eq!(s.database, "off");
     assert_eq!(s.declarative_config, None);
-    assert_eq!(s.prefix, PathBuf::from("/usr/local/kong/"));
+    assert_eq!(s.prefix, PathBuf::from("/usr/local/kong"));
+    assert_eq!(s.redacted()["prefix"], json!("/usr/local/kong"));
     assert_eq!(s.log_level, LogLevel::Notice);
     assert_eq!(
         s.proxy_access_log_path(),

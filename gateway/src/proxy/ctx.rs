@@ -52,6 +52,8 @@ pub struct RequestCtx {
     pub kong_status: Option<u16>,
     pub proxied: bool,
     pub counted_in_flight: bool,
+    /// Not the first request on its connection.
+    pub reused_connection: bool,
 }
 
 impl RequestCtx {
@@ -81,6 +83,7 @@ impl RequestCtx {
             kong_status: None,
             proxied: false,
             counted_in_flight: false,
+            reused_connection: false,
         }
     }
 }

@@ -132,18 +132,18 @@ impl KongProxy {
         ctx: &mut RequestCtx,
         status: u16,
         body: Option<(ErrorFormat, Bytes)>,
-        extra: &[(HeaderName, String)],
+        extra: &[(&str, String)],
     ) -> Result<()> {
         ctx.kong_status = Some(status);
         let mut resp = ResponseHeader::build(status, Some(8))?;
         let head = session.req_header().method == http::Method::HEAD;
         let len = body.as_ref().map(|(_, b)| b.len()).unwrap_or(0);
         if let Some((fmt, _)) = &body {
-            resp.insert_header(header::CONTENT_TYPE, fmt.content_type())?;
+            resp.insert_header("Content-Type", fmt.content_type())?;
         }
-        resp.insert_header(header::CONTENT_LENGTH, len.to_string())?;
+        resp.insert_header("Content-Length", len.to_string())?;
         for (name, value) in extra {
-            resp.insert_header(name.clone(), value.as_str())?;
+            resp.insert_header(name.to_string(), value.as_str())?;
         }
         self.add_kong_response_headers(&mut resp, ctx);
         let end = body.is_none() || head;
@@ -165,7 +165,7 @@ impl KongProxy {
             }
         }
         if h.server {
-            let _ = resp.insert_header(header::SERVER, SERVER_TOKEN);
+            let _ = resp.insert_header("Server", SERVER_TOKEN);
         } else {
             resp.remove_header(&header::SERVER);
         }
@@ -181,7 +181,7 @@ impl KongProxy {
         ctx: &mut RequestCtx,
         status: u16,
         message: &str,
-        extra: &[(HeaderName, String)],
+        extra: &[(&str, String)],
     ) -> Result<()> {
         let fmt = response::pdk_format(&session.req_header().headers);
         let body = response::render(fmt, message, &ctx.request_id);
@@ -256,8 +256,30 @@ impl ProxyHttp for KongProxy {
         RequestCtx::new()
     }
 
+    // A marker carried to the next request on a keep-alive connection tells
+    // the first request of a connection from the others (for `/status`).
+    fn persist_connection_context(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+    ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        Some(Box::new(()))
+    }
+
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        _prev: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        ctx.reused_connection = true;
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         self.stats.requests_total.fetch_add(1, Ordering::Relaxed);
+        if !ctx.reused_connection {
+            self.stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
+        }
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         ctx.counted_in_flight = true;
 
@@ -337,8 +359,8 @@ impl ProxyHttp for KongProxy {
             let code = route.https_redirect_status_code;
             if code == 426 {
                 let extra = [
-                    (header::CONNECTION, "Upgrade".to_string()),
-                    (header::UPGRADE, "TLS/1.2, HTTP/1.1".to_string()),
+                    ("Connection", "Upgrade".to_string()),
+                    ("Upgrade", "TLS/1.2, HTTP/1.1".to_string()),
                 ];
                 self.pdk_error(session, ctx, 426, "Please use HTTPS protocol", &extra)
                     .await?;
@@ -357,7 +379,7 @@ impl ProxyHttp for KongProxy {
                     fwd_host,
                     String::from_utf8_lossy(req.raw_path())
                 );
-                self.respond(session, ctx, code, None, &[(header::LOCATION, location)])
+                self.respond(session, ctx, code, None, &[("Location", location)])
                     .await?;
             }
             return Ok(true);
@@ -373,8 +395,8 @@ impl ProxyHttp for KongProxy {
                     .await?;
             } else {
                 let extra = [
-                    (header::CONNECTION, "Upgrade".to_string()),
-                    (header::UPGRADE, "HTTP/2".to_string()),
+                    ("Connection", "Upgrade".to_string()),
+                    ("Upgrade", "HTTP/2".to_string()),
                 ];
                 self.pdk_error(session, ctx, 426, "Please use HTTP2 protocol", &extra)
                     .await?;
@@ -527,11 +549,11 @@ impl ProxyHttp for KongProxy {
             upstream.remove_header(n);
         }
         if websocket {
-            upstream.insert_header(header::CONNECTION, "keep-alive, Upgrade")?;
-            upstream.insert_header(header::UPGRADE, "websocket")?;
+            upstream.insert_header("Connection", "keep-alive, Upgrade")?;
+            upstream.insert_header("Upgrade", "websocket")?;
         } else {
             upstream.remove_header(&header::UPGRADE);
-            upstream.insert_header(header::CONNECTION, "keep-alive")?;
+            upstream.insert_header("Connection", "keep-alive")?;
         }
         if req
             .headers
@@ -539,11 +561,11 @@ impl ProxyHttp for KongProxy {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.to_ascii_lowercase().contains("trailers"))
         {
-            upstream.insert_header(header::TE, "trailers")?;
+            upstream.insert_header("TE", "trailers")?;
         }
 
         if !ctx.preserve_host {
-            upstream.insert_header(header::HOST, ctx.upstream_host.as_str())?;
+            upstream.insert_header("Host", ctx.upstream_host.as_str())?;
         }
 
         let host_hdr = req.headers.get(header::HOST).and_then(|v| v.to_str().ok());
@@ -601,7 +623,7 @@ impl ProxyHttp for KongProxy {
             }
         }
         upstream.insert_header("X-Real-IP", client)?;
-        upstream.insert_header(header::VIA, via)?;
+        upstream.insert_header("Via", via)?;
         if self.options.headers.upstream_request_id {
             upstream.insert_header("X-Kong-Request-Id", ctx.request_id.as_str())?;
         }
@@ -672,10 +694,10 @@ impl ProxyHttp for KongProxy {
                 Some(v) => format!("{v}, 1.1 {SERVER_TOKEN}"),
                 None => format!("1.1 {SERVER_TOKEN}"),
             };
-            resp.insert_header(header::VIA, via)?;
+            resp.insert_header("Via", via)?;
         }
         if h.server && !resp.headers.contains_key(header::SERVER) {
-            resp.insert_header(header::SERVER, SERVER_TOKEN)?;
+            resp.insert_header("Server", SERVER_TOKEN)?;
         }
         if h.request_id {
             resp.insert_header("X-Kong-Request-Id", ctx.request_id.as_str())?;

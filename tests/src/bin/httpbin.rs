@@ -75,7 +75,12 @@ fn parse_cli() -> Cli {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
             _ => (arg.clone(), None),
         };
-        let mut value = || inline.clone().or_else(|| args.next()).unwrap_or_else(|| usage());
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .unwrap_or_else(|| usage())
+        };
         match flag.as_str() {
             "--listen" | "-l" => cli.listen = value(),
             "--threads" | "-t" => {
@@ -173,9 +178,8 @@ async fn run(listen: String, app: Arc<App>) -> io::Result<()> {
                 inner: stream,
                 raw: raw.clone(),
             });
-            let svc = hyper::service::service_fn(move |req| {
-                serve(req, app.clone(), raw.clone(), peer)
-            });
+            let svc =
+                hyper::service::service_fn(move |req| serve(req, app.clone(), raw.clone(), peer));
             // Connection errors (client reset, malformed input) only end this connection.
             let _ = builder.serve_connection(io, svc).await;
         });
@@ -369,7 +373,12 @@ impl Req {
                 parts
                     .headers
                     .iter()
-                    .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                    .map(|(k, v)| {
+                        (
+                            k.as_str().to_string(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
                     .collect(),
             ),
         };
@@ -434,7 +443,11 @@ fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).boxed()
 }
 
-fn with_body(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+fn with_body(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
     r.headers_mut()
@@ -460,7 +473,8 @@ fn json_resp(v: Value) -> Response<Body> {
 fn sort_keys(v: Value) -> Value {
     match v {
         Value::Object(m) => {
-            let sorted: BTreeMap<String, Value> = m.into_iter().map(|(k, v)| (k, sort_keys(v))).collect();
+            let sorted: BTreeMap<String, Value> =
+                m.into_iter().map(|(k, v)| (k, sort_keys(v))).collect();
             Value::Object(sorted.into_iter().collect())
         }
         Value::Array(a) => Value::Array(a.into_iter().map(sort_keys).collect()),
@@ -516,7 +530,8 @@ fn check_method(r: &Req, allowed: &[Method]) -> Option<Response<Body>> {
             "The method is not allowed for the requested URL.",
         )
     };
-    resp.headers_mut().insert(http::header::ALLOW, allow_value(&allowed_all));
+    resp.headers_mut()
+        .insert(http::header::ALLOW, allow_value(&allowed_all));
     Some(resp)
 }
 
@@ -540,15 +555,13 @@ fn form_decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                match (hex_val(b[i + 1]), hex_val(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h * 16 + l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < b.len() => match (hex_val(b[i + 1]), hex_val(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             c => out.push(c),
         }
         i += 1;
@@ -640,8 +653,10 @@ fn url(r: &Req) -> String {
 }
 
 fn is_form(r: &Req) -> bool {
-    r.header("content-type")
-        .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"))
+    r.header("content-type").is_some_and(|c| {
+        c.to_ascii_lowercase()
+            .starts_with("application/x-www-form-urlencoded")
+    })
 }
 
 fn data_string(body: &[u8]) -> String {
@@ -656,7 +671,11 @@ fn base64(input: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -676,7 +695,11 @@ fn request_dict(r: &Req, with_method: bool, with_json: bool) -> Value {
     m.insert("args".into(), multi_dict(parse_urlencoded(r.query())));
     m.insert(
         "data".into(),
-        Value::String(if form { String::new() } else { data_string(&r.body) }),
+        Value::String(if form {
+            String::new()
+        } else {
+            data_string(&r.body)
+        }),
     );
     m.insert("files".into(), json!({}));
     m.insert(
@@ -697,7 +720,10 @@ fn request_dict(r: &Req, with_method: bool, with_json: bool) -> Value {
         m.insert("json".into(), j);
     }
     if with_method {
-        m.insert("method".into(), Value::String(r.method.as_str().to_string()));
+        m.insert(
+            "method".into(),
+            Value::String(r.method.as_str().to_string()),
+        );
     }
     m.insert("origin".into(), Value::String(origin(r)));
     m.insert("url".into(), Value::String(url(r)));
@@ -839,8 +865,10 @@ fn status(codes: &str) -> Response<Body> {
         }
         418 => {
             *resp.body_mut() = full("I'm a teapot\n");
-            resp.headers_mut()
-                .insert("x-more-info", HeaderValue::from_static("http://tools.ietf.org/html/rfc2324"));
+            resp.headers_mut().insert(
+                "x-more-info",
+                HeaderValue::from_static("http://tools.ietf.org/html/rfc2324"),
+            );
         }
         _ => {}
     }
@@ -911,7 +939,11 @@ fn stream_ep(r: &Req, n: &str) -> Response<Body> {
 }
 
 async fn drip(r: &Req) -> Response<Body> {
-    let num = |k: &str, d: f64| r.query_param(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(d);
+    let num = |k: &str, d: f64| {
+        r.query_param(k)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(d)
+    };
     let duration = num("duration", 2.0);
     let numbytes = num("numbytes", 10.0);
     let code = num("code", 200.0);
@@ -945,7 +977,10 @@ async fn drip(r: &Req) -> Response<Body> {
     let mut resp = Response::new(ChanBody(rx).boxed());
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     h.insert(CONTENT_LENGTH, HeaderValue::from(numbytes));
     resp
 }
@@ -954,7 +989,10 @@ fn response_headers(r: &Req) -> Response<Body> {
     let pairs = parse_urlencoded(r.query());
     let mut headers = HeaderMap::new();
     for (k, v) in &pairs {
-        let (Ok(name), Ok(val)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) else {
+        let (Ok(name), Ok(val)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) else {
             return bad_request("Invalid header in query");
         };
         headers.append(name, val);
