@@ -1,7 +1,7 @@
 //! Typed conversion of flattened entities, with Kong's per-entity rules
 //! (`kong/db/schema/entities/*.lua`, `routes_subschemas.lua`, plugin daos).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -344,14 +344,20 @@ fn route(item: &Item, errs: &mut Vec<ConfigError>) -> Route {
     let regex_priority = r.int("regex_priority", i64::MIN, i64::MAX).unwrap_or(0);
     let path_handling = r.one_of("path_handling", &["v0", "v1"], "v0");
 
-    let set = |o: &Option<Vec<String>>| o.as_ref().is_some_and(|v| !v.is_empty());
-    let has_snis = set(&snis);
-    let has_methods = set(&methods);
-    let has_hosts = set(&hosts);
-    let has_paths = set(&paths);
-    let has_headers = headers.as_ref().is_some_and(|h| !h.is_empty());
-    let has_sources = sources.as_ref().is_some_and(|v| !v.is_empty());
-    let has_destinations = destinations.as_ref().is_some_and(|v| !v.is_empty());
+    // Entity checks look at what was given, even if some elements were
+    // invalid (those are already reported), so one typo gives one error.
+    let given = |k: &str| match item.obj.get(k) {
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::Object(m)) => !m.is_empty(),
+        _ => false,
+    };
+    let has_snis = given("snis");
+    let has_methods = given("methods");
+    let has_hosts = given("hosts");
+    let has_paths = given("paths");
+    let has_headers = given("headers");
+    let has_sources = given("sources");
+    let has_destinations = given("destinations");
     let has = |p: &str| protocols.iter().any(|x| x == p);
 
     if has_snis && !["grpcs", "https", "tls", "tls_passthrough"].iter().any(|p| has(p)) {
@@ -947,58 +953,53 @@ fn ca_certificate(item: &Item, errs: &mut Vec<ConfigError>) -> CaCertificate {
 // cross-entity checks
 
 pub(crate) fn cross_checks(items: &[Item], cfg: &DeclarativeConfig, errs: &mut Vec<ConfigError>) {
-    let by_id: HashMap<(Kind, Uuid), &Item> = items.iter().map(|i| ((i.kind, i.id), i)).collect();
-    let skip = |kind: Kind, id: Uuid| by_id.get(&(kind, id)).is_none_or(|i| i.duplicate);
+    // `build_all` keeps item order within each kind, so zipping pairs each
+    // typed entity with its source item.
+    let of = |kind: Kind| items.iter().filter(move |i| i.kind == kind);
 
     // One plugin of a given name per (route, service, consumer): Kong's cache key.
-    let mut seen_plugins: HashSet<(String, Option<Uuid>, Option<Uuid>, Option<Uuid>)> = HashSet::new();
-    for p in &cfg.plugins {
-        if skip(Kind::Plugin, p.id) || p.name.is_empty() {
+    let mut seen_plugins: HashSet<(&str, Option<Uuid>, Option<Uuid>, Option<Uuid>)> = HashSet::new();
+    for (item, p) in of(Kind::Plugin).zip(&cfg.plugins) {
+        if item.duplicate || p.name.is_empty() {
             continue;
         }
-        if !seen_plugins.insert((p.name.clone(), p.route, p.service, p.consumer)) {
-            if let Some(item) = by_id.get(&(Kind::Plugin, p.id)) {
-                errs.push(item.err(
-                    "name",
-                    format!(
-                        "uniqueness violation: 'plugins' entity with name set to '{}' already declared for the same route, service and consumer",
-                        p.name
-                    ),
-                ));
-            }
+        if !seen_plugins.insert((p.name.as_str(), p.route, p.service, p.consumer)) {
+            errs.push(item.err(
+                "name",
+                format!(
+                    "uniqueness violation: 'plugins' entity with name set to '{}' already declared for the same route, service and consumer",
+                    p.name
+                ),
+            ));
         }
     }
 
     // One target per address and upstream.
-    let mut seen_targets: HashSet<(Uuid, String)> = HashSet::new();
-    for t in &cfg.targets {
-        if skip(Kind::Target, t.id) || t.target.is_empty() {
+    let mut seen_targets: HashSet<(Uuid, &str)> = HashSet::new();
+    for (item, t) in of(Kind::Target).zip(&cfg.targets) {
+        if item.duplicate || t.target.is_empty() {
             continue;
         }
-        if !seen_targets.insert((t.upstream, t.target.clone())) {
-            if let Some(item) = by_id.get(&(Kind::Target, t.id)) {
-                errs.push(item.err(
-                    "target",
-                    format!(
-                        "uniqueness violation: 'targets' entity with target set to '{}' already declared for this upstream",
-                        t.target
-                    ),
-                ));
-            }
+        if !seen_targets.insert((t.upstream, t.target.as_str())) {
+            errs.push(item.err(
+                "target",
+                format!(
+                    "uniqueness violation: 'targets' entity with target set to '{}' already declared for this upstream",
+                    t.target
+                ),
+            ));
         }
     }
 
-    // Unique non-endpoint fields (Kong checks every `unique` column).
+    // Unique columns that are not endpoint keys (Kong checks every `unique` field).
     let mut custom_ids: HashSet<&str> = HashSet::new();
-    for c in &cfg.consumers {
+    for (item, c) in of(Kind::Consumer).zip(&cfg.consumers) {
         if let Some(cid) = c.custom_id.as_deref() {
             if !custom_ids.insert(cid) {
-                if let Some(item) = by_id.get(&(Kind::Consumer, c.id)) {
-                    errs.push(item.err(
-                        "custom_id",
-                        format!("uniqueness violation: 'consumers' entity with custom_id set to '{cid}' already declared"),
-                    ));
-                }
+                errs.push(item.err(
+                    "custom_id",
+                    format!("uniqueness violation: 'consumers' entity with custom_id set to '{cid}' already declared"),
+                ));
             }
         }
     }

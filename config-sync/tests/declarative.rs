@@ -59,7 +59,7 @@ fn nested_fixture_flattens_with_defaults_and_ids() {
     assert_eq!(cfg.format_version, "3.0");
     assert!(cfg.transform);
     assert_eq!(cfg.services.len(), 3);
-    assert_eq!(cfg.routes.len(), 6);
+    assert_eq!(cfg.routes.len(), 5);
     assert_eq!(cfg.plugins.len(), 5);
     assert_eq!(cfg.consumers.len(), 2);
     assert_eq!(cfg.credentials.len(), 3);
@@ -703,8 +703,11 @@ plugins:
     enabled: maybe
   - config: {}
 "#));
+    // Two nested plugins of one name derive the same id (Kong's cache key).
+    assert_err(&errs, "plugin", "id", "uniqueness violation: 'plugins' entity with primary key set to");
+    // A top-level one referencing the service by name derives another id,
+    // so the (name, route, service, consumer) check catches it.
     assert_err(&errs, "plugin", "name", "uniqueness violation: 'plugins' entity with name set to 'cors'");
-    assert_eq!(errs.iter().filter(|e| e.reason.contains("'cors'")).count(), 2);
     assert_err(&errs, "plugin", "config", "expected a record");
     assert_err(&errs, "plugin", "protocols.2", "expected one of:");
     assert_err(&errs, "plugin", "enabled", "expected a boolean");
