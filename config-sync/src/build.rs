@@ -26,21 +26,13 @@ pub(crate) fn build_all(
             Kind::Service => cfg.services.push(service(item, errs)),
             Kind::Route => cfg.routes.push(route(item, errs)),
             Kind::Upstream => cfg.upstreams.push(upstream(item, errs)),
-            Kind::Target => {
-                if let Some(t) = target(item, errs) {
-                    cfg.targets.push(t)
-                }
-            }
+            Kind::Target => cfg.targets.push(target(item, errs)),
             Kind::Plugin => cfg.plugins.push(plugin(item, opts, errs)),
             Kind::Consumer => cfg.consumers.push(consumer(item, errs)),
             Kind::Certificate => cfg.certificates.push(certificate(item, errs)),
             Kind::Sni => cfg.snis.push(sni(item, errs)),
             Kind::CaCertificate => cfg.ca_certificates.push(ca_certificate(item, errs)),
-            k if k.is_credential() => {
-                if let Some(c) = credential(item, errs) {
-                    cfg.credentials.push(c)
-                }
-            }
+            k if k.is_credential() => cfg.credentials.push(credential(item, errs)),
             _ => {}
         }
     }
@@ -77,7 +69,8 @@ fn expand_url(url: &str) -> Map<String, Value> {
         Some((s, r))
             if !s.is_empty()
                 && s.starts_with(|c: char| c.is_ascii_alphanumeric())
-                && s.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
         {
             (Some(s.to_string()), r)
         }
@@ -127,7 +120,10 @@ fn expand_url(url: &str) -> Map<String, Value> {
         (None, None) => Value::from(if protocol == "https" { 443 } else { 80 }),
     };
     out.insert("protocol".into(), Value::String(protocol));
-    out.insert("host".into(), host.map(Value::String).unwrap_or(Value::Null));
+    out.insert(
+        "host".into(),
+        host.map(Value::String).unwrap_or(Value::Null),
+    );
     out.insert("port".into(), port_value);
     out.insert(
         "path".into(),
@@ -195,13 +191,16 @@ fn service(item: &Item, errs: &mut Vec<ConfigError>) -> Service {
             ("client_certificate", r.has("client_certificate")),
             ("tls_verify", tls_verify.is_some()),
             ("tls_verify_depth", tls_verify_depth.is_some()),
-            ("ca_certificates", ca_list.as_ref().is_some_and(|l| !l.is_empty())),
+            (
+                "ca_certificates",
+                ca_list.as_ref().is_some_and(|l| !l.is_empty()),
+            ),
         ];
         for (field, set) in tls_only {
             if set {
                 r.err(
                     field,
-                    format!("value must be null (only allowed when 'protocol' is 'https' or 'tls')"),
+                    "value must be null (only allowed when 'protocol' is 'https' or 'tls')",
                 );
             }
         }
@@ -255,7 +254,10 @@ fn cidr_ports(r: &mut Reader<'_>, key: &str) -> Option<Vec<CidrPort>> {
             r.err(&field, "expected a record");
             continue;
         };
-        let mut cp = CidrPort { ip: None, port: None };
+        let mut cp = CidrPort {
+            ip: None,
+            port: None,
+        };
         for (k, val) in m {
             match (k.as_str(), val) {
                 (_, Value::Null) => {}
@@ -266,14 +268,20 @@ fn cidr_ports(r: &mut Reader<'_>, key: &str) -> Option<Vec<CidrPort>> {
                 ("ip", _) => r.err(&format!("{field}.ip"), "expected a string"),
                 ("port", p) => match as_integer(p) {
                     Some(n) if (0..=65535).contains(&n) => cp.port = Some(n as u16),
-                    Some(_) => r.err(&format!("{field}.port"), "value should be between 0 and 65535"),
+                    Some(_) => r.err(
+                        &format!("{field}.port"),
+                        "value should be between 0 and 65535",
+                    ),
                     None => r.err(&format!("{field}.port"), "expected an integer"),
                 },
                 _ => r.err(&format!("{field}.{k}"), "unknown field"),
             }
         }
         if cp.ip.is_none() && cp.port.is_none() && !m.values().any(|v| !v.is_null()) {
-            r.err(&field, "at least one of these fields must be non-empty: 'ip', 'port'");
+            r.err(
+                &field,
+                "at least one of these fields must be non-empty: 'ip', 'port'",
+            );
         }
         out.push(cp);
     }
@@ -318,13 +326,19 @@ fn route(item: &Item, errs: &mut Vec<ConfigError>) -> Route {
             .map(|g| format!("({})", quoted_list(g)))
             .collect::<Vec<_>>()
             .join(", ");
-        r.err("protocols", format!("these sets are mutually exclusive: {list}"));
+        r.err(
+            "protocols",
+            format!("these sets are mutually exclusive: {list}"),
+        );
     }
 
     let code = match r.int("https_redirect_status_code", i64::MIN, i64::MAX) {
         Some(c) if [426, 301, 302, 307, 308].contains(&c) => c as u16,
         Some(_) => {
-            r.err("https_redirect_status_code", "expected one of: 426, 301, 302, 307, 308");
+            r.err(
+                "https_redirect_status_code",
+                "expected one of: 426, 301, 302, 307, 308",
+            );
             426
         }
         None => 426,
@@ -360,7 +374,11 @@ fn route(item: &Item, errs: &mut Vec<ConfigError>) -> Route {
     let has_destinations = given("destinations");
     let has = |p: &str| protocols.iter().any(|x| x == p);
 
-    if has_snis && !["grpcs", "https", "tls", "tls_passthrough"].iter().any(|p| has(p)) {
+    if has_snis
+        && !["grpcs", "https", "tls", "tls_passthrough"]
+            .iter()
+            .any(|p| has(p))
+    {
         r.err(
             "snis",
             "'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'",
@@ -374,23 +392,39 @@ fn route(item: &Item, errs: &mut Vec<ConfigError>) -> Route {
         "http" | "https" => {
             for (f, set) in [("sources", has_sources), ("destinations", has_destinations)] {
                 if set {
-                    r.err(f, format!("cannot set '{f}' when 'protocols' is 'http' or 'https'"));
+                    r.err(
+                        f,
+                        format!("cannot set '{f}' when 'protocols' is 'http' or 'https'"),
+                    );
                 }
             }
             if has("https") {
                 if !(has_methods || has_hosts || has_headers || has_paths || has_snis) {
-                    r.err("@entity", format!("must set one of {} when 'protocols' is 'https'",
-                        quoted_list(&["methods", "hosts", "headers", "paths", "snis"])));
+                    r.err(
+                        "@entity",
+                        format!(
+                            "must set one of {} when 'protocols' is 'https'",
+                            quoted_list(&["methods", "hosts", "headers", "paths", "snis"])
+                        ),
+                    );
                 }
             } else if has("http") && !(has_methods || has_hosts || has_headers || has_paths) {
-                r.err("@entity", format!("must set one of {} when 'protocols' is 'http'",
-                    quoted_list(&["methods", "hosts", "headers", "paths"])));
+                r.err(
+                    "@entity",
+                    format!(
+                        "must set one of {} when 'protocols' is 'http'",
+                        quoted_list(&["methods", "hosts", "headers", "paths"])
+                    ),
+                );
             }
         }
         "grpc" | "grpcs" => {
             strip_path = strip_path_given.unwrap_or(false);
             if strip_path {
-                r.err("strip_path", "cannot set 'strip_path' when 'protocols' is 'grpc' or 'grpcs'");
+                r.err(
+                    "strip_path",
+                    "cannot set 'strip_path' when 'protocols' is 'grpc' or 'grpcs'",
+                );
             }
             for (f, set) in [
                 ("methods", has_methods),
@@ -398,17 +432,30 @@ fn route(item: &Item, errs: &mut Vec<ConfigError>) -> Route {
                 ("destinations", has_destinations),
             ] {
                 if set {
-                    r.err(f, format!("cannot set '{f}' when 'protocols' is 'grpc' or 'grpcs'"));
+                    r.err(
+                        f,
+                        format!("cannot set '{f}' when 'protocols' is 'grpc' or 'grpcs'"),
+                    );
                 }
             }
             if has("grpcs") {
                 if !(has_hosts || has_headers || has_paths || has_snis) {
-                    r.err("@entity", format!("must set one of {} when 'protocols' is 'grpcs'",
-                        quoted_list(&["hosts", "headers", "paths", "snis"])));
+                    r.err(
+                        "@entity",
+                        format!(
+                            "must set one of {} when 'protocols' is 'grpcs'",
+                            quoted_list(&["hosts", "headers", "paths", "snis"])
+                        ),
+                    );
                 }
             } else if !(has_hosts || has_headers || has_paths) {
-                r.err("@entity", format!("must set one of {} when 'protocols' is 'grpc'",
-                    quoted_list(&["hosts", "headers", "paths"])));
+                r.err(
+                    "@entity",
+                    format!(
+                        "must set one of {} when 'protocols' is 'grpc'",
+                        quoted_list(&["hosts", "headers", "paths"])
+                    ),
+                );
             }
         }
         _ => {
@@ -424,14 +471,24 @@ fn route(item: &Item, errs: &mut Vec<ConfigError>) -> Route {
                     ));
                 }
             }
-            if protocols.iter().all(|p| ["tcp", "tls", "udp"].contains(&p.as_str()))
+            if protocols
+                .iter()
+                .all(|p| ["tcp", "tls", "udp"].contains(&p.as_str()))
                 && !(has_sources || has_destinations || has_snis)
             {
-                r.err("@entity", format!("must set one of {} when 'protocols' is 'tcp', 'tls' or 'udp'",
-                    quoted_list(&["sources", "destinations", "snis"])));
+                r.err(
+                    "@entity",
+                    format!(
+                        "must set one of {} when 'protocols' is 'tcp', 'tls' or 'udp'",
+                        quoted_list(&["sources", "destinations", "snis"])
+                    ),
+                );
             }
             if protocols.iter().all(|p| p == "tls_passthrough") && !has_snis {
-                r.err("@entity", "must set snis when 'protocols' is 'tls_passthrough'");
+                r.err(
+                    "@entity",
+                    "must set snis when 'protocols' is 'tls_passthrough'",
+                );
             }
         }
     }
@@ -463,7 +520,16 @@ fn route(item: &Item, errs: &mut Vec<ConfigError>) -> Route {
 // ---------------------------------------------------------------------------
 // upstreams
 
-const HASH_ON: &[&str] = &["none", "consumer", "ip", "header", "cookie", "path", "query_arg", "uri_capture"];
+const HASH_ON: &[&str] = &[
+    "none",
+    "consumer",
+    "ip",
+    "header",
+    "cookie",
+    "path",
+    "query_arg",
+    "uri_capture",
+];
 const CHECK_TYPES: &[&str] = &["tcp", "http", "https", "grpc", "grpcs"];
 
 fn statuses(r: &mut Reader<'_>, key: &str, default: Vec<u16>) -> Vec<u16> {
@@ -476,7 +542,10 @@ fn statuses(r: &mut Reader<'_>, key: &str, default: Vec<u16>) -> Vec<u16> {
     for (i, s) in list.iter().enumerate() {
         match as_integer(s) {
             Some(n) if (100..=999).contains(&n) => out.push(n as u16),
-            Some(_) => r.err(&format!("{key}.{}", i + 1), "value should be between 100 and 999"),
+            Some(_) => r.err(
+                &format!("{key}.{}", i + 1),
+                "value should be between 100 and 999",
+            ),
             None => r.err(&format!("{key}.{}", i + 1), "expected an integer"),
         }
     }
@@ -496,10 +565,14 @@ fn active_check(r: &mut Reader<'_>) -> ActiveHealthcheck {
     let check_type = r.one_of("type", CHECK_TYPES, "http");
     let timeout = seconds(r, "timeout", d.timeout);
     let concurrency = int_or(r.int("concurrency", 1, 1 << 31), d.concurrency);
-    let http_path = r.checked_string("http_path", validate_path).unwrap_or(d.http_path);
+    let http_path = r
+        .checked_string("http_path", validate_path)
+        .unwrap_or(d.http_path);
     let https_sni = r.checked_string("https_sni", validate_sni);
     let https_verify_certificate = r.bool("https_verify_certificate", true);
-    let headers = r.headers("headers", validate_header_name).unwrap_or_default();
+    let headers = r
+        .headers("headers", validate_header_name)
+        .unwrap_or_default();
     let healthy = r
         .record("healthy", &[], |h| {
             let d = ActiveHealthy::default();
@@ -568,30 +641,46 @@ fn upstream(item: &Item, errs: &mut Vec<ConfigError>) -> Upstream {
     let mut r = reader(item, errs);
     let name = r
         .required_string("name")
-        .map(|n| {
-            if let Err(e) = validate_upstream_name(&n) {
+        .inspect(|n| {
+            if let Err(e) = validate_upstream_name(n) {
                 r.err("name", e);
             }
-            n
         })
         .unwrap_or_default();
     let algorithm_given = r.string("algorithm");
     let hash_on_given = r.string("hash_on");
     // Kong's shorthands: least-connections/latency force hash_on to none;
     // otherwise a given hash_on decides between round-robin and hashing.
-    let mut algorithm = algorithm_given.clone().unwrap_or_else(|| "round-robin".into());
+    let mut algorithm = algorithm_given
+        .clone()
+        .unwrap_or_else(|| "round-robin".into());
     let mut hash_on = hash_on_given.clone().unwrap_or_else(|| "none".into());
     if matches!(algorithm.as_str(), "least-connections" | "latency") {
         hash_on = "none".into();
     } else if let Some(h) = &hash_on_given {
-        algorithm = if h == "none" { "round-robin".into() } else { "consistent-hashing".into() };
+        algorithm = if h == "none" {
+            "round-robin".into()
+        } else {
+            "consistent-hashing".into()
+        };
     }
-    let algorithms = ["consistent-hashing", "least-connections", "round-robin", "latency"];
+    let algorithms = [
+        "consistent-hashing",
+        "least-connections",
+        "round-robin",
+        "latency",
+    ];
     if !algorithms.contains(&algorithm.as_str()) {
-        r.err("algorithm", format!("expected one of: {}", algorithms.join(", ")));
+        r.err(
+            "algorithm",
+            format!("expected one of: {}", algorithms.join(", ")),
+        );
     }
     if !HASH_ON.contains(&hash_on.as_str()) {
-        r.err("hash_on", format!("expected one of: {}", HASH_ON.join(", ")));
+        r.err(
+            "hash_on",
+            format!("expected one of: {}", HASH_ON.join(", ")),
+        );
     }
     let hash_fallback = r.one_of("hash_fallback", HASH_ON, "none");
     let hash_on_header = r.checked_string("hash_on_header", validate_header_name);
@@ -622,16 +711,13 @@ fn upstream(item: &Item, errs: &mut Vec<ConfigError>) -> Upstream {
         .unwrap_or_default();
 
     // Entity checks (`upstreams.lua`).
-    let need = |on: &str, field: &str, val: &Option<String>| {
-        (hash_on == on || hash_fallback == on) && val.is_none() && !field.is_empty()
-    };
     if hash_on == "header" && hash_on_header.is_none() {
         r.err("hash_on_header", "required field missing");
     }
     if hash_fallback == "header" && hash_fallback_header.is_none() {
         r.err("hash_fallback_header", "required field missing");
     }
-    if need("cookie", "hash_on_cookie", &hash_on_cookie) {
+    if (hash_on == "cookie" || hash_fallback == "cookie") && hash_on_cookie.is_none() {
         r.err("hash_on_cookie", "required field missing");
     }
     if hash_on == "query_arg" && hash_on_query_arg.is_none() {
@@ -656,18 +742,42 @@ fn upstream(item: &Item, errs: &mut Vec<ConfigError>) -> Upstream {
             "none" | "cookie" => vec!["none"],
             other => HASH_ON.iter().copied().filter(|h| *h != other).collect(),
         };
-        r.err("hash_fallback", format!(
-            "failed conditional validation given value of field 'hash_on': expected one of: {}",
-            allowed.join(", ")
-        ));
+        r.err(
+            "hash_fallback",
+            format!(
+                "failed conditional validation given value of field 'hash_on': expected one of: {}",
+                allowed.join(", ")
+            ),
+        );
     }
     for (a, b, va, vb) in [
-        ("hash_on_header", "hash_fallback_header", &hash_on_header, &hash_fallback_header),
-        ("hash_on_query_arg", "hash_fallback_query_arg", &hash_on_query_arg, &hash_fallback_query_arg),
-        ("hash_on_uri_capture", "hash_fallback_uri_capture", &hash_on_uri_capture, &hash_fallback_uri_capture),
+        (
+            "hash_on_header",
+            "hash_fallback_header",
+            &hash_on_header,
+            &hash_fallback_header,
+        ),
+        (
+            "hash_on_query_arg",
+            "hash_fallback_query_arg",
+            &hash_on_query_arg,
+            &hash_fallback_query_arg,
+        ),
+        (
+            "hash_on_uri_capture",
+            "hash_fallback_uri_capture",
+            &hash_on_uri_capture,
+            &hash_fallback_uri_capture,
+        ),
     ] {
         if va.is_some() && va == vb {
-            r.err("@entity", format!("values of these fields must be distinct: {}", quoted_list(&[a, b])));
+            r.err(
+                "@entity",
+                format!(
+                    "values of these fields must be distinct: {}",
+                    quoted_list(&[a, b])
+                ),
+            );
         }
     }
     r.finish();
@@ -708,26 +818,28 @@ fn required_fk(r: &mut Reader<'_>, item: &Item, field: &str) -> Option<Uuid> {
     id
 }
 
-fn target(item: &Item, errs: &mut Vec<ConfigError>) -> Option<Target> {
+fn target(item: &Item, errs: &mut Vec<ConfigError>) -> Target {
     let mut r = reader(item, errs);
     let upstream = required_fk(&mut r, item, "upstream");
-    let target = r.required_string("target").and_then(|t| match normalize_target(&t) {
-        Ok(n) => Some(n),
-        Err(e) => {
-            r.err("target", e);
-            None
-        }
-    });
+    let target = r
+        .required_string("target")
+        .and_then(|t| match normalize_target(&t) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                r.err("target", e);
+                None
+            }
+        });
     let weight = int_or(r.int("weight", 0, 65535), 100u32);
     let tags = r.tags();
     r.finish();
-    Some(Target {
+    Target {
         id: item.id,
         upstream: upstream.unwrap_or_default(),
         target: target.unwrap_or_default(),
         weight,
         tags,
-    })
+    }
 }
 
 fn plugin(item: &Item, opts: &ParseOptions, errs: &mut Vec<ConfigError>) -> Plugin {
@@ -800,7 +912,7 @@ fn auto_value() -> Value {
     Value::String(Uuid::new_v4().simple().to_string())
 }
 
-fn credential(item: &Item, errs: &mut Vec<ConfigError>) -> Option<Credential> {
+fn credential(item: &Item, errs: &mut Vec<ConfigError>) -> Credential {
     let mut r = reader(item, errs);
     r.accept(&["tags"]);
     let mut fields = item.obj.clone();
@@ -867,12 +979,12 @@ fn credential(item: &Item, errs: &mut Vec<ConfigError>) -> Option<Credential> {
         _ => {}
     }
     r.finish();
-    Some(Credential {
+    Credential {
         kind: item.kind.table().to_string(),
         id: item.id,
         consumer: consumer.unwrap_or_default(),
         fields,
-    })
+    }
 }
 
 fn certificate(item: &Item, errs: &mut Vec<ConfigError>) -> Certificate {
@@ -958,7 +1070,8 @@ pub(crate) fn cross_checks(items: &[Item], cfg: &DeclarativeConfig, errs: &mut V
     let of = |kind: Kind| items.iter().filter(move |i| i.kind == kind);
 
     // One plugin of a given name per (route, service, consumer): Kong's cache key.
-    let mut seen_plugins: HashSet<(&str, Option<Uuid>, Option<Uuid>, Option<Uuid>)> = HashSet::new();
+    type PluginKey<'a> = (&'a str, Option<Uuid>, Option<Uuid>, Option<Uuid>);
+    let mut seen_plugins: HashSet<PluginKey<'_>> = HashSet::new();
     for (item, p) in of(Kind::Plugin).zip(&cfg.plugins) {
         if item.duplicate || p.name.is_empty() {
             continue;

@@ -200,7 +200,10 @@ impl Kind {
     /// Children that may be nested: (key in parent, child kind, child's fk).
     fn children(self) -> &'static [Child] {
         match self {
-            Kind::Service => &[("routes", Kind::Route, "service"), ("plugins", Kind::Plugin, "service")],
+            Kind::Service => &[
+                ("routes", Kind::Route, "service"),
+                ("plugins", Kind::Plugin, "service"),
+            ],
             Kind::Route => &[("plugins", Kind::Plugin, "route")],
             Kind::Consumer => &[
                 ("plugins", Kind::Plugin, "consumer"),
@@ -285,7 +288,10 @@ impl Item {
 
 /// Parses YAML or JSON text. JSON is tried first when the text looks like a
 /// JSON object, since serde_json is stricter and faster.
-pub fn parse_declarative_str(text: &str, opts: &ParseOptions) -> Result<DeclarativeConfig, ConfigErrors> {
+pub fn parse_declarative_str(
+    text: &str,
+    opts: &ParseOptions,
+) -> Result<DeclarativeConfig, ConfigErrors> {
     let value = text_to_value(text)?;
     parse_declarative_value(value, opts)
 }
@@ -325,15 +331,24 @@ fn yaml_to_value(text: &str) -> Result<Value, String> {
 
 /// Parses a config already decoded to JSON: a user-style file (nested, no
 /// ids) or a control plane's `config_table` (flat, ids, explicit nulls).
-pub fn parse_declarative_value(v: Value, opts: &ParseOptions) -> Result<DeclarativeConfig, ConfigErrors> {
+pub fn parse_declarative_value(
+    v: Value,
+    opts: &ParseOptions,
+) -> Result<DeclarativeConfig, ConfigErrors> {
     let mut errs: Vec<ConfigError> = Vec::new();
     let Value::Object(top) = &v else {
-        return Err(ConfigErrors::single(ConfigError::top("", "expected a record")));
+        return Err(ConfigErrors::single(ConfigError::top(
+            "",
+            "expected a record",
+        )));
     };
 
     let format_version = match top.get("_format_version") {
         None | Some(Value::Null) => {
-            errs.push(ConfigError::top("_format_version", "required field missing"));
+            errs.push(ConfigError::top(
+                "_format_version",
+                "required field missing",
+            ));
             String::new()
         }
         Some(Value::String(s)) if FORMAT_VERSIONS.contains(&s.as_str()) => s.clone(),
@@ -366,7 +381,10 @@ pub fn parse_declarative_value(v: Value, opts: &ParseOptions) -> Result<Declarat
             // Wasm filter chains change request handling; silently dropping
             // them would be wrong, but an empty list is harmless.
             if !matches!(val, Value::Null) && !matches!(val, Value::Array(a) if a.is_empty()) {
-                errs.push(ConfigError::top(key.clone(), "filter chains are not supported"));
+                errs.push(ConfigError::top(
+                    key.clone(),
+                    "filter chains are not supported",
+                ));
             }
             continue;
         }
@@ -448,7 +466,12 @@ fn collect(
             m
         }
         _ => {
-            errs.push(ConfigError::new(kind.singular(), positional, "@entity", "expected a record"));
+            errs.push(ConfigError::new(
+                kind.singular(),
+                positional,
+                "@entity",
+                "expected a record",
+            ));
             return;
         }
     };
@@ -467,20 +490,35 @@ fn collect(
     let given_id = obj.remove("id");
     let ident = ident_for(kind, &obj, given_id.as_ref(), &positional);
     for (key, reason) in nested_errs {
-        errs.push(ConfigError::new(kind.singular(), ident.clone(), key, reason));
+        errs.push(ConfigError::new(
+            kind.singular(),
+            ident.clone(),
+            key,
+            reason,
+        ));
     }
 
     let id = match given_id {
         Some(Value::String(s)) => match Uuid::parse_str(&s) {
             Ok(u) => u,
             Err(_) => {
-                errs.push(ConfigError::new(kind.singular(), ident.clone(), "id", "expected a valid UUID"));
+                errs.push(ConfigError::new(
+                    kind.singular(),
+                    ident.clone(),
+                    "id",
+                    "expected a valid UUID",
+                ));
                 Uuid::new_v4()
             }
         },
         None | Some(Value::Null) => generate_id(kind, &obj, parent),
         Some(_) => {
-            errs.push(ConfigError::new(kind.singular(), ident.clone(), "id", "expected a string"));
+            errs.push(ConfigError::new(
+                kind.singular(),
+                ident.clone(),
+                "id",
+                "expected a string",
+            ));
             Uuid::new_v4()
         }
     };
@@ -580,7 +618,10 @@ impl Index {
             return Some(*id);
         }
         let id = Uuid::parse_str(key).ok()?;
-        self.by_id.get(&kind).filter(|s| s.contains(&id)).map(|_| id)
+        self.by_id
+            .get(&kind)
+            .filter(|s| s.contains(&id))
+            .map(|_| id)
     }
 }
 
@@ -611,7 +652,10 @@ fn build_index(items: &mut [Item], errs: &mut Vec<ConfigError>) -> Index {
         }
         let ids = index.by_id.entry(item.kind).or_default();
         if !ids.insert(item.id) && !failed {
-            errs.push(item.err("id", uniqueness_msg(item.kind, "primary key", &item.id.to_string())));
+            errs.push(item.err(
+                "id",
+                uniqueness_msg(item.kind, "primary key", &item.id.to_string()),
+            ));
             failed = true;
         }
         item.duplicate = failed;
@@ -707,10 +751,7 @@ mod tests {
         let v = text_to_value("").unwrap();
         assert!(v.as_object().unwrap().is_empty());
         assert!(text_to_value("{ \"a\": ").is_err());
-        let v = text_to_value(
-            "base: &b\n  host: x\nsvc:\n  <<: *b\n  port: 1\n",
-        )
-        .unwrap();
+        let v = text_to_value("base: &b\n  host: x\nsvc:\n  <<: *b\n  port: 1\n").unwrap();
         assert_eq!(v["svc"]["host"], "x");
     }
 

@@ -53,7 +53,11 @@ impl fmt::Display for ConfigError {
             if self.field.is_empty() {
                 return write!(f, "declarative config: {}", self.reason);
             }
-            return write!(f, "declarative config: field '{}': {}", self.field, self.reason);
+            return write!(
+                f,
+                "declarative config: field '{}': {}",
+                self.field, self.reason
+            );
         }
         write!(f, "in '{}' entity '{}': ", self.table(), self.ident)?;
         if self.field == "@entity" || self.field.is_empty() {
@@ -117,9 +121,7 @@ mod tests {
             t.to_string(),
             "declarative config: field '_format_version': required field missing"
         );
-        let all = ConfigErrors {
-            errors: vec![e, t],
-        };
+        let all = ConfigErrors { errors: vec![e, t] };
         assert_eq!(all.to_string().lines().count(), 2);
         let ent = ConfigError::new("consumer", "#1", "@entity", "x");
         assert_eq!(ent.to_string(), "in 'consumers' entity '#1': x");

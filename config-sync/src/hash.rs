@@ -144,7 +144,11 @@ pub fn canonical(v: &Value, buf: &mut Vec<u8>) {
 pub fn format_g14(x: f64) -> String {
     const P: i32 = 14;
     if x == 0.0 {
-        return if x.is_sign_negative() { "-0".into() } else { "0".into() };
+        return if x.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
     if x.is_nan() {
         return "nan".into();
@@ -158,7 +162,7 @@ pub fn format_g14(x: f64) -> String {
         Some((m, e)) => (m.to_string(), e.parse::<i32>().unwrap_or(0)),
         None => (sci.clone(), 0),
     };
-    if exp < -4 || exp >= P {
+    if !(-4..P).contains(&exp) {
         let m = trim_fraction(&mantissa);
         let sign = if exp < 0 { '-' } else { '+' };
         format!("{m}e{sign}{:02}", exp.abs())
@@ -205,13 +209,25 @@ mod tests {
 
     #[test]
     fn scalar_known_answers() {
-        assert_eq!(config_hash(&json!(null)), "5bf07a8b7343015026657d1108d8206e");
+        assert_eq!(
+            config_hash(&json!(null)),
+            "5bf07a8b7343015026657d1108d8206e"
+        );
         assert_eq!(config_hash(&json!(10)), "d3d9446802a44259755d38e6d163e820");
         assert_eq!(config_hash(&json!(0.9)), "a894124cc6d5c5c71afe060d5dde0762");
         assert_eq!(config_hash(&json!("")), "d41d8cd98f00b204e9800998ecf8427e");
-        assert_eq!(config_hash(&json!("hello")), "5d41402abc4b2a76b9719d911017c592");
-        assert_eq!(config_hash(&json!(false)), "68934a3e9455fa72420237eb05902327");
-        assert_eq!(config_hash(&json!(true)), "b326b5062b2f0e69046810717534cb09");
+        assert_eq!(
+            config_hash(&json!("hello")),
+            "5d41402abc4b2a76b9719d911017c592"
+        );
+        assert_eq!(
+            config_hash(&json!(false)),
+            "68934a3e9455fa72420237eb05902327"
+        );
+        assert_eq!(
+            config_hash(&json!(true)),
+            "b326b5062b2f0e69046810717534cb09"
+        );
         assert_eq!(md5_hex("/null/"), "5bf07a8b7343015026657d1108d8206e");
     }
 

@@ -209,7 +209,14 @@ impl<'a> Reader<'a> {
     pub fn string_list(&mut self, key: &str, set: bool) -> Option<Vec<String>> {
         let v = self.raw(key)?;
         let Value::Array(items) = v else {
-            self.err(key, if set { "expected a set" } else { "expected an array" });
+            self.err(
+                key,
+                if set {
+                    "expected a set"
+                } else {
+                    "expected an array"
+                },
+            );
             return None;
         };
         let mut out = Vec::with_capacity(items.len());
@@ -240,7 +247,14 @@ impl<'a> Reader<'a> {
     ) -> Option<Vec<String>> {
         let v = self.raw(key)?;
         let Value::Array(items) = v else {
-            self.err(key, if set { "expected a set" } else { "expected an array" });
+            self.err(
+                key,
+                if set {
+                    "expected a set"
+                } else {
+                    "expected an array"
+                },
+            );
             return None;
         };
         let mut out = Vec::with_capacity(items.len());
@@ -264,7 +278,8 @@ impl<'a> Reader<'a> {
 
     /// `tags`: a set of printable tag strings.
     pub fn tags(&mut self) -> Vec<String> {
-        self.checked_list("tags", true, validate_tag).unwrap_or_default()
+        self.checked_list("tags", true, validate_tag)
+            .unwrap_or_default()
     }
 
     /// A map of header name to list of values, in config order.
@@ -596,9 +611,8 @@ pub fn validate_upstream_name(name: &str) -> Result<(), String> {
 /// Target `target`: returns the normalised `host:port` (default port 8000,
 /// IPv6 in brackets), as Kong's targets DAO stores it.
 pub fn normalize_target(target: &str) -> Result<String, String> {
-    let p = normalize_ip(target).map_err(|_| {
-        format!("Invalid target ('{target}'); not a valid hostname or ip address")
-    })?;
+    let p = normalize_ip(target)
+        .map_err(|_| format!("Invalid target ('{target}'); not a valid hostname or ip address"))?;
     let port = p.port.unwrap_or(8000);
     Ok(match p.kind {
         HostKind::Ipv6 => format!("[{}]:{port}", p.host),
@@ -666,8 +680,7 @@ pub fn validate_route_header_name(name: &str) -> Result<(), String> {
     validate_header_name(name)?;
     if name.eq_ignore_ascii_case("host") {
         return Err(
-            "cannot contain 'host' header, which must be specified in the 'hosts' attribute"
-                .into(),
+            "cannot contain 'host' header, which must be specified in the 'hosts' attribute".into(),
         );
     }
     Ok(())
@@ -724,7 +737,9 @@ fn check_path_chars(path: &str) -> Result<(), PathErr> {
             if !valid {
                 let end = (i + 3).min(b.len());
                 let bad = String::from_utf8_lossy(&b[i..end]).into_owned();
-                return Err(PathErr::Percent(format!("invalid url-encoded value: '{bad}'")));
+                return Err(PathErr::Percent(format!(
+                    "invalid url-encoded value: '{bad}'"
+                )));
             }
             i += 3;
         } else {
@@ -791,9 +806,7 @@ pub fn normalize_uri(uri: &str) -> String {
             rest = b"";
         } else if rest.starts_with(b"../") {
             rest = &rest[3..];
-        } else if rest.starts_with(b"./") {
-            rest = &rest[2..];
-        } else if rest.starts_with(b"/./") {
+        } else if rest.starts_with(b"./") || rest.starts_with(b"/./") {
             rest = &rest[2..];
         } else if rest.starts_with(b"/../") {
             rest = &rest[3..];
@@ -852,7 +865,11 @@ pub fn validate_router_path(path: &str) -> Result<(), String> {
     if let Some(re) = path.strip_prefix('~') {
         let translated = pcre_to_rust_regex(re);
         if let Err(e) = regex::Regex::new(&translated) {
-            let msg = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+            let msg = e
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
             return Err(format!("invalid regex: '{re}' (regex error: {msg})"));
         }
         return Ok(());
@@ -916,7 +933,9 @@ mod tests {
             validate_router_path("/a%2").unwrap_err(),
             "invalid url-encoded value: '%2'"
         );
-        assert!(validate_router_path("~/[a-").unwrap_err().starts_with("invalid regex: '/[a-'"));
+        assert!(validate_router_path("~/[a-")
+            .unwrap_err()
+            .starts_with("invalid regex: '/[a-'"));
     }
 
     #[test]
@@ -924,7 +943,10 @@ mod tests {
         assert!(validate_path("/x").is_ok());
         assert_eq!(validate_path("x").unwrap_err(), "should start with: /");
         assert!(validate_path("/a b").unwrap_err().contains("RFC 3986"));
-        assert_eq!(validate_path("/a//b").unwrap_err(), "must not have empty segments");
+        assert_eq!(
+            validate_path("/a//b").unwrap_err(),
+            "must not have empty segments"
+        );
     }
 
     #[test]
@@ -967,9 +989,18 @@ mod tests {
         assert!(validate_host("10.0.0.1").is_ok());
         assert!(validate_host("::1").is_ok());
         assert!(validate_host("my_host.internal.").is_ok());
-        assert_eq!(validate_host("example.com:80").unwrap_err(), "must not have a port");
-        assert_eq!(validate_host("ex ample").unwrap_err(), "invalid value: ex ample");
-        assert_eq!(validate_host("300.1.1.1").unwrap_err(), "invalid value: 300.1.1.1");
+        assert_eq!(
+            validate_host("example.com:80").unwrap_err(),
+            "must not have a port"
+        );
+        assert_eq!(
+            validate_host("ex ample").unwrap_err(),
+            "invalid value: ex ample"
+        );
+        assert_eq!(
+            validate_host("300.1.1.1").unwrap_err(),
+            "invalid value: 300.1.1.1"
+        );
         assert!(validate_host("a-.b").is_err());
         assert!(validate_sni("10.0.0.1").is_err());
         assert!(validate_wildcard_host("*.example.com").is_ok());
@@ -991,7 +1022,10 @@ mod tests {
     #[test]
     fn targets() {
         assert_eq!(normalize_target("example.com").unwrap(), "example.com:8000");
-        assert_eq!(normalize_target("example.com:81").unwrap(), "example.com:81");
+        assert_eq!(
+            normalize_target("example.com:81").unwrap(),
+            "example.com:81"
+        );
         assert_eq!(normalize_target("10.0.0.1").unwrap(), "10.0.0.1:8000");
         assert_eq!(
             normalize_target("::1").unwrap(),
@@ -1014,7 +1048,9 @@ mod tests {
         assert!(validate_tag("a,b").is_err());
         assert!(validate_tag("a/b").is_err());
         assert!(validate_route_header_name("x-foo_bar").is_ok());
-        assert!(validate_route_header_name("Host").unwrap_err().contains("'host' header"));
+        assert!(validate_route_header_name("Host")
+            .unwrap_err()
+            .contains("'host' header"));
         assert!(validate_route_header_name("x foo").is_err());
         assert!(validate_method("GET").is_ok());
         assert_eq!(validate_method("get").unwrap_err(), "invalid value: get");

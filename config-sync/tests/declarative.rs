@@ -41,7 +41,10 @@ fn assert_err(errs: &[ConfigError], entity: &str, field: &str, reason: &str) {
         errs.iter()
             .any(|e| e.entity == entity && e.field == field && e.reason.contains(reason)),
         "no error {entity}/{field}/{reason:?} in:\n{}",
-        errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+        errs.iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 
@@ -70,7 +73,11 @@ fn nested_fixture_flattens_with_defaults_and_ids() {
     assert_eq!(cfg.ca_certificates.len(), 1);
 
     // url shorthand and defaults
-    let echo = cfg.services.iter().find(|s| s.name.as_deref() == Some("echo")).unwrap();
+    let echo = cfg
+        .services
+        .iter()
+        .find(|s| s.name.as_deref() == Some("echo"))
+        .unwrap();
     assert_eq!(echo.id, entity_uuid("services", "echo"));
     assert_eq!(echo.protocol, "https");
     assert_eq!(echo.host, "echo.internal");
@@ -80,11 +87,19 @@ fn nested_fixture_flattens_with_defaults_and_ids() {
     assert_eq!(echo.connect_timeout, 60000);
     assert!(echo.enabled);
     assert_eq!(echo.tags, vec!["team-a", "team b"]);
-    let tcp = cfg.services.iter().find(|s| s.name.as_deref() == Some("tcp-svc")).unwrap();
+    let tcp = cfg
+        .services
+        .iter()
+        .find(|s| s.name.as_deref() == Some("tcp-svc"))
+        .unwrap();
     assert_eq!((tcp.protocol.as_str(), tcp.port), ("tcp", 5432));
 
     // nested route → service fk, header order kept, defaults
-    let r = cfg.routes.iter().find(|r| r.name.as_deref() == Some("echo-route")).unwrap();
+    let r = cfg
+        .routes
+        .iter()
+        .find(|r| r.name.as_deref() == Some("echo-route"))
+        .unwrap();
     assert_eq!(r.id, entity_uuid("routes", "echo-route"));
     assert_eq!(r.service, Some(echo.id));
     assert_eq!(r.protocols, vec!["http", "https"]);
@@ -92,24 +107,52 @@ fn nested_fixture_flattens_with_defaults_and_ids() {
     assert!(r.request_buffering && r.response_buffering && !r.preserve_host);
     assert_eq!(r.https_redirect_status_code, 426);
     assert_eq!(r.path_handling, "v0");
-    assert_eq!(r.headers[0], ("x-version".to_string(), vec!["1".to_string(), "2".to_string()]));
+    assert_eq!(
+        r.headers[0],
+        (
+            "x-version".to_string(),
+            vec!["1".to_string(), "2".to_string()]
+        )
+    );
     assert_eq!(r.headers[1].0, "x-team");
     assert_eq!(r.hosts.as_ref().unwrap().len(), 3);
 
-    let grpc = cfg.routes.iter().find(|r| r.name.as_deref() == Some("grpc-route")).unwrap();
+    let grpc = cfg
+        .routes
+        .iter()
+        .find(|r| r.name.as_deref() == Some("grpc-route"))
+        .unwrap();
     assert!(!grpc.strip_path, "grpc routes default to strip_path=false");
 
-    let top = cfg.routes.iter().find(|r| r.name.as_deref() == Some("top-level-route")).unwrap();
+    let top = cfg
+        .routes
+        .iter()
+        .find(|r| r.name.as_deref() == Some("top-level-route"))
+        .unwrap();
     assert_eq!(top.service, Some(echo.id));
     assert_eq!(top.https_redirect_status_code, 301);
-    let serviceless = cfg.routes.iter().find(|r| r.name.as_deref() == Some("serviceless")).unwrap();
+    let serviceless = cfg
+        .routes
+        .iter()
+        .find(|r| r.name.as_deref() == Some("serviceless"))
+        .unwrap();
     assert_eq!(serviceless.service, None);
     assert_eq!(serviceless.hosts, Some(vec![]));
-    assert_eq!(r.hosts.is_some(), true);
-    let stream = cfg.routes.iter().find(|r| r.protocols == vec!["tcp"]).unwrap();
+    assert!(r.hosts.is_some());
+    let stream = cfg
+        .routes
+        .iter()
+        .find(|r| r.protocols == vec!["tcp"])
+        .unwrap();
     assert_eq!(stream.destinations[0].ip.as_deref(), Some("10.0.0.0/8"));
     assert_eq!(stream.destinations[0].port, Some(5432));
-    assert_eq!(cfg.routes.iter().find(|r| r.name.is_none()).map(|r| r.id.get_version_num()), Some(4));
+    assert_eq!(
+        cfg.routes
+            .iter()
+            .find(|r| r.name.is_none())
+            .map(|r| r.id.get_version_num()),
+        Some(4)
+    );
 
     // plugins: nested ids follow Kong's cache key, references by name resolve
     let key_auth = cfg.plugins.iter().find(|p| p.name == "key-auth").unwrap();
@@ -125,20 +168,40 @@ fn nested_fixture_flattens_with_defaults_and_ids() {
     let cors = cfg.plugins.iter().find(|p| p.name == "cors").unwrap();
     assert_eq!(cors.route, Some(top.id));
     assert_eq!(cors.config, json!({}));
-    let grpc_svc = cfg.services.iter().find(|s| s.name.as_deref() == Some("grpc-svc")).unwrap();
-    assert!(cfg.plugins.iter().any(|p| p.name == "rate-limiting" && p.service == Some(grpc_svc.id)));
-    assert!(cfg.plugins.iter().any(|p| p.name == "rate-limiting" && p.route == Some(r.id)));
-    let alice = cfg.consumers.iter().find(|c| c.username.as_deref() == Some("alice")).unwrap();
+    let grpc_svc = cfg
+        .services
+        .iter()
+        .find(|s| s.name.as_deref() == Some("grpc-svc"))
+        .unwrap();
+    assert!(cfg
+        .plugins
+        .iter()
+        .any(|p| p.name == "rate-limiting" && p.service == Some(grpc_svc.id)));
+    assert!(cfg
+        .plugins
+        .iter()
+        .any(|p| p.name == "rate-limiting" && p.route == Some(r.id)));
+    let alice = cfg
+        .consumers
+        .iter()
+        .find(|c| c.username.as_deref() == Some("alice"))
+        .unwrap();
     assert_eq!(alice.id, entity_uuid("consumers", "alice"));
     assert!(cfg.plugins.iter().any(|p| p.consumer == Some(alice.id)));
-    assert!(cfg.consumers.iter().any(|c| c.custom_id.as_deref() == Some("bob-only")));
+    assert!(cfg
+        .consumers
+        .iter()
+        .any(|c| c.custom_id.as_deref() == Some("bob-only")));
 
     // credentials
     for c in &cfg.credentials {
         assert_eq!(c.consumer, alice.id);
     }
     let kinds: Vec<&str> = cfg.credentials.iter().map(|c| c.kind.as_str()).collect();
-    assert_eq!(kinds, vec!["keyauth_credentials", "basicauth_credentials", "acls"]);
+    assert_eq!(
+        kinds,
+        vec!["keyauth_credentials", "basicauth_credentials", "acls"]
+    );
     let basic = &cfg.credentials[1];
     assert_eq!(
         basic.id,
@@ -146,7 +209,10 @@ fn nested_fixture_flattens_with_defaults_and_ids() {
     );
     assert_eq!(basic.fields["password"], "s3cret");
     let acl = &cfg.credentials[2];
-    assert_eq!(acl.id, entity_uuid("acls", &format!("acls:*:{}:admins", alice.id)));
+    assert_eq!(
+        acl.id,
+        entity_uuid("acls", &format!("acls:*:{}:admins", alice.id))
+    );
 
     // upstreams, healthchecks, targets
     let up = cfg.upstream_by_name("backend.svc").unwrap();
@@ -166,11 +232,19 @@ fn nested_fixture_flattens_with_defaults_and_ids() {
     assert_eq!(hashed.algorithm, "consistent-hashing");
     assert_eq!(hashed.hash_on_header.as_deref(), Some("x-user"));
 
-    let targets: Vec<(&str, u32)> = cfg.targets.iter().map(|t| (t.target.as_str(), t.weight)).collect();
+    let targets: Vec<(&str, u32)> = cfg
+        .targets
+        .iter()
+        .map(|t| (t.target.as_str(), t.weight))
+        .collect();
     assert!(targets.contains(&("10.0.0.1:8080", 50)));
     assert!(targets.contains(&("backend-2.internal:8000", 100)));
     assert!(targets.contains(&("[0000:0000:0000:0000:0000:0000:0000:0001]:9000", 100)));
-    let t = cfg.targets.iter().find(|t| t.target == "10.0.0.1:8080").unwrap();
+    let t = cfg
+        .targets
+        .iter()
+        .find(|t| t.target == "10.0.0.1:8080")
+        .unwrap();
     assert_eq!(t.upstream, up.id);
     assert_eq!(
         t.id,
@@ -217,7 +291,10 @@ fn flat_control_plane_export_parses() {
     assert_eq!(cfg.credentials[0].fields["key"], "k1");
     assert_eq!(cfg.targets[0].upstream, cfg.upstreams[0].id);
     assert_eq!(cfg.targets[0].target, "10.0.0.1:80");
-    assert_eq!(cfg.upstreams[0].healthchecks.passive.healthy.http_statuses, vec![200, 201]);
+    assert_eq!(
+        cfg.upstreams[0].healthchecks.passive.healthy.http_statuses,
+        vec![200, 201]
+    );
     // raw keeps the input for hashing
     assert_eq!(cfg.raw, value);
     assert_eq!(config_hash(&cfg.raw).len(), 32);
@@ -231,9 +308,24 @@ fn flat_control_plane_export_parses() {
 fn three_errors_are_all_reported() {
     let errs = errors(&fixture("three_errors.yaml"));
     assert_eq!(errs.len(), 3, "{errs:?}");
-    assert_err(&errs, "service", "port", "value should be between 0 and 65535");
-    assert_err(&errs, "route", "paths.1", "should start with: / (fixed path) or ~/ (regex path)");
-    assert_err(&errs, "upstream", "slots", "value should be between 10 and 65536");
+    assert_err(
+        &errs,
+        "service",
+        "port",
+        "value should be between 0 and 65535",
+    );
+    assert_err(
+        &errs,
+        "route",
+        "paths.1",
+        "should start with: / (fixed path) or ~/ (regex path)",
+    );
+    assert_err(
+        &errs,
+        "upstream",
+        "slots",
+        "value should be between 10 and 65536",
+    );
     let all = ConfigErrors { errors: errs }.to_string();
     assert_eq!(all.lines().count(), 3);
     assert!(all.contains(
@@ -279,16 +371,22 @@ parameters: [{ key: cluster_id, value: x }]
 #[test]
 fn parse_errors_are_reported() {
     let e = parse("{ \"_format_version\": ").unwrap_err();
-    assert!(e.errors[0].reason.starts_with("failed parsing declarative configuration"));
+    assert!(e.errors[0]
+        .reason
+        .starts_with("failed parsing declarative configuration"));
     let e = parse("services: [\n").unwrap_err();
-    assert!(e.errors[0].reason.starts_with("failed parsing declarative configuration"));
+    assert!(e.errors[0]
+        .reason
+        .starts_with("failed parsing declarative configuration"));
     let e = parse_declarative_value(json!([1, 2]), &opts()).unwrap_err();
     assert_eq!(e.errors[0].reason, "expected a record");
 }
 
 #[test]
 fn unknown_entity_fields_are_rejected_but_export_columns_accepted() {
-    let errs = errors(&doc("services:\n  - name: s\n    host: h\n    colour: blue\n"));
+    let errs = errors(&doc(
+        "services:\n  - name: s\n    host: h\n    colour: blue\n",
+    ));
     assert_err(&errs, "service", "colour", "unknown field");
     ok(&doc(r#"
 services:
@@ -377,10 +475,30 @@ services:
   - name: "bad name"
     host: h
 "#));
-    assert_err(&errs, "service", "connect_timeout", "value should be between 1 and 2147483646");
-    assert_err(&errs, "service", "read_timeout", "value should be between 1 and 2147483646");
-    assert_err(&errs, "service", "retries", "value should be between 0 and 32767");
-    assert_err(&errs, "service", "protocol", "expected one of: grpc, grpcs, http, https");
+    assert_err(
+        &errs,
+        "service",
+        "connect_timeout",
+        "value should be between 1 and 2147483646",
+    );
+    assert_err(
+        &errs,
+        "service",
+        "read_timeout",
+        "value should be between 1 and 2147483646",
+    );
+    assert_err(
+        &errs,
+        "service",
+        "retries",
+        "value should be between 0 and 32767",
+    );
+    assert_err(
+        &errs,
+        "service",
+        "protocol",
+        "expected one of: grpc, grpcs, http, https",
+    );
     assert_err(&errs, "service", "host", "must not have a port");
     assert_err(&errs, "service", "tls_verify", "value must be null");
     assert_err(&errs, "service", "path", "value must be null");
@@ -406,7 +524,10 @@ services:
     ca_certificates: [5e2f9d34-0000-4000-8000-000000000001]
 "#));
     let s = &cfg.services[0];
-    assert_eq!((s.port, s.tls_verify, s.tls_verify_depth), (443, Some(true), Some(3)));
+    assert_eq!(
+        (s.port, s.tls_verify, s.tls_verify_depth),
+        (443, Some(true), Some(3))
+    );
     assert_eq!(s.ca_certificates.len(), 1);
 }
 
@@ -422,20 +543,42 @@ fn route_path_rules() {
     let errs = route_errors(
         "    paths: [\"/ok\", \"nope\", \"/a//b\", \"/a/../b\", \"~/(unclosed\", \"/bad%zz\"]\n",
     );
-    assert_err(&errs, "route", "paths.2", "should start with: / (fixed path) or ~/ (regex path)");
+    assert_err(
+        &errs,
+        "route",
+        "paths.2",
+        "should start with: / (fixed path) or ~/ (regex path)",
+    );
     assert_err(&errs, "route", "paths.3", "must not have empty segments");
-    assert_err(&errs, "route", "paths.4", "non-normalized path, consider use '/b' instead");
+    assert_err(
+        &errs,
+        "route",
+        "paths.4",
+        "non-normalized path, consider use '/b' instead",
+    );
     assert_err(&errs, "route", "paths.5", "invalid regex: '/(unclosed'");
-    assert_err(&errs, "route", "paths.6", "invalid url-encoded value: '%zz'");
+    assert_err(
+        &errs,
+        "route",
+        "paths.6",
+        "invalid url-encoded value: '%zz'",
+    );
     assert_eq!(errs.len(), 5);
-    let cfg = ok(&doc("routes:\n  - paths: [\"~/users/(?<id>\\\\d+)$\", \"/x\"]\n"));
+    let cfg = ok(&doc(
+        "routes:\n  - paths: [\"~/users/(?<id>\\\\d+)$\", \"/x\"]\n",
+    ));
     assert_eq!(cfg.routes[0].paths[0], "~/users/(?<id>\\d+)$");
 }
 
 #[test]
 fn route_host_rules() {
     let errs = route_errors("    hosts: [\"*.a.com\", \"a.*\", \"a.*.com\", \"*.*.com\", \"bad host\", \"a.com:99999\"]\n");
-    assert_err(&errs, "route", "hosts.3", "must be placed at leftmost or rightmost label");
+    assert_err(
+        &errs,
+        "route",
+        "hosts.3",
+        "must be placed at leftmost or rightmost label",
+    );
     assert_err(&errs, "route", "hosts.4", "must have at most one wildcard");
     assert_err(&errs, "route", "hosts.5", "invalid hostname");
     assert_err(&errs, "route", "hosts.6", "invalid port number");
@@ -448,13 +591,23 @@ fn route_header_method_and_sni_rules() {
     assert_err(&errs, "route", "headers", "cannot contain 'host' header");
     assert_err(&errs, "route", "headers", "bad header name 'x y'");
     assert_err(&errs, "route", "methods.2", "invalid value: post");
-    assert_err(&errs, "route", "snis", "'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'");
+    assert_err(
+        &errs,
+        "route",
+        "snis",
+        "'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'",
+    );
 }
 
 #[test]
 fn route_needs_a_matching_field() {
     let errs = route_errors("    protocols: [http]\n");
-    assert_err(&errs, "route", "@entity", "must set one of 'methods', 'hosts', 'headers', 'paths' when 'protocols' is 'http'");
+    assert_err(
+        &errs,
+        "route",
+        "@entity",
+        "must set one of 'methods', 'hosts', 'headers', 'paths' when 'protocols' is 'http'",
+    );
     let errs = route_errors("    hosts: []\n");
     assert_err(&errs, "route", "@entity", "must set one of 'methods', 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'https'");
     // snis alone suffice for an https route
@@ -464,31 +617,89 @@ fn route_needs_a_matching_field() {
 #[test]
 fn route_protocol_rules() {
     let errs = route_errors("    protocols: [http, grpc]\n    paths: [/]\n");
-    assert_err(&errs, "route", "protocols", "these sets are mutually exclusive: ('http', 'https'), ('grpc', 'grpcs')");
+    assert_err(
+        &errs,
+        "route",
+        "protocols",
+        "these sets are mutually exclusive: ('http', 'https'), ('grpc', 'grpcs')",
+    );
     let errs = route_errors("    protocols: [gopher]\n    paths: [/]\n");
     assert_err(&errs, "route", "protocols.1", "expected one of:");
     let errs = route_errors("    protocols: []\n    paths: [/]\n");
     assert_err(&errs, "route", "protocols", "length must be at least 1");
-    let errs = route_errors("    protocols: [grpc]\n    paths: [/]\n    strip_path: true\n    methods: [GET]\n");
-    assert_err(&errs, "route", "strip_path", "cannot set 'strip_path' when 'protocols' is 'grpc' or 'grpcs'");
-    assert_err(&errs, "route", "methods", "cannot set 'methods' when 'protocols' is 'grpc' or 'grpcs'");
+    let errs = route_errors(
+        "    protocols: [grpc]\n    paths: [/]\n    strip_path: true\n    methods: [GET]\n",
+    );
+    assert_err(
+        &errs,
+        "route",
+        "strip_path",
+        "cannot set 'strip_path' when 'protocols' is 'grpc' or 'grpcs'",
+    );
+    assert_err(
+        &errs,
+        "route",
+        "methods",
+        "cannot set 'methods' when 'protocols' is 'grpc' or 'grpcs'",
+    );
     let errs = route_errors("    paths: [/]\n    sources: [{ ip: 10.0.0.1 }]\n");
-    assert_err(&errs, "route", "sources", "cannot set 'sources' when 'protocols' is 'http' or 'https'");
+    assert_err(
+        &errs,
+        "route",
+        "sources",
+        "cannot set 'sources' when 'protocols' is 'http' or 'https'",
+    );
     let errs = route_errors("    protocols: [tcp]\n    paths: [/]\n");
-    assert_err(&errs, "route", "paths", "cannot set 'paths' when 'protocols' is 'tcp', 'tls', 'tls_passthrough' or 'udp'");
-    assert_err(&errs, "route", "@entity", "must set one of 'sources', 'destinations', 'snis'");
+    assert_err(
+        &errs,
+        "route",
+        "paths",
+        "cannot set 'paths' when 'protocols' is 'tcp', 'tls', 'tls_passthrough' or 'udp'",
+    );
+    assert_err(
+        &errs,
+        "route",
+        "@entity",
+        "must set one of 'sources', 'destinations', 'snis'",
+    );
     let errs = route_errors("    protocols: [tls_passthrough]\n");
-    assert_err(&errs, "route", "@entity", "must set snis when 'protocols' is 'tls_passthrough'");
-    let errs = route_errors("    protocols: [tcp]\n    sources: [{ ip: nope }, {}, { port: 70000 }]\n");
-    assert_err(&errs, "route", "sources.1.ip", "invalid ip or cidr range: 'nope'");
-    assert_err(&errs, "route", "sources.2", "at least one of these fields must be non-empty: 'ip', 'port'");
-    assert_err(&errs, "route", "sources.3.port", "value should be between 0 and 65535");
+    assert_err(
+        &errs,
+        "route",
+        "@entity",
+        "must set snis when 'protocols' is 'tls_passthrough'",
+    );
+    let errs =
+        route_errors("    protocols: [tcp]\n    sources: [{ ip: nope }, {}, { port: 70000 }]\n");
+    assert_err(
+        &errs,
+        "route",
+        "sources.1.ip",
+        "invalid ip or cidr range: 'nope'",
+    );
+    assert_err(
+        &errs,
+        "route",
+        "sources.2",
+        "at least one of these fields must be non-empty: 'ip', 'port'",
+    );
+    assert_err(
+        &errs,
+        "route",
+        "sources.3.port",
+        "value should be between 0 and 65535",
+    );
 }
 
 #[test]
 fn route_scalar_rules() {
     let errs = route_errors("    paths: [/]\n    https_redirect_status_code: 300\n    regex_priority: high\n    path_handling: v2\n    strip_path: \"yes\"\n");
-    assert_err(&errs, "route", "https_redirect_status_code", "expected one of: 426, 301, 302, 307, 308");
+    assert_err(
+        &errs,
+        "route",
+        "https_redirect_status_code",
+        "expected one of: 426, 301, 302, 307, 308",
+    );
     assert_err(&errs, "route", "regex_priority", "expected an integer");
     assert_err(&errs, "route", "path_handling", "expected one of: v0, v1");
     assert_err(&errs, "route", "strip_path", "expected a boolean");
@@ -515,14 +726,24 @@ targets:
   - upstream: nowhere
     target: a.b
 "#));
-    assert_err(&errs, "route", "service", "invalid reference 'service: missing' (no such entry in 'services')");
+    assert_err(
+        &errs,
+        "route",
+        "service",
+        "invalid reference 'service: missing' (no such entry in 'services')",
+    );
     assert_err(
         &errs,
         "plugin",
         "route",
         "invalid reference 'route: {\"id\":\"769bdf51-16df-5476-9830-ef26800b5448\"}' (no such entry in 'routes')",
     );
-    assert_err(&errs, "target", "upstream", "invalid reference 'upstream: nowhere'");
+    assert_err(
+        &errs,
+        "target",
+        "upstream",
+        "invalid reference 'upstream: nowhere'",
+    );
     let r = errs.iter().find(|e| e.entity == "route").unwrap();
     assert_eq!(
         r.to_string(),
@@ -542,7 +763,10 @@ routes:
   - service: { id: 0855b320-0dd2-547d-891d-601e9b38647f }
     paths: [/b]
 "#));
-    assert!(cfg.routes.iter().all(|r| r.service == Some(cfg.services[0].id)));
+    assert!(cfg
+        .routes
+        .iter()
+        .all(|r| r.service == Some(cfg.services[0].id)));
 }
 
 #[test]
@@ -563,16 +787,28 @@ consumers:
   - custom_id: c
   - custom_id: c
 "#));
-    assert_err(&errs, "service", "name", "uniqueness violation: 'services' entity with name set to 's' already declared");
+    assert_err(
+        &errs,
+        "service",
+        "name",
+        "uniqueness violation: 'services' entity with name set to 's' already declared",
+    );
     assert_err(&errs, "service", "id", "uniqueness violation: 'services' entity with primary key set to '0855b320-0dd2-547d-891d-601e9b38647f' already declared");
-    assert_err(&errs, "consumer", "username", "uniqueness violation: 'consumers' entity with username set to 'u'");
+    assert_err(
+        &errs,
+        "consumer",
+        "username",
+        "uniqueness violation: 'consumers' entity with username set to 'u'",
+    );
     assert_err(&errs, "consumer", "custom_id", "with custom_id set to 'c'");
     assert_eq!(errs.len(), 4);
 }
 
 #[test]
 fn invalid_ids_are_rejected() {
-    let errs = errors(&doc("services:\n  - id: not-a-uuid\n    host: h\n  - id: 5\n    host: h\n"));
+    let errs = errors(&doc(
+        "services:\n  - id: not-a-uuid\n    host: h\n  - id: 5\n    host: h\n",
+    ));
     assert_err(&errs, "service", "id", "expected a valid UUID");
     assert_err(&errs, "service", "id", "expected a string");
 }
@@ -606,23 +842,95 @@ upstreams:
       threshold: 101
       extra: 1
 "#));
-    assert_err(&errs, "upstream", "name", "Invalid name ('10.0.0.1'); no ip addresses allowed");
-    assert_err(&errs, "upstream", "name", "Invalid name ('a:80'); no port allowed");
-    assert_err(&errs, "upstream", "slots", "value should be between 10 and 65536");
-    assert_err(&errs, "upstream", "hash_on_header", "required field missing");
-    assert_err(&errs, "upstream", "hash_on_cookie", "required field missing");
-    assert_err(&errs, "upstream", "hash_fallback", "failed conditional validation given value of field 'hash_on'");
-    assert_err(&errs, "upstream", "healthchecks.active.type", "expected one of: tcp, http, https, grpc, grpcs");
-    assert_err(&errs, "upstream", "healthchecks.active.concurrency", "value should be between 1 and 2147483648");
-    assert_err(&errs, "upstream", "healthchecks.active.timeout", "value should be between 0 and 65535");
-    assert_err(&errs, "upstream", "healthchecks.active.http_path", "should start with: /");
-    assert_err(&errs, "upstream", "healthchecks.active.healthy.http_statuses.1", "value should be between 100 and 999");
-    assert_err(&errs, "upstream", "healthchecks.active.healthy.successes", "value should be between 0 and 255");
-    assert_err(&errs, "upstream", "healthchecks.passive.unhealthy.tcp_failures", "expected an integer");
-    assert_err(&errs, "upstream", "healthchecks.threshold", "value should be between 0 and 100");
+    assert_err(
+        &errs,
+        "upstream",
+        "name",
+        "Invalid name ('10.0.0.1'); no ip addresses allowed",
+    );
+    assert_err(
+        &errs,
+        "upstream",
+        "name",
+        "Invalid name ('a:80'); no port allowed",
+    );
+    assert_err(
+        &errs,
+        "upstream",
+        "slots",
+        "value should be between 10 and 65536",
+    );
+    assert_err(
+        &errs,
+        "upstream",
+        "hash_on_header",
+        "required field missing",
+    );
+    assert_err(
+        &errs,
+        "upstream",
+        "hash_on_cookie",
+        "required field missing",
+    );
+    assert_err(
+        &errs,
+        "upstream",
+        "hash_fallback",
+        "failed conditional validation given value of field 'hash_on'",
+    );
+    assert_err(
+        &errs,
+        "upstream",
+        "healthchecks.active.type",
+        "expected one of: tcp, http, https, grpc, grpcs",
+    );
+    assert_err(
+        &errs,
+        "upstream",
+        "healthchecks.active.concurrency",
+        "value should be between 1 and 2147483648",
+    );
+    assert_err(
+        &errs,
+        "upstream",
+        "healthchecks.active.timeout",
+        "value should be between 0 and 65535",
+    );
+    assert_err(
+        &errs,
+        "upstream",
+        "healthchecks.active.http_path",
+        "should start with: /",
+    );
+    assert_err(
+        &errs,
+        "upstream",
+        "healthchecks.active.healthy.http_statuses.1",
+        "value should be between 100 and 999",
+    );
+    assert_err(
+        &errs,
+        "upstream",
+        "healthchecks.active.healthy.successes",
+        "value should be between 0 and 255",
+    );
+    assert_err(
+        &errs,
+        "upstream",
+        "healthchecks.passive.unhealthy.tcp_failures",
+        "expected an integer",
+    );
+    assert_err(
+        &errs,
+        "upstream",
+        "healthchecks.threshold",
+        "value should be between 0 and 100",
+    );
     assert_err(&errs, "upstream", "healthchecks.extra", "unknown field");
     // algorithm is checked after the hash_on shorthand switched it
-    assert!(!errs.iter().any(|e| e.field == "algorithm" && e.ident == "ok.svc"));
+    assert!(!errs
+        .iter()
+        .any(|e| e.field == "algorithm" && e.ident == "ok.svc"));
 }
 
 #[test]
@@ -641,7 +949,10 @@ upstreams:
     hash_fallback_header: x-id
 "#));
     let a = cfg.upstream_by_name("a.svc").unwrap();
-    assert_eq!((a.algorithm.as_str(), a.hash_on.as_str()), ("least-connections", "none"));
+    assert_eq!(
+        (a.algorithm.as_str(), a.hash_on.as_str()),
+        ("least-connections", "none")
+    );
     let b = cfg.upstream_by_name("b.svc").unwrap();
     assert_eq!(b.algorithm, "round-robin");
     let c = cfg.upstream_by_name("c.svc").unwrap();
@@ -661,9 +972,24 @@ upstreams:
       - target: b.svc:8000
       - weight: 5
 "#));
-    assert_err(&errs, "target", "target", "Invalid target ('bad host'); not a valid hostname or ip address");
-    assert_err(&errs, "target", "weight", "value should be between 0 and 65535");
-    assert_err(&errs, "target", "target", "uniqueness violation: 'targets' entity with target set to 'b.svc:8000'");
+    assert_err(
+        &errs,
+        "target",
+        "target",
+        "Invalid target ('bad host'); not a valid hostname or ip address",
+    );
+    assert_err(
+        &errs,
+        "target",
+        "weight",
+        "value should be between 0 and 65535",
+    );
+    assert_err(
+        &errs,
+        "target",
+        "target",
+        "uniqueness violation: 'targets' entity with target set to 'b.svc:8000'",
+    );
     assert_err(&errs, "target", "target", "required field missing");
     assert_eq!(errs.len(), 4);
     // the same address under different upstreams is fine
@@ -704,10 +1030,20 @@ plugins:
   - config: {}
 "#));
     // Two nested plugins of one name derive the same id (Kong's cache key).
-    assert_err(&errs, "plugin", "id", "uniqueness violation: 'plugins' entity with primary key set to");
+    assert_err(
+        &errs,
+        "plugin",
+        "id",
+        "uniqueness violation: 'plugins' entity with primary key set to",
+    );
     // A top-level one referencing the service by name derives another id,
     // so the (name, route, service, consumer) check catches it.
-    assert_err(&errs, "plugin", "name", "uniqueness violation: 'plugins' entity with name set to 'cors'");
+    assert_err(
+        &errs,
+        "plugin",
+        "name",
+        "uniqueness violation: 'plugins' entity with name set to 'cors'",
+    );
     assert_err(&errs, "plugin", "config", "expected a record");
     assert_err(&errs, "plugin", "protocols.2", "expected one of:");
     assert_err(&errs, "plugin", "enabled", "expected a boolean");
@@ -745,12 +1081,32 @@ consumers:
 keyauth_credentials:
   - key: k2
 "#));
-    assert_err(&errs, "consumer", "@entity", "at least one of these fields must be non-empty: 'custom_id', 'username'");
-    assert_err(&errs, "basicauth_credential", "password", "required field missing");
+    assert_err(
+        &errs,
+        "consumer",
+        "@entity",
+        "at least one of these fields must be non-empty: 'custom_id', 'username'",
+    );
+    assert_err(
+        &errs,
+        "basicauth_credential",
+        "password",
+        "required field missing",
+    );
     assert_err(&errs, "acl", "group", "required field missing");
-    assert_err(&errs, "jwt_secret", "rsa_public_key", "required field missing");
+    assert_err(
+        &errs,
+        "jwt_secret",
+        "rsa_public_key",
+        "required field missing",
+    );
     assert_err(&errs, "keyauth_credential", "secret", "unknown field");
-    assert_err(&errs, "keyauth_credential", "consumer", "required field missing");
+    assert_err(
+        &errs,
+        "keyauth_credential",
+        "consumer",
+        "required field missing",
+    );
 }
 
 #[test]
@@ -766,7 +1122,10 @@ jwt_secrets:
   - consumer: alice
 "#));
     assert_eq!(cfg.credentials.len(), 3);
-    assert!(cfg.credentials.iter().all(|c| c.consumer == cfg.consumers[0].id));
+    assert!(cfg
+        .credentials
+        .iter()
+        .all(|c| c.consumer == cfg.consumers[0].id));
     // auto fields are generated when missing
     assert_eq!(cfg.credentials[0].fields["key"].as_str().unwrap().len(), 32);
     assert_eq!(cfg.credentials[1].fields["key"], "given");
@@ -789,13 +1148,28 @@ ca_certificates:
   - cert: nope
 "#));
     assert_err(&errs, "certificate", "cert", "invalid certificate");
-    assert_err(&errs, "certificate", "@entity", "all or none of these fields must be set: 'cert_alt', 'key_alt'");
+    assert_err(
+        &errs,
+        "certificate",
+        "@entity",
+        "all or none of these fields must be set: 'cert_alt', 'key_alt'",
+    );
     assert_err(&errs, "certificate", "cert", "required field missing");
     assert_err(&errs, "sni", "name", "invalid value: a..b");
     assert_err(&errs, "sni", "name", "must not be an IP");
-    assert_err(&errs, "sni", "name", "wildcard must be leftmost or rightmost character");
+    assert_err(
+        &errs,
+        "sni",
+        "name",
+        "wildcard must be leftmost or rightmost character",
+    );
     assert_err(&errs, "sni", "certificate", "required field missing");
-    assert_err(&errs, "ca_certificate", "@entity", "please submit only one certificate at a time");
+    assert_err(
+        &errs,
+        "ca_certificate",
+        "@entity",
+        "please submit only one certificate at a time",
+    );
     assert_err(&errs, "ca_certificate", "cert", "invalid certificate");
 }
 
@@ -811,7 +1185,12 @@ snis:
   - name: a.com
     certificate: 2b1f0000-0000-4000-8000-000000000001
 "#));
-    assert_err(&errs, "sni", "name", "uniqueness violation: 'snis' entity with name set to 'a.com'");
+    assert_err(
+        &errs,
+        "sni",
+        "name",
+        "uniqueness violation: 'snis' entity with name set to 'a.com'",
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -834,7 +1213,9 @@ services:
 
 #[test]
 fn tags_are_validated() {
-    let errs = errors(&doc("services:\n  - name: s\n    host: h\n    tags: [ok, \"a,b\", 5]\n"));
+    let errs = errors(&doc(
+        "services:\n  - name: s\n    host: h\n    tags: [ok, \"a,b\", 5]\n",
+    ));
     assert_err(&errs, "service", "tags.2", "invalid tag 'a,b'");
     assert_err(&errs, "service", "tags.3", "expected a string");
 }

@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderName};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::protocols::l4::socket::SocketAddr as PSocketAddr;
@@ -107,10 +107,6 @@ const MSG_NO_SERVICE: &str = "no Service found with those values";
 const MSG_NO_PEER: &str = "failure to get a peer from the ring-balancer";
 const MSG_NAME_RESOLUTION: &str = "name resolution failed";
 
-fn hv(s: &str) -> Option<HeaderValue> {
-    HeaderValue::from_str(s).ok()
-}
-
 fn millis(d: std::time::Duration) -> u128 {
     d.as_millis()
 }
@@ -156,18 +152,35 @@ impl KongProxy {
         Ok(())
     }
 
-    /// Headers on every response Kong generates (not proxied).
+    /// Headers on responses Kong generates. After an upstream attempt (502,
+    /// 504) Kong counts the request as proxied and sends the proxied set.
     fn add_kong_response_headers(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) {
         let h = &self.options.headers;
-        if h.response_latency {
-            if let Some(v) = hv(&millis(ctx.start.elapsed()).to_string()) {
+        if ctx.tries > 0 {
+            if h.upstream_latency {
+                let waited = ctx.upstream_start.map(|t| millis(t.elapsed())).unwrap_or(0);
+                let _ = resp.insert_header("X-Kong-Upstream-Latency", waited.to_string());
+            }
+            if h.proxy_latency {
+                let v = ctx.proxy_latency_ms.unwrap_or(0).to_string();
+                let _ = resp.insert_header("X-Kong-Proxy-Latency", v);
+            }
+            if h.via {
+                let _ = resp.insert_header("Via", format!("1.1 {SERVER_TOKEN}"));
+            }
+            if h.server {
+                let _ = resp.insert_header("Server", SERVER_TOKEN);
+            }
+        } else {
+            if h.response_latency {
+                let v = millis(ctx.start.elapsed()).to_string();
                 let _ = resp.insert_header("X-Kong-Response-Latency", v);
             }
-        }
-        if h.server {
-            let _ = resp.insert_header("Server", SERVER_TOKEN);
-        } else {
-            resp.remove_header(&header::SERVER);
+            if h.server {
+                let _ = resp.insert_header("Server", SERVER_TOKEN);
+            } else {
+                resp.remove_header(&header::SERVER);
+            }
         }
         if h.request_id {
             let _ = resp.insert_header("X-Kong-Request-Id", ctx.request_id.as_str());
@@ -735,9 +748,6 @@ impl ProxyHttp for KongProxy {
                 _ => 500,
             };
             if status > 0 && !already_sent {
-                if status >= 500 && status != 500 {
-                    ctx.proxied = true;
-                }
                 if let Err(err) = self.nginx_error(session, ctx, status).await {
                     log::debug!("failed to send error response: {err}");
                 }

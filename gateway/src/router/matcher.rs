@@ -180,6 +180,7 @@ impl Matcher {
         self.methods_ok(r) && self.hosts_ok(r) && self.snis_ok(r) && self.headers_ok(r)
     }
 
+    #[cfg(test)]
     pub(crate) fn path_ok(&self, path: &str) -> bool {
         match &self.paths {
             None => true,

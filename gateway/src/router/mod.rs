@@ -155,7 +155,7 @@ impl Router {
             });
         }
         // atc-router iterates a BTreeMap<(priority, uuid)> in reverse.
-        matchers.sort_by(|a, b| (b.priority, b.id).cmp(&(a.priority, a.id)));
+        matchers.sort_by_key(|m| std::cmp::Reverse((m.priority, m.id)));
         let index = Index::build(&matchers);
         let mut header_names: Vec<http::HeaderName> = matchers
             .iter()

@@ -1213,7 +1213,8 @@ fn path_handling_fixture_v0() {
     const B: &[bool] = &[false, true];
     const F: &[bool] = &[false];
     const T: &[bool] = &[true];
-    let rows: &[(&str, Option<&str>, &[bool], &str, &str)] = &[
+    type Row = (&'static str, Option<&'static str>, &'static [bool], &'static str, &'static str);
+    let rows: &[Row] = &[
         ("/", Some("/"), B, "/", "/"),
         ("/", Some("/"), B, "/route", "/route"),
         ("/", Some("/"), B, "/route/", "/route/"),

@@ -39,8 +39,8 @@ fn hex_val(b: u8) -> Option<u8> {
 }
 
 /// One pass of Kong's `%XX` handling. `decode_high` controls whether bytes
-/// >= 0x80 are decoded; they are kept escaped when decoding them would not be
-/// valid UTF-8 (our paths are `str`, Kong's router rejects such paths anyway).
+/// from 0x80 up are decoded; they are kept escaped when decoding them would
+/// not be valid UTF-8 (our paths are `str`, Kong's router rejects such paths).
 fn percent_pass(uri: &str, decode_high: bool) -> Vec<u8> {
     let b = uri.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -110,9 +110,10 @@ fn remove_dot_segments(input: &str) -> String {
             uri = "";
         } else if at(0) == Some(b'.') && at(1) == Some(b'.') && at(2) == Some(b'/') {
             uri = &uri[3..];
-        } else if at(0) == Some(b'.') && at(1) == Some(b'/') {
-            uri = &uri[2..];
-        } else if at(0) == Some(b'/') && at(1) == Some(b'.') && at(2) == Some(b'/') {
+        } else if (at(0) == Some(b'.') && at(1) == Some(b'/'))
+            || (at(0) == Some(b'/') && at(1) == Some(b'.') && at(2) == Some(b'/'))
+        {
+            // "./" and "/./" both drop two bytes
             uri = &uri[2..];
         } else if at(0) == Some(b'/')
             && at(1) == Some(b'.')
@@ -223,7 +224,7 @@ pub fn upstream_uri_v0(
     let postfix = sanitize_postfix(&postfix);
     let req_ends_slash = req_path.ends_with('/');
 
-    if base.ends_with('/') {
+    if let Some(base_trimmed) = base.strip_suffix('/') {
         if strip_path {
             if postfix.is_empty() {
                 if base == "/" {
@@ -232,10 +233,10 @@ pub fn upstream_uri_v0(
                 if req_ends_slash {
                     return base.to_owned();
                 }
-                return base[..base.len() - 1].to_owned();
+                return base_trimmed.to_owned();
             }
             if postfix.starts_with('/') {
-                return format!("{}{}", &base[..base.len() - 1], postfix);
+                return format!("{base_trimmed}{postfix}");
             }
             return format!("{base}{postfix}");
         }
