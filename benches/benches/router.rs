@@ -76,7 +76,7 @@ fn requests(n: usize) -> Vec<Req> {
         Req { host: format!("a.b.tenant{i4}.example.net"), path: format!("/t{i4}/y"), method: "GET", headers: HeaderMap::new() },
         Req { host: format!("shop{i5}.co.uk:8080"), path: "/cart/1".into(), method: "POST", headers: HeaderMap::new() },
         Req { host: "unknown.test".into(), path: format!("/public/{i6}/items/9"), method: "GET", headers: HeaderMap::new() },
-        Req { host: "unknown.test".into(), path: format!("/users/{i8}/1234/profile"), method: "GET", headers: HeaderMap::new() },
+        Req { host: format!("svc{}.example.com", i8 % 500), path: format!("/users/{i8}/1234/profile"), method: "GET", headers: HeaderMap::new() },
         Req { host: "unknown.test".into(), path: format!("/hdr/{i9}/z"), method: "GET", headers: hv },
         Req { host: "unknown.test".into(), path: "/nothing/here".into(), method: "GET", headers: HeaderMap::new() },
     ]

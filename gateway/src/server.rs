@@ -54,6 +54,7 @@ pub fn proxy_options(s: &Settings) -> ProxyOptions {
         },
         client_max_body_size: s.nginx_http_client_max_body_size.unwrap_or(0),
         port_maps: s.port_maps.clone(),
+        allow_debug_header: s.allow_debug_header,
     }
 }
 

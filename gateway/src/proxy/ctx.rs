@@ -54,6 +54,10 @@ pub struct RequestCtx {
     pub counted_in_flight: bool,
     /// Not the first request on its connection.
     pub reused_connection: bool,
+    /// The client asked for trailers (`TE: trailers`).
+    pub client_te_trailers: bool,
+    /// `Kong-Debug` was sent and `allow_debug_header` is on.
+    pub debug_header: bool,
 }
 
 impl RequestCtx {
@@ -84,6 +88,8 @@ impl RequestCtx {
             proxied: false,
             counted_in_flight: false,
             reused_connection: false,
+            client_te_trailers: false,
+            debug_header: false,
         }
     }
 }

@@ -54,7 +54,10 @@ fn is_tchar(b: u8) -> bool {
 /// Scans a complete request head (request line + fields + blank line).
 pub fn check_request_head(raw: &[u8], limits: &HeadLimits) -> Result<HeadInfo, Reject> {
     if raw.len() > limits.total_max {
-        return Err(bad("request header too large"));
+        return Err(Reject {
+            status: 494,
+            reason: "request header too large",
+        });
     }
     let mut lines = split_lines(raw);
     // nginx skips empty lines before the request line.
@@ -354,6 +357,6 @@ mod tests {
         assert_eq!(status(&long_field), 494);
         let many: String = (0..5).map(|i| format!("X-{i}: {}\r\n", "a".repeat(8000))).collect();
         let raw = format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n");
-        assert_eq!(status(&raw), 400);
+        assert_eq!(status(&raw), 494);
     }
 }

@@ -79,6 +79,8 @@ pub struct ProxyOptions {
     pub client_max_body_size: u64,
     /// `port_maps`: listener port -> port the client used.
     pub port_maps: Vec<(u16, u16)>,
+    /// `allow_debug_header`: honour the `Kong-Debug` request header.
+    pub allow_debug_header: bool,
 }
 
 impl Default for ProxyOptions {
@@ -90,6 +92,7 @@ impl Default for ProxyOptions {
             head_limits: HeadLimits::default(),
             client_max_body_size: 0,
             port_maps: Vec::new(),
+            allow_debug_header: false,
         }
     }
 }
@@ -184,6 +187,24 @@ impl KongProxy {
         }
         if h.request_id {
             let _ = resp.insert_header("X-Kong-Request-Id", ctx.request_id.as_str());
+        }
+    }
+
+    /// `allow_debug_header` + a `Kong-Debug` request header: name the matched
+    /// route and service in the response (Kong's `router/utils.lua`).
+    fn add_debug_headers(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) {
+        let Some(snap) = &ctx.snapshot else { return };
+        if let Some(r) = ctx.route.and_then(|i| snap.routes.get(i)) {
+            let _ = resp.insert_header("Kong-Route-Id", r.id.to_string());
+            if let Some(n) = &r.name {
+                let _ = resp.insert_header("Kong-Route-Name", n.as_str());
+            }
+        }
+        if let Some(sv) = ctx.service.and_then(|i| snap.services.get(i)) {
+            let _ = resp.insert_header("Kong-Service-Id", sv.id.to_string());
+            if let Some(n) = &sv.name {
+                let _ = resp.insert_header("Kong-Service-Name", n.as_str());
+            }
         }
     }
 
@@ -350,6 +371,8 @@ impl ProxyHttp for KongProxy {
             return Ok(true);
         };
         ctx.route = Some(m.index);
+        ctx.debug_header =
+            self.options.allow_debug_header && req.headers.contains_key("kong-debug");
 
         // Forwarded facts, decided once (Kong's access.before).
         let peer = peer_ip(session.as_downstream().client_addr());
@@ -568,13 +591,20 @@ impl ProxyHttp for KongProxy {
             upstream.remove_header(&header::UPGRADE);
             upstream.insert_header("Connection", "keep-alive")?;
         }
-        if req
+        ctx.client_te_trailers = req
             .headers
             .get(header::TE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.to_ascii_lowercase().contains("trailers"))
-        {
+            .is_some_and(|v| v.to_ascii_lowercase().contains("trailers"));
+        if ctx.client_te_trailers {
             upstream.insert_header("TE", "trailers")?;
+        }
+
+        // Pingora strips these as hop-by-hop; Kong (nginx) forwards them.
+        for name in [header::PROXY_AUTHORIZATION, header::PROXY_AUTHENTICATE] {
+            for v in req.headers.get_all(&name) {
+                upstream.append_header(name.clone(), v.clone())?;
+            }
         }
 
         if !ctx.preserve_host {
@@ -684,6 +714,10 @@ impl ProxyHttp for KongProxy {
             }
             resp.remove_header(&header::CONNECTION);
             resp.remove_header("keep-alive");
+            resp.remove_header(&header::UPGRADE);
+        }
+        if !ctx.client_te_trailers {
+            resp.remove_header(&header::TRAILER);
         }
         if h.upstream_status {
             let status = resp.status.as_u16().to_string();
@@ -714,6 +748,9 @@ impl ProxyHttp for KongProxy {
         }
         if h.request_id {
             resp.insert_header("X-Kong-Request-Id", ctx.request_id.as_str())?;
+        }
+        if ctx.debug_header {
+            self.add_debug_headers(resp, ctx);
         }
         Ok(())
     }

@@ -37,17 +37,120 @@ impl Hasher for FxHasher {
 
 type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
-/// Below this many distinct regexes a bucket tests them one by one (no
-/// allocation); above, one `RegexSet` pass says which ones match.
+/// Below this many distinct regexes a group tests them one by one (no
+/// allocation); above, `RegexSet` passes say which ones match.
 const REGEX_SET_MIN: usize = 4;
+/// Patterns per `RegexSet`: one huge set overflows the lazy DFA cache and
+/// falls back to a much slower engine.
+const REGEX_SET_CHUNK: usize = 32;
 
 #[derive(Debug)]
 enum RegexIdx {
     List(Vec<(Regex, Box<[u32]>)>),
-    Set {
-        set: RegexSet,
-        owners: Vec<Box<[u32]>>,
-    },
+    Sets(Vec<SetChunk>),
+}
+
+#[derive(Debug)]
+struct SetChunk {
+    set: RegexSet,
+    /// Owner ranks per pattern of `set`.
+    owners: Vec<Box<[u32]>>,
+    /// Best owner rank in this chunk.
+    min: u32,
+}
+
+#[derive(Debug)]
+struct RegexGroup {
+    min_rank: u32,
+    idx: RegexIdx,
+}
+
+impl RegexGroup {
+    fn lookup(&self, path: &str, best: &mut u32, check: &impl Fn(u32) -> bool) {
+        if self.min_rank >= *best {
+            return;
+        }
+        match &self.idx {
+            RegexIdx::List(list) => {
+                for (re, owners) in list {
+                    if owners.first().is_some_and(|&r| r < *best) && re.is_match(path) {
+                        scan(owners, best, check);
+                    }
+                }
+            }
+            RegexIdx::Sets(sets) => {
+                for c in sets {
+                    if c.min < *best && c.set.is_match(path) {
+                        for i in c.set.matches(path).iter() {
+                            scan(&c.owners[i], best, check);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The literal text every match of `pattern` (as compiled: `^` + route
+/// regex) must start with, or "" when that cannot be told cheaply. Only
+/// used to narrow candidates, so being conservative is always safe.
+fn literal_prefix(pattern: &str) -> &str {
+    let Some(body) = pattern.strip_prefix('^') else {
+        return "";
+    };
+    // An alternation anywhere may make the start optional ("^/a|/b").
+    if body.contains('|') {
+        return "";
+    }
+    let end = body
+        .bytes()
+        .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'~' | b'%' | b'@' | b'=' | b',' | b';' | b':' | b'!' | b'&' | b'\'' | b'"')))
+        .unwrap_or(body.len());
+    let mut lit = &body[..end];
+    // A quantifier makes the last literal byte optional or repeated.
+    if matches!(body.as_bytes().get(end), Some(b'?' | b'*' | b'{' | b'+')) {
+        lit = &lit[..lit.len().saturating_sub(1)];
+    }
+    lit
+}
+
+fn regex_group(mut regexes: Vec<(Regex, Vec<u32>)>) -> RegexGroup {
+    // Best candidates first, so lookups can stop early.
+    regexes.sort_by_key(|(_, o)| o.first().copied().unwrap_or(u32::MAX));
+    let min_rank = regexes
+        .first()
+        .and_then(|(_, o)| o.first().copied())
+        .unwrap_or(u32::MAX);
+    let idx = if regexes.len() >= REGEX_SET_MIN {
+        let mut sets = Vec::new();
+        let mut ok = true;
+        for chunk in regexes.chunks(REGEX_SET_CHUNK) {
+            // Each pattern compiled alone already; a set that fails to
+            // build just falls back to the list form.
+            match RegexSetBuilder::new(chunk.iter().map(|(r, _)| r.as_str()))
+                .size_limit(64 << 20)
+                .build()
+            {
+                Ok(set) => {
+                    let owners: Vec<Box<[u32]>> = chunk.iter().map(|(_, o)| o.clone().into_boxed_slice()).collect();
+                    let min = owners.iter().filter_map(|o| o.first().copied()).min().unwrap_or(u32::MAX);
+                    sets.push(SetChunk { set, owners, min });
+                }
+                Err(_) => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if ok {
+            RegexIdx::Sets(sets)
+        } else {
+            RegexIdx::List(regexes.into_iter().map(|(r, o)| (r, o.into_boxed_slice())).collect())
+        }
+    } else {
+        RegexIdx::List(regexes.into_iter().map(|(r, o)| (r, o.into_boxed_slice())).collect())
+    };
+    RegexGroup { min_rank, idx }
 }
 
 #[derive(Debug)]
@@ -58,7 +161,11 @@ struct Bucket {
     prefix_lens: Box<[usize]>,
     prefixes: FxMap<Box<str>, Box<[u32]>>,
     regex_min_rank: u32,
-    regexes: RegexIdx,
+    /// Regexes without a usable literal prefix.
+    regex_any: Option<RegexGroup>,
+    /// Regexes grouped by the literal prefix they require.
+    regex_lit_lens: Box<[usize]>,
+    regex_lit: FxMap<Box<str>, RegexGroup>,
 }
 
 #[derive(Default)]
@@ -111,13 +218,29 @@ impl BucketBuilder {
             .into_iter()
             .map(|(k, v)| (k, v.into_boxed_slice()))
             .collect();
-        let regex_min_rank = self
-            .regexes
-            .iter()
-            .filter_map(|(_, o)| o.first().copied())
+
+        let mut any_re = Vec::new();
+        let mut by_lit: FxMap<Box<str>, Vec<(Regex, Vec<u32>)>> = FxMap::default();
+        for (re, owners) in self.regexes {
+            let lit = literal_prefix(re.as_str());
+            if lit.len() > 1 {
+                by_lit.entry(lit.into()).or_default().push((re, owners));
+            } else {
+                any_re.push((re, owners));
+            }
+        }
+        let regex_any = (!any_re.is_empty()).then(|| regex_group(any_re));
+        let mut regex_lit_lens: Vec<usize> = by_lit.keys().map(|k| k.len()).collect();
+        regex_lit_lens.sort_unstable();
+        regex_lit_lens.dedup();
+        let regex_lit: FxMap<Box<str>, RegexGroup> = by_lit.into_iter().map(|(k, v)| (k, regex_group(v))).collect();
+        let regex_min_rank = regex_lit
+            .values()
+            .map(|g| g.min_rank)
+            .chain(regex_any.as_ref().map(|g| g.min_rank))
             .min()
             .unwrap_or(u32::MAX);
-        let regexes = build_regex_idx(self.regexes);
+
         let min_rank = [
             self.nopath.first().copied().unwrap_or(u32::MAX),
             prefixes.values().filter_map(|v| v.first().copied()).min().unwrap_or(u32::MAX),
@@ -132,33 +255,11 @@ impl BucketBuilder {
             prefix_lens: prefix_lens.into_boxed_slice(),
             prefixes,
             regex_min_rank,
-            regexes,
+            regex_any,
+            regex_lit_lens: regex_lit_lens.into_boxed_slice(),
+            regex_lit,
         }
     }
-}
-
-fn build_regex_idx(mut regexes: Vec<(Regex, Vec<u32>)>) -> RegexIdx {
-    // Best candidates first, so the list form can stop early.
-    regexes.sort_by_key(|(_, o)| o.first().copied().unwrap_or(u32::MAX));
-    if regexes.len() >= REGEX_SET_MIN {
-        let set = RegexSetBuilder::new(regexes.iter().map(|(r, _)| r.as_str()))
-            .size_limit(64 << 20)
-            .build();
-        // Each pattern compiled alone already; a set too big to build just
-        // falls back to the list form.
-        if let Ok(set) = set {
-            return RegexIdx::Set {
-                set,
-                owners: regexes.into_iter().map(|(_, o)| o.into_boxed_slice()).collect(),
-            };
-        }
-    }
-    RegexIdx::List(
-        regexes
-            .into_iter()
-            .map(|(r, o)| (r, o.into_boxed_slice()))
-            .collect(),
-    )
 }
 
 /// Scans one rank-sorted candidate list.
@@ -192,21 +293,16 @@ impl Bucket {
         if self.regex_min_rank >= *best {
             return;
         }
-        match &self.regexes {
-            RegexIdx::List(list) => {
-                for (re, owners) in list {
-                    if owners.first().is_some_and(|&r| r < *best) && re.is_match(path) {
-                        scan(owners, best, check);
-                    }
-                }
+        for &len in self.regex_lit_lens.iter() {
+            if len > path.len() {
+                break;
             }
-            RegexIdx::Set { set, owners } => {
-                if set.is_match(path) {
-                    for i in set.matches(path).iter() {
-                        scan(&owners[i], best, check);
-                    }
-                }
+            if let Some(g) = path.get(..len).and_then(|k| self.regex_lit.get(k)) {
+                g.lookup(path, best, check);
             }
+        }
+        if let Some(g) = &self.regex_any {
+            g.lookup(path, best, check);
         }
     }
 }

@@ -1425,7 +1425,7 @@ const ROUTE_HOSTS: &[&str] = &[
 const PATHS: &[&str] = &["/", "/a", "/ab", "/a/b", "/api", "/api/v1", "/api/v1/users/42", "/b/c", "/abc/d"];
 const ROUTE_PATHS: &[&str] = &[
     "/", "/a", "/ab", "/a/", "/api", "/api/v1", "/b", "~/api/v\\d+", "~/a(b|/b)", "~/(?<x>[a-c]+)/", "~/api/v1/users/(\\d+)$",
-    "~/a|/c",
+    "~/a|/c", "~/[ab]+/?$", "~(/api)?/v1", "~.*/c$",
 ];
 const METHODS: &[&str] = &["GET", "POST"];
 const HDR_VALUES: &[&str] = &["v1", "V2", "~*^v\\d$", "blue"];
