@@ -46,7 +46,10 @@ fn routes(n: usize) -> Vec<RouteSpec> {
                 // header routes
                 _ => {
                     r.paths = vec![format!("/hdr/{i}")];
-                    r.headers = vec![("x-version".into(), vec!["v1".into(), "~*^beta-\\d+$".into()])];
+                    r.headers = vec![(
+                        "x-version".into(),
+                        vec!["v1".into(), "~*^beta-\\d+$".into()],
+                    )];
                 }
             }
             r
@@ -72,13 +75,48 @@ fn requests(n: usize) -> Vec<Req> {
     let i8 = last(8);
     let i9 = last(9);
     vec![
-        Req { host: format!("svc{}.example.com", i0 % 500), path: format!("/api/v{}/res{}/x", i0 % 3, i0), method: "GET", headers: HeaderMap::new() },
-        Req { host: format!("a.b.tenant{i4}.example.net"), path: format!("/t{i4}/y"), method: "GET", headers: HeaderMap::new() },
-        Req { host: format!("shop{i5}.co.uk:8080"), path: "/cart/1".into(), method: "POST", headers: HeaderMap::new() },
-        Req { host: "unknown.test".into(), path: format!("/public/{i6}/items/9"), method: "GET", headers: HeaderMap::new() },
-        Req { host: format!("svc{}.example.com", i8 % 500), path: format!("/users/{i8}/1234/profile"), method: "GET", headers: HeaderMap::new() },
-        Req { host: "unknown.test".into(), path: format!("/hdr/{i9}/z"), method: "GET", headers: hv },
-        Req { host: "unknown.test".into(), path: "/nothing/here".into(), method: "GET", headers: HeaderMap::new() },
+        Req {
+            host: format!("svc{}.example.com", i0 % 500),
+            path: format!("/api/v{}/res{}/x", i0 % 3, i0),
+            method: "GET",
+            headers: HeaderMap::new(),
+        },
+        Req {
+            host: format!("a.b.tenant{i4}.example.net"),
+            path: format!("/t{i4}/y"),
+            method: "GET",
+            headers: HeaderMap::new(),
+        },
+        Req {
+            host: format!("shop{i5}.co.uk:8080"),
+            path: "/cart/1".into(),
+            method: "POST",
+            headers: HeaderMap::new(),
+        },
+        Req {
+            host: "unknown.test".into(),
+            path: format!("/public/{i6}/items/9"),
+            method: "GET",
+            headers: HeaderMap::new(),
+        },
+        Req {
+            host: format!("svc{}.example.com", i8 % 500),
+            path: format!("/users/{i8}/1234/profile"),
+            method: "GET",
+            headers: HeaderMap::new(),
+        },
+        Req {
+            host: "unknown.test".into(),
+            path: format!("/hdr/{i9}/z"),
+            method: "GET",
+            headers: hv,
+        },
+        Req {
+            host: "unknown.test".into(),
+            path: "/nothing/here".into(),
+            method: "GET",
+            headers: HeaderMap::new(),
+        },
     ]
 }
 
@@ -90,7 +128,11 @@ fn bench(c: &mut Criterion) {
         // Sanity: every request except the last (a miss) finds a route.
         for (k, r) in reqs.iter().enumerate() {
             let info = info(r);
-            assert_eq!(router.find(&info).is_some(), k + 1 != reqs.len(), "request {k} at n={n}");
+            assert_eq!(
+                router.find(&info).is_some(),
+                k + 1 != reqs.len(),
+                "request {k} at n={n}"
+            );
         }
         g.bench_with_input(BenchmarkId::new("mix7", n), &n, |b, _| {
             b.iter(|| {
@@ -106,7 +148,11 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     for n in [1_000usize, 10_000] {
         g.bench_with_input(BenchmarkId::new("new", n), &n, |b, &n| {
-            b.iter_batched(|| routes(n), |rs| Router::new(rs).expect("compile"), criterion::BatchSize::LargeInput)
+            b.iter_batched(
+                || routes(n),
+                |rs| Router::new(rs).expect("compile"),
+                criterion::BatchSize::LargeInput,
+            )
         });
     }
     g.finish();

@@ -40,7 +40,10 @@ pub struct TargetAddr {
 impl TargetAddr {
     pub fn new(host: &str, port: u16) -> TargetAddr {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let ip = bare.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, port));
+        let ip = bare
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, port));
         TargetAddr {
             host: host.to_string(),
             port,
@@ -109,7 +112,10 @@ fn gcd(a: u32, b: u32) -> u32 {
 pub fn split_target(target: &str) -> (String, u16) {
     if let Some(rest) = target.strip_prefix('[') {
         if let Some((h, p)) = rest.split_once(']') {
-            let port = p.strip_prefix(':').and_then(|p| p.parse().ok()).unwrap_or(8000);
+            let port = p
+                .strip_prefix(':')
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(8000);
             return (format!("[{h}]"), port);
         }
     }

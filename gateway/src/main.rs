@@ -26,7 +26,10 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
         match a.as_str() {
             "-c" | "--conf" => conf = Some(PathBuf::from(it.next().context("-c needs a file")?)),
             "-v" | "--version" | "version" => {
-                println!("Kong-compatible gateway {} (kong {KONG_VERSION})", env!("CARGO_PKG_VERSION"));
+                println!(
+                    "Kong-compatible gateway {} (kong {KONG_VERSION})",
+                    env!("CARGO_PKG_VERSION")
+                );
                 return Ok(None);
             }
             "start" => {}
@@ -120,9 +123,9 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     };
     let conf_text = match &args.conf {
-        Some(p) => Some(
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        ),
+        Some(p) => {
+            Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+        }
         None => None,
     };
     let settings = match Settings::load(conf_text.as_deref(), std::env::vars()) {
@@ -150,7 +153,11 @@ fn main() -> anyhow::Result<()> {
     } else if let Some(path) = &settings.declarative_config {
         match loader::load_file(path, &plugins) {
             Ok(s) => {
-                log::info!("loaded declarative config '{}' (hash {})", path.display(), s.hash);
+                log::info!(
+                    "loaded declarative config '{}' (hash {})",
+                    path.display(),
+                    s.hash
+                );
                 shared.config.store(s);
             }
             Err(e) => {

@@ -97,7 +97,10 @@ pub fn build(settings: &Settings, shared: &Shared) -> anyhow::Result<Server> {
         Some(p) => match AccessLog::open(&p) {
             Ok(l) => Some(l),
             Err(e) => {
-                log::warn!("cannot open proxy_access_log '{}': {e}; access log off", p.display());
+                log::warn!(
+                    "cannot open proxy_access_log '{}': {e}; access log off",
+                    p.display()
+                );
                 None
             }
         },
@@ -136,7 +139,10 @@ pub fn build(settings: &Settings, shared: &Shared) -> anyhow::Result<Server> {
         let mut status = Service::new("kong status".to_string(), api);
         for l in &settings.status_listen {
             if l.ssl {
-                log::warn!("status_listen '{}': TLS is not implemented yet; skipped", l.raw);
+                log::warn!(
+                    "status_listen '{}': TLS is not implemented yet; skipped",
+                    l.raw
+                );
                 continue;
             }
             status.add_tcp_with_settings(&l.bind_address(), socket_options(l));

@@ -28,7 +28,10 @@ fn json_response(status: u16, body: serde_json::Value) -> Response<Vec<u8>> {
     let bytes = body.to_string().into_bytes();
     let mut b = Response::builder()
         .status(status)
-        .header(http::header::CONTENT_TYPE, "application/json; charset=utf-8")
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/json; charset=utf-8",
+        )
         .header(http::header::CONTENT_LENGTH, bytes.len())
         .header(http::header::SERVER, SERVER_TOKEN);
     if status == 204 {

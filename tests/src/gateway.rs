@@ -187,7 +187,10 @@ impl Gateway {
             let status_listen = format!("127.0.0.1:{status_port}");
             let defaults = [
                 ("KONG_DATABASE", "off"),
-                ("KONG_DECLARATIVE_CONFIG", config_path.to_str().unwrap_or("")),
+                (
+                    "KONG_DECLARATIVE_CONFIG",
+                    config_path.to_str().unwrap_or(""),
+                ),
                 ("KONG_PROXY_LISTEN", proxy_listen.as_str()),
                 ("KONG_STATUS_LISTEN", status_listen.as_str()),
                 ("KONG_PREFIX", prefix.to_str().unwrap_or("")),
@@ -423,11 +426,17 @@ impl Recorder {
 
     /// Every request received so far.
     pub fn requests(&self) -> Vec<Recorded> {
-        self.requests.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn count(&self) -> usize {
-        self.requests.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     /// Number of TCP connections accepted so far.
@@ -477,7 +486,9 @@ fn fill_buf(stream: &mut TcpStream, buf: &mut Vec<u8>, stop: &AtomicBool) -> boo
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) =>
             {
                 continue
@@ -519,7 +530,10 @@ fn serve_conn(
         };
         let mut hdrs = vec![httparse::EMPTY_HEADER; 256];
         let mut req = httparse::Request::new(&mut hdrs);
-        if !matches!(req.parse(&buf[..head_end]), Ok(httparse::Status::Complete(_))) {
+        if !matches!(
+            req.parse(&buf[..head_end]),
+            Ok(httparse::Status::Complete(_))
+        ) {
             let _ = stream.write_all(
                 b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             );
@@ -549,7 +563,8 @@ fn serve_conn(
                 .find(|(k, _)| k.eq_ignore_ascii_case(n))
                 .map(|(_, v)| v.clone())
         };
-        let chunked = get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+        let chunked =
+            get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
         let cl = get("content-length").and_then(|v| v.trim().parse::<usize>().ok());
         let close = get("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
             || version == "HTTP/1.0";
@@ -626,7 +641,10 @@ fn serve_conn(
         if !extra.iter().any(|(k, _)| k.eq_ignore_ascii_case("server")) {
             resp.push_str("Server: recorder\r\n");
         }
-        if !extra.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+        if !extra
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
             resp.push_str("Content-Type: application/json\r\n");
         }
         if !chunked_resp {

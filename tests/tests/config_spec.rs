@@ -50,7 +50,10 @@ services:
     assert!(err.contains("routes"), "entity missing:\n{err}");
     assert!(err.contains("bad-route"), "entity name missing:\n{err}");
     assert!(err.contains("paths"), "field missing:\n{err}");
-    assert!(err.contains("should start with: / (fixed path) or ~/ (regex path)"), "reason missing:\n{err}");
+    assert!(
+        err.contains("should start with: / (fixed path) or ~/ (regex path)"),
+        "reason missing:\n{err}"
+    );
 }
 
 #[test]
@@ -66,8 +69,14 @@ services:
     .err()
     .expect("gateway started with port 99999");
     assert_non_zero_exit(&err);
-    assert!(err.contains("services") && err.contains("svc") && err.contains("port"), "{err}");
-    assert!(err.contains("65535"), "reason should name the range:\n{err}");
+    assert!(
+        err.contains("services") && err.contains("svc") && err.contains("port"),
+        "{err}"
+    );
+    assert!(
+        err.contains("65535"),
+        "reason should name the range:\n{err}"
+    );
 }
 
 #[test]
@@ -163,18 +172,31 @@ fn kong_conf_file_with_environment_overriding_it() {
     // From the file: headers = off.
     let r = get(gw.port, "/x", &[]);
     assert_eq!(r.status, 200);
-    assert!(r.header("via").is_none() && r.header("x-kong-proxy-latency").is_none(), "{:?}", r.headers);
+    assert!(
+        r.header("via").is_none() && r.header("x-kong-proxy-latency").is_none(),
+        "{:?}",
+        r.headers
+    );
     // From the environment (overrides the file's text/html).
     let r = request(gw.port, "TRACE", "/", &[], b"");
     assert_eq!(r.status, 405);
-    assert_eq!(r.header("content-type"), Some("application/json; charset=utf-8"), "{}", r.body_str());
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/json; charset=utf-8"),
+        "{}",
+        r.body_str()
+    );
 }
 
 #[test]
 fn missing_conf_file_exits_non_zero() {
-    let err = Gateway::try_start_args("_format_version: \"3.0\"\n", &[], &["-c", "/nonexistent/kong.conf"])
-        .err()
-        .expect("started without its conf file");
+    let err = Gateway::try_start_args(
+        "_format_version: \"3.0\"\n",
+        &[],
+        &["-c", "/nonexistent/kong.conf"],
+    )
+    .err()
+    .expect("started without its conf file");
     assert_non_zero_exit(&err);
     assert!(err.contains("/nonexistent/kong.conf"), "{err}");
 }
@@ -190,7 +212,11 @@ fn sighup_with_a_valid_file_swaps_routes_and_changes_the_hash() {
     assert_eq!(get(gw.port, "/new", &[]).status, 404);
     let before = gw.config_hash();
     assert_eq!(before.len(), 32, "{before}");
-    assert!(gw.reload_and_wait(&one_route(up.port, "/new")), "{}", gw.output());
+    assert!(
+        gw.reload_and_wait(&one_route(up.port, "/new")),
+        "{}",
+        gw.output()
+    );
     let after = gw.config_hash();
     assert_ne!(before, after);
     assert_eq!(get(gw.port, "/new", &[]).status, 200);
@@ -206,7 +232,8 @@ fn sighup_with_an_invalid_file_keeps_the_old_config_serving() {
     let before = gw.config_hash();
     gw.reload("_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://127.0.0.1:9\n  routes:\n  - paths: [broken]\n");
     assert!(
-        gw.proc.wait_for_line("reload failed", Duration::from_secs(10)),
+        gw.proc
+            .wait_for_line("reload failed", Duration::from_secs(10)),
         "no reload failure logged:\n{}",
         gw.output()
     );
@@ -244,8 +271,13 @@ fn status_json_shape() {
         assert_eq!(get(gw.port, "/x", &[]).status, 200);
     }
     let s = gw.status();
-    let hash = s["configuration_hash"].as_str().expect("configuration_hash");
-    assert!(hash.len() == 32 && hash.bytes().all(|b| b.is_ascii_hexdigit()), "{hash}");
+    let hash = s["configuration_hash"]
+        .as_str()
+        .expect("configuration_hash");
+    assert!(
+        hash.len() == 32 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{hash}"
+    );
     let server = &s["server"];
     for k in [
         "total_requests",
@@ -263,9 +295,15 @@ fn status_json_shape() {
     assert!(t1 >= t0 + 3, "total_requests {t0} -> {t1}");
     assert!(s["memory"]["workers_lua_vms"].is_array(), "{s}");
     assert!(s["memory"]["lua_shared_dicts"].is_object(), "{s}");
-    assert!(s.get("database").is_none(), "DB-less /status has no database entry: {s}");
+    assert!(
+        s.get("database").is_none(),
+        "DB-less /status has no database entry: {s}"
+    );
     let r = gw.status_get("/status");
-    assert_eq!(r.header("content-type"), Some("application/json; charset=utf-8"));
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
 }
 
 #[test]
@@ -332,10 +370,10 @@ fn reloads_under_load_drop_no_request() {
                         on_conn += 1;
                     }
                     other => {
-                        failures
-                            .lock()
-                            .unwrap()
-                            .push(format!("worker {w}: {:?}", other.map(|r| (r.status, r.body_str()))));
+                        failures.lock().unwrap().push(format!(
+                            "worker {w}: {:?}",
+                            other.map(|r| (r.status, r.body_str()))
+                        ));
                         conn = Conn::open(port);
                     }
                 }
@@ -350,7 +388,11 @@ fn reloads_under_load_drop_no_request() {
     let started = Instant::now();
     for i in 1..=5 {
         thread::sleep(Duration::from_millis(300));
-        assert!(gw.reload_and_wait(&yml(i)), "reload {i} not applied:\n{}", gw.output());
+        assert!(
+            gw.reload_and_wait(&yml(i)),
+            "reload {i} not applied:\n{}",
+            gw.output()
+        );
     }
     while started.elapsed() < Duration::from_secs(2) {
         thread::sleep(Duration::from_millis(50));
@@ -360,7 +402,16 @@ fn reloads_under_load_drop_no_request() {
         w.join().unwrap();
     }
     let failures = failures.lock().unwrap();
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
-    assert!(ok.load(Ordering::SeqCst) > 20, "too few requests: {}", ok.load(Ordering::SeqCst));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(
+        ok.load(Ordering::SeqCst) > 20,
+        "too few requests: {}",
+        ok.load(Ordering::SeqCst)
+    );
     assert_eq!(get(gw.port, "/extra-5", &[]).status, 200);
 }

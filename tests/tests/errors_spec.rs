@@ -56,7 +56,12 @@ fn assert_error(r: &Response, status: u16, fmt: Fmt, msg: &str) {
         Fmt::Html => ("text/html; charset=utf-8", html_body(msg, rid)),
         Fmt::Xml => ("application/xml; charset=utf-8", xml_body(msg, rid)),
     };
-    assert_eq!(r.header("content-type"), Some(ct), "{fmt:?}: {}", r.body_str());
+    assert_eq!(
+        r.header("content-type"),
+        Some(ct),
+        "{fmt:?}: {}",
+        r.body_str()
+    );
     assert_eq!(r.body_str(), body, "{fmt:?}");
     assert_eq!(
         r.header("content-length"),
@@ -106,7 +111,8 @@ impl S {
     fn start(env: &[(&str, &str)]) -> S {
         let (httpbin, hb) = start_httpbin("slow-upstream");
         let up = Recorder::start();
-        let yml = fill_ports(FIXTURE, &[hb, up.port]).replace("{CLOSED}", &closed_port().to_string());
+        let yml =
+            fill_ports(FIXTURE, &[hb, up.port]).replace("{CLOSED}", &closed_port().to_string());
         S {
             gw: Gateway::start_with(&yml, env),
             _httpbin: httpbin,
@@ -132,54 +138,123 @@ fn kong_generated_404_content_negotiation() {
         assert_error(&s.req("GET", "/", &[h]), 404, Fmt::Json, MSG_404)
     });
     c.it("Accept: application/json", || {
-        assert_error(&s.req("GET", "/", &[h, ("Accept", "application/json")]), 404, Fmt::Json, MSG_404)
+        assert_error(
+            &s.req("GET", "/", &[h, ("Accept", "application/json")]),
+            404,
+            Fmt::Json,
+            MSG_404,
+        )
     });
     c.it("Accept: text/html", || {
-        assert_error(&s.req("GET", "/", &[h, ("Accept", "text/html")]), 404, Fmt::Html, MSG_404)
+        assert_error(
+            &s.req("GET", "/", &[h, ("Accept", "text/html")]),
+            404,
+            Fmt::Html,
+            MSG_404,
+        )
     });
     c.it("Accept: application/xml", || {
-        assert_error(&s.req("GET", "/", &[h, ("Accept", "application/xml")]), 404, Fmt::Xml, MSG_404)
+        assert_error(
+            &s.req("GET", "/", &[h, ("Accept", "application/xml")]),
+            404,
+            Fmt::Xml,
+            MSG_404,
+        )
     });
     c.it("Accept: text/plain", || {
-        assert_error(&s.req("GET", "/", &[h, ("Accept", "text/plain")]), 404, Fmt::Plain, MSG_404)
+        assert_error(
+            &s.req("GET", "/", &[h, ("Accept", "text/plain")]),
+            404,
+            Fmt::Plain,
+            MSG_404,
+        )
     });
     c.it("Accept: */* -> JSON", || {
-        assert_error(&s.req("GET", "/", &[h, ("Accept", "*/*")]), 404, Fmt::Json, MSG_404)
+        assert_error(
+            &s.req("GET", "/", &[h, ("Accept", "*/*")]),
+            404,
+            Fmt::Json,
+            MSG_404,
+        )
     });
     c.it("Accept: text/* -> plain", || {
-        assert_error(&s.req("GET", "/", &[h, ("Accept", "text/*")]), 404, Fmt::Plain, MSG_404)
+        assert_error(
+            &s.req("GET", "/", &[h, ("Accept", "text/*")]),
+            404,
+            Fmt::Plain,
+            MSG_404,
+        )
     });
     c.it("Accept: application/* -> JSON", || {
-        assert_error(&s.req("GET", "/", &[h, ("Accept", "application/*")]), 404, Fmt::Json, MSG_404)
+        assert_error(
+            &s.req("GET", "/", &[h, ("Accept", "application/*")]),
+            404,
+            Fmt::Json,
+            MSG_404,
+        )
     });
     c.it("Accept: image/png (unknown) -> JSON", || {
-        assert_error(&s.req("GET", "/", &[h, ("Accept", "image/png")]), 404, Fmt::Json, MSG_404)
+        assert_error(
+            &s.req("GET", "/", &[h, ("Accept", "image/png")]),
+            404,
+            Fmt::Json,
+            MSG_404,
+        )
     });
     c.it("browser Accept picks text/html", || {
         let a = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
-        assert_error(&s.req("GET", "/", &[h, ("Accept", a)]), 404, Fmt::Html, MSG_404)
+        assert_error(
+            &s.req("GET", "/", &[h, ("Accept", a)]),
+            404,
+            Fmt::Html,
+            MSG_404,
+        )
     });
-    c.it("q-values: defaults to 1 when q-value is not specified", || {
-        let a = "application/json;q=0.9,text/html,text/plain;q=0.9";
-        assert_error(&s.req("GET", "/", &[h, ("Accept", a)]), 404, Fmt::Html, MSG_404)
-    });
+    c.it(
+        "q-values: defaults to 1 when q-value is not specified",
+        || {
+            let a = "application/json;q=0.9,text/html,text/plain;q=0.9";
+            assert_error(
+                &s.req("GET", "/", &[h, ("Accept", a)]),
+                404,
+                Fmt::Html,
+                MSG_404,
+            )
+        },
+    );
     c.it("q-values: picks highest q-value (json)", || {
         let a = "text/plain;q=0.7,application/json;q=0.8,text/html;q=0.5";
-        assert_error(&s.req("GET", "/", &[h, ("Accept", a)]), 404, Fmt::Json, MSG_404)
+        assert_error(
+            &s.req("GET", "/", &[h, ("Accept", a)]),
+            404,
+            Fmt::Json,
+            MSG_404,
+        )
     });
     c.it("q-values: ties keep the first", || {
         let a = "application/xml;q=0.5, text/plain;q=0.5";
-        assert_error(&s.req("GET", "/", &[h, ("Accept", a)]), 404, Fmt::Xml, MSG_404)
+        assert_error(
+            &s.req("GET", "/", &[h, ("Accept", a)]),
+            404,
+            Fmt::Xml,
+            MSG_404,
+        )
     });
-    c.it("request Content-Type is not consulted by kong.response.error", || {
-        let r = s.req("GET", "/", &[h, ("Content-Type", "text/html")]);
-        assert_error(&r, 404, Fmt::Json, MSG_404)
-    });
+    c.it(
+        "request Content-Type is not consulted by kong.response.error",
+        || {
+            let r = s.req("GET", "/", &[h, ("Content-Type", "text/html")]);
+            assert_error(&r, 404, Fmt::Json, MSG_404)
+        },
+    );
     c.it("HEAD gets no body", || {
         let r = s.req("HEAD", "/", &[h]);
         assert_eq!(r.status, 404);
         assert!(r.body.is_empty());
-        assert_eq!(r.header("content-type"), Some("application/json; charset=utf-8"));
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/json; charset=utf-8")
+        );
         assert!(r.header("x-kong-request-id").is_some());
     });
     c.finish();
@@ -205,7 +280,12 @@ fn kong_generated_503_serviceless() {
 #[test]
 fn error_default_type_does_not_apply_to_pdk_errors() {
     let s = S::start(&[("KONG_ERROR_DEFAULT_TYPE", "text/html")]);
-    assert_error(&s.req("GET", "/", &[("Host", "nope.test")]), 404, Fmt::Json, MSG_404);
+    assert_error(
+        &s.req("GET", "/", &[("Host", "nope.test")]),
+        404,
+        Fmt::Json,
+        MSG_404,
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -226,34 +306,68 @@ fn kong_error_default_type_not_set_explicitly() {
         let r = s.req("GET", "/delay/3", &[slow, ("Accept", "text/html")]);
         assert_error(&r, 504, Fmt::Html, MSG_504);
     });
-    c.it("Accept header modified Content-Type: application/json", || {
-        let r = s.req("GET", "/delay/3", &[slow, ("Accept", "application/json")]);
-        assert_error(&r, 504, Fmt::Json, MSG_504);
-        assert_eq!(r.json()["message"], MSG_504);
-    });
-    c.it("Accept header modified Content-Type: application/xml", || {
-        let r = s.req("GET", "/delay/3", &[slow, ("Accept", "application/xml")]);
-        assert_error(&r, 504, Fmt::Xml, MSG_504);
-    });
-    c.it("with q-values: defaults to 1 when q-value is not specified", || {
-        let a = "application/json;q=0.9,text/html,text/plain;q=0.9";
-        assert_error(&s.req("GET", "/delay/3", &[slow, ("Accept", a)]), 504, Fmt::Html, MSG_504);
-    });
+    c.it(
+        "Accept header modified Content-Type: application/json",
+        || {
+            let r = s.req("GET", "/delay/3", &[slow, ("Accept", "application/json")]);
+            assert_error(&r, 504, Fmt::Json, MSG_504);
+            assert_eq!(r.json()["message"], MSG_504);
+        },
+    );
+    c.it(
+        "Accept header modified Content-Type: application/xml",
+        || {
+            let r = s.req("GET", "/delay/3", &[slow, ("Accept", "application/xml")]);
+            assert_error(&r, 504, Fmt::Xml, MSG_504);
+        },
+    );
+    c.it(
+        "with q-values: defaults to 1 when q-value is not specified",
+        || {
+            let a = "application/json;q=0.9,text/html,text/plain;q=0.9";
+            assert_error(
+                &s.req("GET", "/delay/3", &[slow, ("Accept", a)]),
+                504,
+                Fmt::Html,
+                MSG_504,
+            );
+        },
+    );
     c.it("with q-values: picks highest q-value (json)", || {
         let a = "text/plain;q=0.7,application/json;q=0.8,text/html;q=0.5";
-        assert_error(&s.req("GET", "/delay/3", &[slow, ("Accept", a)]), 504, Fmt::Json, MSG_504);
+        assert_error(
+            &s.req("GET", "/delay/3", &[slow, ("Accept", a)]),
+            504,
+            Fmt::Json,
+            MSG_504,
+        );
     });
-    c.it("request Content-Type is used without Accept (error_handlers.lua)", || {
-        let r = s.req("GET", "/delay/3", &[slow, ("Content-Type", "application/json")]);
-        assert_error(&r, 504, Fmt::Json, MSG_504);
-        let r = s.req("GET", "/delay/3", &[slow, ("Content-Type", "application/xml")]);
-        assert_error(&r, 504, Fmt::Xml, MSG_504);
-    });
+    c.it(
+        "request Content-Type is used without Accept (error_handlers.lua)",
+        || {
+            let r = s.req(
+                "GET",
+                "/delay/3",
+                &[slow, ("Content-Type", "application/json")],
+            );
+            assert_error(&r, 504, Fmt::Json, MSG_504);
+            let r = s.req(
+                "GET",
+                "/delay/3",
+                &[slow, ("Content-Type", "application/xml")],
+            );
+            assert_error(&r, 504, Fmt::Xml, MSG_504);
+        },
+    );
     c.it("Accept wins over Content-Type", || {
         let r = s.req(
             "GET",
             "/delay/3",
-            &[slow, ("Content-Type", "application/json"), ("Accept", "text/html")],
+            &[
+                slow,
+                ("Content-Type", "application/json"),
+                ("Accept", "text/html"),
+            ],
         );
         assert_error(&r, 504, Fmt::Html, MSG_504);
     });
@@ -267,7 +381,11 @@ fn kong_error_default_type_not_set_explicitly() {
         assert_error(&r, 502, Fmt::Plain, MSG_502);
     });
     c.it("502 with Accept: application/json", || {
-        let r = s.req("GET", "/", &[("Host", "closed.test"), ("Accept", "application/json")]);
+        let r = s.req(
+            "GET",
+            "/",
+            &[("Host", "closed.test"), ("Accept", "application/json")],
+        );
         assert_error(&r, 502, Fmt::Json, MSG_502);
     });
     c.it("502 HEAD has no body", || {
@@ -306,9 +424,17 @@ fn kong_request_for_routers_with_trace_method_not_allowed() {
     let r = s.req("TRACE", "/", &[("Host", "ok.test")]);
     assert_error(&r, 405, Fmt::Plain, "Method not allowed");
     // nginx-type errors honour Accept and the request Content-Type.
-    let r = s.req("TRACE", "/", &[("Host", "ok.test"), ("Accept", "application/json")]);
+    let r = s.req(
+        "TRACE",
+        "/",
+        &[("Host", "ok.test"), ("Accept", "application/json")],
+    );
     assert_error(&r, 405, Fmt::Json, "Method not allowed");
-    let r = s.req("TRACE", "/", &[("Host", "ok.test"), ("Content-Type", "text/html")]);
+    let r = s.req(
+        "TRACE",
+        "/",
+        &[("Host", "ok.test"), ("Content-Type", "text/html")],
+    );
     assert_error(&r, 405, Fmt::Html, "Method not allowed");
     assert_eq!(s.up.count(), 0, "TRACE must not reach the upstream");
 }
@@ -324,7 +450,11 @@ fn kong_http_400_request_header_too_large() {
     let r = s.req(
         "GET",
         "/",
-        &[("Host", "ok.test"), ("X-Large", &big), ("Accept", "application/json")],
+        &[
+            ("Host", "ok.test"),
+            ("X-Large", &big),
+            ("Accept", "application/json"),
+        ],
     );
     assert_error(&r, 400, Fmt::Json, "Request header or cookie too large");
     assert_eq!(s.up.count(), 0);
@@ -335,7 +465,12 @@ fn kong_http_400_request_header_too_large() {
 #[test]
 fn bad_request_400_body_and_default_type() {
     let s = S::start(&[]);
-    let raw = raw_request(s.gw.port, b"GET / HTTP/1.1\r\n\r\n", Duration::from_secs(10)).unwrap();
+    let raw = raw_request(
+        s.gw.port,
+        b"GET / HTTP/1.1\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .unwrap();
     let (r, _) = gw_tests::parse_response(&raw).expect("a response");
     assert_error(&r, 400, Fmt::Plain, "Bad request");
     let raw = raw_request(
@@ -347,7 +482,12 @@ fn bad_request_400_body_and_default_type() {
     let (r, _) = gw_tests::parse_response(&raw).expect("a response");
     assert_error(&r, 400, Fmt::Xml, "Bad request");
     let s = S::start(&[("KONG_ERROR_DEFAULT_TYPE", "application/json")]);
-    let raw = raw_request(s.gw.port, b"GET / HTTP/1.1\r\n\r\n", Duration::from_secs(10)).unwrap();
+    let raw = raw_request(
+        s.gw.port,
+        b"GET / HTTP/1.1\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .unwrap();
     let (r, _) = gw_tests::parse_response(&raw).expect("a response");
     assert_error(&r, 400, Fmt::Json, "Bad request");
 }
@@ -370,9 +510,19 @@ fn upstream_errors_are_passed_through() {
         &[hb],
     ));
     for code in [400u16, 404, 500, 502, 503, 504] {
-        let r = request(gw.port, "GET", &format!("/status/{code}"), &[("Accept", "application/json")], b"");
+        let r = request(
+            gw.port,
+            "GET",
+            &format!("/status/{code}"),
+            &[("Accept", "application/json")],
+            b"",
+        );
         assert_eq!(r.status, code);
-        assert!(!r.body_str().contains("request_id"), "{code}: {}", r.body_str());
+        assert!(
+            !r.body_str().contains("request_id"),
+            "{code}: {}",
+            r.body_str()
+        );
         assert_eq!(r.header("x-upstream-name"), Some("pass"));
     }
 }
@@ -382,7 +532,9 @@ fn upstream_errors_are_passed_through() {
 fn keep_alive_survives_a_kong_404() {
     let s = S::start(&[]);
     let mut c = Conn::open(s.gw.port);
-    let r = c.request("GET", "/", &[("Host", "nope.test")], b"").unwrap();
+    let r = c
+        .request("GET", "/", &[("Host", "nope.test")], b"")
+        .unwrap();
     assert_eq!(r.status, 404);
     let r = c.request("GET", "/x", &[("Host", "ok.test")], b"").unwrap();
     assert_eq!(r.status, 200);

@@ -53,7 +53,12 @@ impl S {
         assert!(closed, "{name}: connection left open after {status}");
         // Give a forwarded request time to arrive before counting.
         std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(self.up.count(), before, "{name}: request reached the upstream: {:?}", self.up.requests().last());
+        assert_eq!(
+            self.up.count(),
+            before,
+            "{name}: request reached the upstream: {:?}",
+            self.up.requests().last()
+        );
         r
     }
 }
@@ -69,7 +74,11 @@ fn assert_kong_shaped(name: &str, r: &Response, message: &str) {
         r.status,
         r.headers
     );
-    assert_eq!(r.body_str(), format!("{message}\nrequest_id: {rid}\n"), "{name}");
+    assert_eq!(
+        r.body_str(),
+        format!("{message}\nrequest_id: {rid}\n"),
+        "{name}"
+    );
 }
 
 /// The refusals above, checked for Kong's error shape (status, Server,
@@ -108,7 +117,13 @@ fn refusals_are_kong_error_responses() {
             failures.push(msg.lines().next().unwrap_or("").to_string());
         }
     }
-    assert!(failures.is_empty(), "{} of {} not Kong-shaped:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} not Kong-shaped:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -171,9 +186,21 @@ fn obs_fold_bare_cr_and_bad_field_syntax_are_rejected() {
         b"GET / HTTP/1.1\r\nHost: a\r\nX-A : 1\r\n\r\n",
         400,
     );
-    s.rejects("field-no-colon", b"GET / HTTP/1.1\r\nHost: a\r\nX-A\r\n\r\n", 400);
-    s.rejects("field-empty-name", b"GET / HTTP/1.1\r\nHost: a\r\n: v\r\n\r\n", 400);
-    s.rejects("host-duplicate", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400);
+    s.rejects(
+        "field-no-colon",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-A\r\n\r\n",
+        400,
+    );
+    s.rejects(
+        "field-empty-name",
+        b"GET / HTTP/1.1\r\nHost: a\r\n: v\r\n\r\n",
+        400,
+    );
+    s.rejects(
+        "host-duplicate",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        400,
+    );
 }
 
 #[test]
@@ -228,13 +255,21 @@ fn unknown_transfer_encoding_is_501() {
 fn trace_is_405() {
     let s = start();
     let r = s.rejects("method-trace", b"TRACE / HTTP/1.1\r\nHost: a\r\n\r\n", 405);
-    assert!(r.body_str().starts_with("Method not allowed\nrequest_id: "), "{}", r.body_str());
+    assert!(
+        r.body_str().starts_with("Method not allowed\nrequest_id: "),
+        "{}",
+        r.body_str()
+    );
 }
 
 #[test]
 fn lowercase_method_is_rejected() {
     let s = start();
-    s.rejects("method-lowercase", b"get / HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    s.rejects(
+        "method-lowercase",
+        b"get / HTTP/1.1\r\nHost: a\r\n\r\n",
+        400,
+    );
 }
 
 #[test]
@@ -257,9 +292,16 @@ fn http_0_9_never_gets_a_200() {
 #[test]
 fn request_line_over_8k_is_414() {
     let s = start();
-    let req = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(8 * 1024 + 10));
+    let req = format!(
+        "GET /{} HTTP/1.1\r\nHost: a\r\n\r\n",
+        "a".repeat(8 * 1024 + 10)
+    );
     let r = s.rejects("uri-too-long", req.as_bytes(), 414);
-    assert!(r.body_str().starts_with("URI too long\n"), "{}", r.body_str());
+    assert!(
+        r.body_str().starts_with("URI too long\n"),
+        "{}",
+        r.body_str()
+    );
     // 70k URI too.
     let req = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(70 * 1024));
     s.rejects("uri-70k", req.as_bytes(), 414);
@@ -268,14 +310,21 @@ fn request_line_over_8k_is_414() {
 #[test]
 fn header_line_over_8k_is_400_too_large() {
     let s = start();
-    let req = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "b".repeat(8 * 1024 + 10));
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(8 * 1024 + 10)
+    );
     let r = s.rejects("field-9k", req.as_bytes(), 400);
     assert!(
-        r.body_str().starts_with("Request header or cookie too large\n"),
+        r.body_str()
+            .starts_with("Request header or cookie too large\n"),
         "{}",
         r.body_str()
     );
-    let req = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "b".repeat(70 * 1024));
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(70 * 1024)
+    );
     s.rejects("field-70k", req.as_bytes(), 400);
 }
 
@@ -288,7 +337,11 @@ fn five_8k_headers_exceed_the_buffers() {
     }
     req.push_str("\r\n");
     let r = s.rejects("fields-5x8k", req.as_bytes(), 400);
-    assert!(r.body_str().contains("Request header or cookie too large"), "{}", r.body_str());
+    assert!(
+        r.body_str().contains("Request header or cookie too large"),
+        "{}",
+        r.body_str()
+    );
     // Three such headers still fit (3 × 8 KiB < 4 × 8 KiB).
     let mut req = String::from("GET /ok HTTP/1.1\r\nHost: a\r\nConnection: close\r\n");
     for i in 0..3 {
@@ -302,12 +355,17 @@ fn five_8k_headers_exceed_the_buffers() {
 #[test]
 fn absolute_form_routes_on_its_path_and_never_dials_the_named_host() {
     let s = start();
-    let (r, _) = s.raw(b"GET http://other.invalid:9/abs/path?q=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    let (r, _) = s.raw(
+        b"GET http://other.invalid:9/abs/path?q=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
     let r = r.expect("a response");
     assert_eq!(r.status, 200, "{}", r.body_str());
     let got = s.up.last();
     assert_eq!(got.target, "/abs/path?q=1");
-    assert_eq!(got.header("host"), Some(format!("127.0.0.1:{}", s.up.port).as_str()));
+    assert_eq!(
+        got.header("host"),
+        Some(format!("127.0.0.1:{}", s.up.port).as_str())
+    );
     assert!(!got.target.contains("other.invalid"));
 }
 
@@ -325,7 +383,10 @@ fn pipelined_request_after_a_400_is_not_processed() {
         .unwrap();
     let r = c.read_response(T).expect("first response");
     assert_eq!(r.status, 400);
-    assert!(c.is_closed(Duration::from_secs(3)), "connection kept open after a 400");
+    assert!(
+        c.is_closed(Duration::from_secs(3)),
+        "connection kept open after a 400"
+    );
     assert!(
         parse_response(c.pending()).is_none(),
         "a second response was sent: {:?}",
@@ -347,7 +408,10 @@ fn keep_alive_works_for_normal_requests() {
     let reqs = s.up.requests();
     assert_eq!(reqs.len(), 2);
     assert_eq!(reqs[0].target, "/one");
-    assert_eq!((reqs[1].target.as_str(), reqs[1].body.as_slice()), ("/two", &b"hello"[..]));
+    assert_eq!(
+        (reqs[1].target.as_str(), reqs[1].body.as_slice()),
+        ("/two", &b"hello"[..])
+    );
 }
 
 /// Two requests written in one packet on a keep-alive connection are both

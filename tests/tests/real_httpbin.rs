@@ -45,7 +45,11 @@ services:
     ));
 
     // GET /get: args, headers (as the upstream saw them), origin, url.
-    let r = get(gw.port, "/get?a=1&a=2", &[("Host", "example.test"), ("X-Test", "yes")]);
+    let r = get(
+        gw.port,
+        "/get?a=1&a=2",
+        &[("Host", "example.test"), ("X-Test", "yes")],
+    );
     assert_eq!(r.status, 200, "{}", r.body_str());
     let j = r.json();
     assert_eq!(j["args"]["a"], serde_json::json!(["1", "2"]));
@@ -55,7 +59,11 @@ services:
     assert!(j["origin"].as_str().unwrap().contains("127.0.0.1"), "{j}");
     assert!(j["url"].as_str().unwrap().ends_with("/get?a=1&a=2"), "{j}");
     assert_eq!(r.header("via"), Some("1.1 kong/3.10.0"));
-    assert!(r.header("server").is_some_and(|s| s.contains("gunicorn")), "{:?}", r.headers);
+    assert!(
+        r.header("server").is_some_and(|s| s.contains("gunicorn")),
+        "{:?}",
+        r.headers
+    );
 
     // POST /anything/x?y=1 with a JSON body.
     let body = br#"{"hello":"world","n":[1,2]}"#;
@@ -70,9 +78,15 @@ services:
     let j = r.json();
     assert_eq!(j["method"], "POST");
     assert_eq!(j["args"]["y"], "1");
-    assert_eq!(j["json"], serde_json::json!({"hello": "world", "n": [1, 2]}));
+    assert_eq!(
+        j["json"],
+        serde_json::json!({"hello": "world", "n": [1, 2]})
+    );
     assert_eq!(j["data"], String::from_utf8_lossy(body).as_ref());
-    assert!(j["url"].as_str().unwrap().ends_with("/anything/x?y=1"), "{j}");
+    assert!(
+        j["url"].as_str().unwrap().ends_with("/anything/x?y=1"),
+        "{j}"
+    );
 
     // GET /status/418: the teapot passes through untouched.
     let r = get(gw.port, "/status/418", &[]);
@@ -82,7 +96,11 @@ services:
 
     // GET /headers: forwarded headers as httpbin saw them (`show_env`
     // stops httpbin from hiding X-Forwarded-*, X-Real-Ip and Via).
-    let r = get(gw.port, "/headers?show_env=1", &[("X-Forwarded-For", "10.0.0.1")]);
+    let r = get(
+        gw.port,
+        "/headers?show_env=1",
+        &[("X-Forwarded-For", "10.0.0.1")],
+    );
     assert_eq!(r.status, 200);
     let h = &r.json()["headers"];
     assert_eq!(h["X-Forwarded-For"], "10.0.0.1, 127.0.0.1");

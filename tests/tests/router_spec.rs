@@ -213,7 +213,10 @@ fn kong_responds_503_if_no_service_found() {
 fn kong_restricts_a_route_to_its_methods_if_specified() {
     let s = Setup::new(8, USE_CASES);
     let (i, r) = s.routed_m("POST", "/post", &[]);
-    assert_eq!((i, r.method.as_str(), r.target.as_str()), (1, "POST", "/post"));
+    assert_eq!(
+        (i, r.method.as_str(), r.target.as_str()),
+        (1, "POST", "/post")
+    );
     s.assert_no_route("DELETE", "/post", &[]);
 }
 
@@ -236,7 +239,10 @@ fn kong_http_1_0_without_host_routes_normally() {
     )
     .unwrap();
     let text = String::from_utf8_lossy(&raw);
-    assert!(text.starts_with("HTTP/1.") && text[9..12].eq("200"), "{text}");
+    assert!(
+        text.starts_with("HTTP/1.") && text[9..12].eq("200"),
+        "{text}"
+    );
     // Matched the host-less, method-only route.
     assert_eq!(s.ups[0].count(), 1, "{text}");
     assert_eq!(s.ups[0].last().target, "/get");
@@ -255,7 +261,10 @@ fn kong_http_1_1_without_host_is_rejected() {
     let text = String::from_utf8_lossy(&raw);
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
     assert!(text.contains("Bad request"), "{text}");
-    assert!(text.contains("Server: kong/") || text.contains("server: kong/"), "{text}");
+    assert!(
+        text.contains("Server: kong/") || text.contains("server: kong/"),
+        "{text}"
+    );
     assert!(s.ups.iter().all(|u| u.count() == 0));
 }
 
@@ -504,7 +513,10 @@ fn kong_proxies_normalized_uri_with_strip_path_false() {
 fn kong_re_encodes_special_characters_in_request_uri() {
     let s = Setup::new(3, NORM);
     let (i, r) = s.routed("/anything/world/cat%20and%20dog", &[]);
-    assert_eq!((i, r.target.as_str()), (2, "/anything/world/cat%20and%20dog"));
+    assert_eq!(
+        (i, r.target.as_str()),
+        (2, "/anything/world/cat%20and%20dog")
+    );
 }
 
 /// Reserved characters stay percent-encoded (uri.lua keeps `%2F`), and
@@ -570,7 +582,11 @@ fn kong_preserve_host_false_uses_hostname_from_upstream_url() {
     let s = Setup::new(3, PRESERVE);
     let (i, r) = s.routed("/get", &[("Host", "discarded.com")]);
     assert_eq!(i, 1);
-    assert!(r.header("host").unwrap().contains("127.0.0.1"), "{:?}", r.header("host"));
+    assert!(
+        r.header("host").unwrap().contains("127.0.0.1"),
+        "{:?}",
+        r.header("host")
+    );
     assert_eq!(r.target, "/request/get");
 }
 
@@ -686,9 +702,21 @@ services:
   - headers: {version: [V3]}
 "#,
     );
-    assert_eq!(s.routed("/", &[("Host", "domain.test"), ("version", "v1")]).0, 0);
-    assert_eq!(s.routed("/", &[("Host", "domain.test"), ("Version", "v3")]).0, 1);
-    assert_eq!(s.routed("/", &[("Host", "domain.test"), ("VERSION", "V2")]).0, 0);
+    assert_eq!(
+        s.routed("/", &[("Host", "domain.test"), ("version", "v1")])
+            .0,
+        0
+    );
+    assert_eq!(
+        s.routed("/", &[("Host", "domain.test"), ("Version", "v3")])
+            .0,
+        1
+    );
+    assert_eq!(
+        s.routed("/", &[("Host", "domain.test"), ("VERSION", "V2")])
+            .0,
+        0
+    );
 }
 
 /// Unit spec "single [headers] value": a repeated request header matches if
@@ -706,7 +734,8 @@ services:
 "#,
     );
     assert_eq!(
-        s.routed("/", &[("location", "eu-west"), ("location", "us-east")]).0,
+        s.routed("/", &[("location", "eu-west"), ("location", "us-east")])
+            .0,
         0
     );
 }
@@ -732,9 +761,17 @@ services:
   - headers: {version: [v3]}
 "#,
     );
-    let both = [("Host", "domain.test"), ("version", "v3"), ("location", "us-east")];
+    let both = [
+        ("Host", "domain.test"),
+        ("version", "v3"),
+        ("location", "us-east"),
+    ];
     assert_eq!(s.routed("/", &both).0, 1);
-    assert_eq!(s.routed("/", &[("Host", "domain.test"), ("version", "v3")]).0, 2);
+    assert_eq!(
+        s.routed("/", &[("Host", "domain.test"), ("version", "v3")])
+            .0,
+        2
+    );
 }
 
 /// it("caching do not ignore headers (regression)")
@@ -794,7 +831,10 @@ services:
 #[test]
 fn kong_paths_and_headers_prioritizes_routes_with_more_headers() {
     let s = Setup::new(3, PATHS_HEADERS);
-    let (i, r) = s.routed("/root/fixture/get", &[("version", "v2"), ("location", "us-east")]);
+    let (i, r) = s.routed(
+        "/root/fixture/get",
+        &[("version", "v2"), ("location", "us-east")],
+    );
     assert_eq!((i, r.target.as_str()), (2, "/fixture/get"));
 }
 
@@ -918,7 +958,12 @@ services:
     );
     let (res, _) = s.send("GET", "/get", &[("kong-debug", "1")]);
     assert_eq!(res.status, 200);
-    assert_eq!(res.header("kong-route-name"), Some("my-route"), "{:?}", res.headers);
+    assert_eq!(
+        res.header("kong-route-name"),
+        Some("my-route"),
+        "{:?}",
+        res.headers
+    );
     assert_eq!(res.header("kong-service-name"), Some("my-service"));
     assert!(res.header("kong-route-id").is_some_and(|v| v.len() == 36));
     assert!(res.header("kong-service-id").is_some_and(|v| v.len() == 36));
@@ -1041,7 +1086,13 @@ fn host_with_listener_port_matches_host_without_port() {
     assert!(gw.reload_and_wait(&yml), "{}", gw.output());
     let r = request(gw.port, "GET", "/", &[("Host", "lp.test")], b"");
     assert_eq!(r.status, 200, "{}", r.body_str());
-    let r = request(gw.port, "GET", "/", &[("Host", &format!("lp.test:{}", gw.port))], b"");
+    let r = request(
+        gw.port,
+        "GET",
+        "/",
+        &[("Host", &format!("lp.test:{}", gw.port))],
+        b"",
+    );
     assert_eq!(r.status, 200, "{}", r.body_str());
 }
 
@@ -1121,7 +1172,8 @@ services:
 "#,
     );
     assert_eq!(
-        s.routed("/a/very/long/path", &[("x-a", "1"), ("x-b", "2")]).0,
+        s.routed("/a/very/long/path", &[("x-a", "1"), ("x-b", "2")])
+            .0,
         1
     );
     assert_eq!(s.routed("/a/very/long/path", &[("x-a", "1")]).0, 0);
@@ -1228,12 +1280,19 @@ fn kong_returns_redirect_when_route_has_https_redirect_status_code() {
 #[test]
 fn kong_https_only_route_and_x_forwarded_proto_trust() {
     let s = Setup::with_env(1, HTTPS_ONLY, &[("KONG_TRUSTED_IPS", "127.0.0.1")]);
-    let (i, r) = s.routed("/x", &[("Host", "tls.test"), ("X-Forwarded-Proto", "https")]);
+    let (i, r) = s.routed(
+        "/x",
+        &[("Host", "tls.test"), ("X-Forwarded-Proto", "https")],
+    );
     assert_eq!(i, 0);
     assert_eq!(r.header("x-forwarded-proto"), Some("https"));
     // Untrusted: still 426.
     let s = Setup::new(1, HTTPS_ONLY);
-    let (res, _) = s.send("GET", "/x", &[("Host", "tls.test"), ("X-Forwarded-Proto", "https")]);
+    let (res, _) = s.send(
+        "GET",
+        "/x",
+        &[("Host", "tls.test"), ("X-Forwarded-Proto", "https")],
+    );
     assert_eq!(res.status, 426);
 }
 
@@ -1254,122 +1313,857 @@ type Row = (
 
 const PATH_HANDLING: &[Row] = &[
     ("/", Some("/"), &[false, true], &["v0", "v1"], "/", "/"),
-    ("/", Some("/"), &[false, true], &["v0", "v1"], "/route", "/route"),
-    ("/", Some("/"), &[false, true], &["v0", "v1"], "/route/", "/route/"),
-    ("/", Some("/"), &[false, true], &["v0", "v1"], "/routereq", "/routereq"),
-    ("/", Some("/"), &[false, true], &["v0", "v1"], "/route/req", "/route/req"),
-    ("/", Some("/route"), &[false], &["v0", "v1"], "/route", "/route"),
-    ("/", Some("/route"), &[false], &["v0", "v1"], "/route/", "/route/"),
-    ("/", Some("/route"), &[false], &["v0", "v1"], "/routereq", "/routereq"),
+    (
+        "/",
+        Some("/"),
+        &[false, true],
+        &["v0", "v1"],
+        "/route",
+        "/route",
+    ),
+    (
+        "/",
+        Some("/"),
+        &[false, true],
+        &["v0", "v1"],
+        "/route/",
+        "/route/",
+    ),
+    (
+        "/",
+        Some("/"),
+        &[false, true],
+        &["v0", "v1"],
+        "/routereq",
+        "/routereq",
+    ),
+    (
+        "/",
+        Some("/"),
+        &[false, true],
+        &["v0", "v1"],
+        "/route/req",
+        "/route/req",
+    ),
+    (
+        "/",
+        Some("/route"),
+        &[false],
+        &["v0", "v1"],
+        "/route",
+        "/route",
+    ),
+    (
+        "/",
+        Some("/route"),
+        &[false],
+        &["v0", "v1"],
+        "/route/",
+        "/route/",
+    ),
+    (
+        "/",
+        Some("/route"),
+        &[false],
+        &["v0", "v1"],
+        "/routereq",
+        "/routereq",
+    ),
     ("/", Some("/route"), &[true], &["v0", "v1"], "/route", "/"),
     ("/", Some("/route"), &[true], &["v0", "v1"], "/route/", "/"),
-    ("/", Some("/route"), &[true], &["v0", "v1"], "/routereq", "/req"),
-    ("/", Some("/route/"), &[false], &["v0", "v1"], "/route/", "/route/"),
-    ("/", Some("/route/"), &[false], &["v0", "v1"], "/route/req", "/route/req"),
+    (
+        "/",
+        Some("/route"),
+        &[true],
+        &["v0", "v1"],
+        "/routereq",
+        "/req",
+    ),
+    (
+        "/",
+        Some("/route/"),
+        &[false],
+        &["v0", "v1"],
+        "/route/",
+        "/route/",
+    ),
+    (
+        "/",
+        Some("/route/"),
+        &[false],
+        &["v0", "v1"],
+        "/route/req",
+        "/route/req",
+    ),
     ("/", Some("/route/"), &[true], &["v0", "v1"], "/route/", "/"),
-    ("/", Some("/route/"), &[true], &["v0", "v1"], "/route/req", "/req"),
-    ("/srv", Some("/rou"), &[false], &["v0"], "/roureq", "/srv/roureq"),
-    ("/srv", Some("/rou"), &[false], &["v1"], "/roureq", "/srvroureq"),
-    ("/srv", Some("/rou"), &[true], &["v0"], "/roureq", "/srv/req"),
+    (
+        "/",
+        Some("/route/"),
+        &[true],
+        &["v0", "v1"],
+        "/route/req",
+        "/req",
+    ),
+    (
+        "/srv",
+        Some("/rou"),
+        &[false],
+        &["v0"],
+        "/roureq",
+        "/srv/roureq",
+    ),
+    (
+        "/srv",
+        Some("/rou"),
+        &[false],
+        &["v1"],
+        "/roureq",
+        "/srvroureq",
+    ),
+    (
+        "/srv",
+        Some("/rou"),
+        &[true],
+        &["v0"],
+        "/roureq",
+        "/srv/req",
+    ),
     ("/srv", Some("/rou"), &[true], &["v1"], "/roureq", "/srvreq"),
-    ("/srv/", Some("/rou"), &[false], &["v0", "v1"], "/rou", "/srv/rou"),
+    (
+        "/srv/",
+        Some("/rou"),
+        &[false],
+        &["v0", "v1"],
+        "/rou",
+        "/srv/rou",
+    ),
     ("/srv/", Some("/rou"), &[true], &["v0"], "/rou", "/srv"),
     ("/srv/", Some("/rou"), &[true], &["v1"], "/rou", "/srv/"),
-    ("/service", Some("/"), &[false, true], &["v0", "v1"], "/", "/service"),
-    ("/service", Some("/"), &[false, true], &["v0"], "/route", "/service/route"),
-    ("/service", Some("/"), &[false, true], &["v1"], "/route", "/serviceroute"),
-    ("/service", Some("/"), &[false, true], &["v0"], "/route/", "/service/route/"),
-    ("/service", Some("/"), &[false, true], &["v1"], "/route/", "/serviceroute/"),
-    ("/service", Some("/"), &[false, true], &["v0"], "/routereq", "/service/routereq"),
-    ("/service", Some("/"), &[false, true], &["v1"], "/routereq", "/serviceroutereq"),
-    ("/service", Some("/"), &[false, true], &["v0"], "/route/req", "/service/route/req"),
-    ("/service", Some("/"), &[false, true], &["v1"], "/route/req", "/serviceroute/req"),
-    ("/service", Some("/route"), &[false], &["v0"], "/route", "/service/route"),
-    ("/service", Some("/route"), &[false], &["v1"], "/route", "/serviceroute"),
-    ("/service", Some("/route"), &[false], &["v0"], "/route/", "/service/route/"),
-    ("/service", Some("/route"), &[false], &["v1"], "/route/", "/serviceroute/"),
-    ("/service", Some("/route"), &[false], &["v0"], "/routereq", "/service/routereq"),
-    ("/service", Some("/route"), &[false], &["v1"], "/routereq", "/serviceroutereq"),
-    ("/service", Some("/route"), &[true], &["v0", "v1"], "/route", "/service"),
-    ("/service", Some("/route"), &[true], &["v0", "v1"], "/route/", "/service/"),
-    ("/service", Some("/route"), &[true], &["v0"], "/routereq", "/service/req"),
-    ("/service", Some("/route"), &[true], &["v1"], "/routereq", "/servicereq"),
-    ("/service", Some("/route/"), &[false], &["v0"], "/route/", "/service/route/"),
-    ("/service", Some("/route/"), &[false], &["v1"], "/route/", "/serviceroute/"),
-    ("/service", Some("/route/"), &[false], &["v0"], "/route/req", "/service/route/req"),
-    ("/service", Some("/route/"), &[false], &["v1"], "/route/req", "/serviceroute/req"),
-    ("/service", Some("/route/"), &[true], &["v0"], "/route/", "/service/"),
-    ("/service", Some("/route/"), &[true], &["v1"], "/route/", "/service"),
-    ("/service", Some("/route/"), &[true], &["v0"], "/route/req", "/service/req"),
-    ("/service", Some("/route/"), &[true], &["v1"], "/route/req", "/servicereq"),
-    ("/service/", Some("/"), &[false, true], &["v0"], "/route/", "/service/route/"),
-    ("/service/", Some("/"), &[false, true], &["v1"], "/route/", "/service/route/"),
-    ("/service/", Some("/"), &[false, true], &["v0", "v1"], "/", "/service/"),
-    ("/service/", Some("/"), &[false, true], &["v0", "v1"], "/route", "/service/route"),
-    ("/service/", Some("/"), &[false, true], &["v0", "v1"], "/routereq", "/service/routereq"),
-    ("/service/", Some("/"), &[false, true], &["v0", "v1"], "/route/req", "/service/route/req"),
-    ("/service/", Some("/route"), &[false], &["v0", "v1"], "/route", "/service/route"),
-    ("/service/", Some("/route"), &[false], &["v0", "v1"], "/route/", "/service/route/"),
-    ("/service/", Some("/route"), &[false], &["v0", "v1"], "/routereq", "/service/routereq"),
-    ("/service/", Some("/route"), &[true], &["v0"], "/route", "/service"),
-    ("/service/", Some("/route"), &[true], &["v1"], "/route", "/service/"),
-    ("/service/", Some("/route"), &[true], &["v0", "v1"], "/route/", "/service/"),
-    ("/service/", Some("/route"), &[true], &["v0", "v1"], "/routereq", "/service/req"),
-    ("/service/", Some("/route/"), &[false], &["v0", "v1"], "/route/", "/service/route/"),
-    ("/service/", Some("/route/"), &[false], &["v0", "v1"], "/route/req", "/service/route/req"),
-    ("/service/", Some("/route/"), &[true], &["v0", "v1"], "/route/", "/service/"),
-    ("/service/", Some("/route/"), &[true], &["v0", "v1"], "/route/req", "/service/req"),
+    (
+        "/service",
+        Some("/"),
+        &[false, true],
+        &["v0", "v1"],
+        "/",
+        "/service",
+    ),
+    (
+        "/service",
+        Some("/"),
+        &[false, true],
+        &["v0"],
+        "/route",
+        "/service/route",
+    ),
+    (
+        "/service",
+        Some("/"),
+        &[false, true],
+        &["v1"],
+        "/route",
+        "/serviceroute",
+    ),
+    (
+        "/service",
+        Some("/"),
+        &[false, true],
+        &["v0"],
+        "/route/",
+        "/service/route/",
+    ),
+    (
+        "/service",
+        Some("/"),
+        &[false, true],
+        &["v1"],
+        "/route/",
+        "/serviceroute/",
+    ),
+    (
+        "/service",
+        Some("/"),
+        &[false, true],
+        &["v0"],
+        "/routereq",
+        "/service/routereq",
+    ),
+    (
+        "/service",
+        Some("/"),
+        &[false, true],
+        &["v1"],
+        "/routereq",
+        "/serviceroutereq",
+    ),
+    (
+        "/service",
+        Some("/"),
+        &[false, true],
+        &["v0"],
+        "/route/req",
+        "/service/route/req",
+    ),
+    (
+        "/service",
+        Some("/"),
+        &[false, true],
+        &["v1"],
+        "/route/req",
+        "/serviceroute/req",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[false],
+        &["v0"],
+        "/route",
+        "/service/route",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[false],
+        &["v1"],
+        "/route",
+        "/serviceroute",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[false],
+        &["v0"],
+        "/route/",
+        "/service/route/",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[false],
+        &["v1"],
+        "/route/",
+        "/serviceroute/",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[false],
+        &["v0"],
+        "/routereq",
+        "/service/routereq",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[false],
+        &["v1"],
+        "/routereq",
+        "/serviceroutereq",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[true],
+        &["v0", "v1"],
+        "/route",
+        "/service",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[true],
+        &["v0", "v1"],
+        "/route/",
+        "/service/",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[true],
+        &["v0"],
+        "/routereq",
+        "/service/req",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[true],
+        &["v1"],
+        "/routereq",
+        "/servicereq",
+    ),
+    (
+        "/service",
+        Some("/route/"),
+        &[false],
+        &["v0"],
+        "/route/",
+        "/service/route/",
+    ),
+    (
+        "/service",
+        Some("/route/"),
+        &[false],
+        &["v1"],
+        "/route/",
+        "/serviceroute/",
+    ),
+    (
+        "/service",
+        Some("/route/"),
+        &[false],
+        &["v0"],
+        "/route/req",
+        "/service/route/req",
+    ),
+    (
+        "/service",
+        Some("/route/"),
+        &[false],
+        &["v1"],
+        "/route/req",
+        "/serviceroute/req",
+    ),
+    (
+        "/service",
+        Some("/route/"),
+        &[true],
+        &["v0"],
+        "/route/",
+        "/service/",
+    ),
+    (
+        "/service",
+        Some("/route/"),
+        &[true],
+        &["v1"],
+        "/route/",
+        "/service",
+    ),
+    (
+        "/service",
+        Some("/route/"),
+        &[true],
+        &["v0"],
+        "/route/req",
+        "/service/req",
+    ),
+    (
+        "/service",
+        Some("/route/"),
+        &[true],
+        &["v1"],
+        "/route/req",
+        "/servicereq",
+    ),
+    (
+        "/service/",
+        Some("/"),
+        &[false, true],
+        &["v0"],
+        "/route/",
+        "/service/route/",
+    ),
+    (
+        "/service/",
+        Some("/"),
+        &[false, true],
+        &["v1"],
+        "/route/",
+        "/service/route/",
+    ),
+    (
+        "/service/",
+        Some("/"),
+        &[false, true],
+        &["v0", "v1"],
+        "/",
+        "/service/",
+    ),
+    (
+        "/service/",
+        Some("/"),
+        &[false, true],
+        &["v0", "v1"],
+        "/route",
+        "/service/route",
+    ),
+    (
+        "/service/",
+        Some("/"),
+        &[false, true],
+        &["v0", "v1"],
+        "/routereq",
+        "/service/routereq",
+    ),
+    (
+        "/service/",
+        Some("/"),
+        &[false, true],
+        &["v0", "v1"],
+        "/route/req",
+        "/service/route/req",
+    ),
+    (
+        "/service/",
+        Some("/route"),
+        &[false],
+        &["v0", "v1"],
+        "/route",
+        "/service/route",
+    ),
+    (
+        "/service/",
+        Some("/route"),
+        &[false],
+        &["v0", "v1"],
+        "/route/",
+        "/service/route/",
+    ),
+    (
+        "/service/",
+        Some("/route"),
+        &[false],
+        &["v0", "v1"],
+        "/routereq",
+        "/service/routereq",
+    ),
+    (
+        "/service/",
+        Some("/route"),
+        &[true],
+        &["v0"],
+        "/route",
+        "/service",
+    ),
+    (
+        "/service/",
+        Some("/route"),
+        &[true],
+        &["v1"],
+        "/route",
+        "/service/",
+    ),
+    (
+        "/service/",
+        Some("/route"),
+        &[true],
+        &["v0", "v1"],
+        "/route/",
+        "/service/",
+    ),
+    (
+        "/service/",
+        Some("/route"),
+        &[true],
+        &["v0", "v1"],
+        "/routereq",
+        "/service/req",
+    ),
+    (
+        "/service/",
+        Some("/route/"),
+        &[false],
+        &["v0", "v1"],
+        "/route/",
+        "/service/route/",
+    ),
+    (
+        "/service/",
+        Some("/route/"),
+        &[false],
+        &["v0", "v1"],
+        "/route/req",
+        "/service/route/req",
+    ),
+    (
+        "/service/",
+        Some("/route/"),
+        &[true],
+        &["v0", "v1"],
+        "/route/",
+        "/service/",
+    ),
+    (
+        "/service/",
+        Some("/route/"),
+        &[true],
+        &["v0", "v1"],
+        "/route/req",
+        "/service/req",
+    ),
     ("/", None, &[false, true], &["v0", "v1"], "/", "/"),
     ("/", None, &[false, true], &["v0", "v1"], "/route", "/route"),
-    ("/", None, &[false, true], &["v0", "v1"], "/route/", "/route/"),
-    ("/service", None, &[false, true], &["v0", "v1"], "/", "/service"),
-    ("/service", None, &[false, true], &["v0"], "/route", "/service/route"),
-    ("/service", None, &[false, true], &["v1"], "/route", "/serviceroute"),
-    ("/service", None, &[false, true], &["v0"], "/route/", "/service/route/"),
-    ("/service", None, &[false, true], &["v1"], "/route/", "/serviceroute/"),
-    ("/service/", None, &[false, true], &["v0", "v1"], "/", "/service/"),
-    ("/service/", None, &[false, true], &["v0", "v1"], "/route", "/service/route"),
-    ("/service/", None, &[false, true], &["v0", "v1"], "/route/", "/service/route/"),
-    ("/service", Some("/route"), &[true], &["v0"], "/route./req", "/service/req"),
-    ("/service", Some("/route"), &[true], &["v1"], "/route./req", "/servicereq"),
-    ("/service/", Some("/route"), &[true], &["v0", "v1"], "/route./req", "/service/req"),
-    ("/service", Some("/route"), &[true], &["v0"], "/route%2E/req", "/service/req"),
-    ("/service", Some("/route"), &[true], &["v1"], "/route%2E/req", "/servicereq"),
-    ("/service/", Some("/route"), &[true], &["v0", "v1"], "/route%2E/req", "/service/req"),
-    ("/service", Some("/route"), &[true], &["v0"], "/route%2e/req", "/service/req"),
-    ("/service", Some("/route"), &[true], &["v1"], "/route%2e/req", "/servicereq"),
-    ("/service/", Some("/route"), &[true], &["v0", "v1"], "/route%2e/req", "/service/req"),
-    ("/service", Some("/route"), &[true], &["v0"], "/route../req", "/service/req"),
-    ("/service", Some("/route"), &[true], &["v1"], "/route../req", "/servicereq"),
-    ("/service/", Some("/route"), &[true], &["v0", "v1"], "/route../req", "/service/req"),
-    ("/service", Some("/route"), &[true], &["v0"], "/route%2E%2E/req", "/service/req"),
-    ("/service", Some("/route"), &[true], &["v1"], "/route%2E%2E/req", "/servicereq"),
-    ("/service/", Some("/route"), &[true], &["v0", "v1"], "/route%2E%2E/req", "/service/req"),
-    ("/service", Some("/route"), &[true], &["v0"], "/route%2e%2E/req", "/service/req"),
-    ("/service", Some("/route"), &[true], &["v1"], "/route%2e%2E/req", "/servicereq"),
-    ("/service/", Some("/route"), &[true], &["v0", "v1"], "/route%2e%2E/req", "/service/req"),
-    ("/service", Some("/route"), &[false], &["v0"], "/route./req", "/service/route./req"),
-    ("/service", Some("/route"), &[false], &["v1"], "/route./req", "/serviceroute./req"),
-    ("/service/", Some("/route"), &[false], &["v0", "v1"], "/route./req", "/service/route./req"),
-    ("/service", Some("/route"), &[false], &["v0"], "/route%2E/req", "/service/route./req"),
-    ("/service", Some("/route"), &[false], &["v1"], "/route%2E/req", "/serviceroute./req"),
-    ("/service/", Some("/route"), &[false], &["v0", "v1"], "/route%2E/req", "/service/route./req"),
-    ("/service", Some("/route"), &[false], &["v0"], "/route%2e/req", "/service/route./req"),
-    ("/service", Some("/route"), &[false], &["v1"], "/route%2e/req", "/serviceroute./req"),
-    ("/service/", Some("/route"), &[false], &["v0", "v1"], "/route%2e/req", "/service/route./req"),
-    ("/service", Some("/route"), &[false], &["v0"], "/route../req", "/service/route../req"),
-    ("/service", Some("/route"), &[false], &["v1"], "/route../req", "/serviceroute../req"),
-    ("/service/", Some("/route"), &[false], &["v0", "v1"], "/route../req", "/service/route../req"),
-    ("/service", Some("/route"), &[false], &["v0"], "/route%2E%2E/req", "/service/route../req"),
-    ("/service", Some("/route"), &[false], &["v1"], "/route%2E%2E/req", "/serviceroute../req"),
-    ("/service/", Some("/route"), &[false], &["v0", "v1"], "/route%2E%2E/req", "/service/route../req"),
-    ("/service", Some("/route"), &[false], &["v0"], "/route%2e%2E/req", "/service/route../req"),
-    ("/service", Some("/route"), &[false], &["v1"], "/route%2e%2E/req", "/serviceroute../req"),
-    ("/service/", Some("/route"), &[false], &["v0", "v1"], "/route%2e%2E/req", "/service/route../req"),
+    (
+        "/",
+        None,
+        &[false, true],
+        &["v0", "v1"],
+        "/route/",
+        "/route/",
+    ),
+    (
+        "/service",
+        None,
+        &[false, true],
+        &["v0", "v1"],
+        "/",
+        "/service",
+    ),
+    (
+        "/service",
+        None,
+        &[false, true],
+        &["v0"],
+        "/route",
+        "/service/route",
+    ),
+    (
+        "/service",
+        None,
+        &[false, true],
+        &["v1"],
+        "/route",
+        "/serviceroute",
+    ),
+    (
+        "/service",
+        None,
+        &[false, true],
+        &["v0"],
+        "/route/",
+        "/service/route/",
+    ),
+    (
+        "/service",
+        None,
+        &[false, true],
+        &["v1"],
+        "/route/",
+        "/serviceroute/",
+    ),
+    (
+        "/service/",
+        None,
+        &[false, true],
+        &["v0", "v1"],
+        "/",
+        "/service/",
+    ),
+    (
+        "/service/",
+        None,
+        &[false, true],
+        &["v0", "v1"],
+        "/route",
+        "/service/route",
+    ),
+    (
+        "/service/",
+        None,
+        &[false, true],
+        &["v0", "v1"],
+        "/route/",
+        "/service/route/",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[true],
+        &["v0"],
+        "/route./req",
+        "/service/req",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[true],
+        &["v1"],
+        "/route./req",
+        "/servicereq",
+    ),
+    (
+        "/service/",
+        Some("/route"),
+        &[true],
+        &["v0", "v1"],
+        "/route./req",
+        "/service/req",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[true],
+        &["v0"],
+        "/route%2E/req",
+        "/service/req",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[true],
+        &["v1"],
+        "/route%2E/req",
+        "/servicereq",
+    ),
+    (
+        "/service/",
+        Some("/route"),
+        &[true],
+        &["v0", "v1"],
+        "/route%2E/req",
+        "/service/req",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[true],
+        &["v0"],
+        "/route%2e/req",
+        "/service/req",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[true],
+        &["v1"],
+        "/route%2e/req",
+        "/servicereq",
+    ),
+    (
+        "/service/",
+        Some("/route"),
+        &[true],
+        &["v0", "v1"],
+        "/route%2e/req",
+        "/service/req",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[true],
+        &["v0"],
+        "/route../req",
+        "/service/req",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[true],
+        &["v1"],
+        "/route../req",
+        "/servicereq",
+    ),
+    (
+        "/service/",
+        Some("/route"),
+        &[true],
+        &["v0", "v1"],
+        "/route../req",
+        "/service/req",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[true],
+        &["v0"],
+        "/route%2E%2E/req",
+        "/service/req",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[true],
+        &["v1"],
+        "/route%2E%2E/req",
+        "/servicereq",
+    ),
+    (
+        "/service/",
+        Some("/route"),
+        &[true],
+        &["v0", "v1"],
+        "/route%2E%2E/req",
+        "/service/req",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[true],
+        &["v0"],
+        "/route%2e%2E/req",
+        "/service/req",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[true],
+        &["v1"],
+        "/route%2e%2E/req",
+        "/servicereq",
+    ),
+    (
+        "/service/",
+        Some("/route"),
+        &[true],
+        &["v0", "v1"],
+        "/route%2e%2E/req",
+        "/service/req",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[false],
+        &["v0"],
+        "/route./req",
+        "/service/route./req",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[false],
+        &["v1"],
+        "/route./req",
+        "/serviceroute./req",
+    ),
+    (
+        "/service/",
+        Some("/route"),
+        &[false],
+        &["v0", "v1"],
+        "/route./req",
+        "/service/route./req",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[false],
+        &["v0"],
+        "/route%2E/req",
+        "/service/route./req",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[false],
+        &["v1"],
+        "/route%2E/req",
+        "/serviceroute./req",
+    ),
+    (
+        "/service/",
+        Some("/route"),
+        &[false],
+        &["v0", "v1"],
+        "/route%2E/req",
+        "/service/route./req",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[false],
+        &["v0"],
+        "/route%2e/req",
+        "/service/route./req",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[false],
+        &["v1"],
+        "/route%2e/req",
+        "/serviceroute./req",
+    ),
+    (
+        "/service/",
+        Some("/route"),
+        &[false],
+        &["v0", "v1"],
+        "/route%2e/req",
+        "/service/route./req",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[false],
+        &["v0"],
+        "/route../req",
+        "/service/route../req",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[false],
+        &["v1"],
+        "/route../req",
+        "/serviceroute../req",
+    ),
+    (
+        "/service/",
+        Some("/route"),
+        &[false],
+        &["v0", "v1"],
+        "/route../req",
+        "/service/route../req",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[false],
+        &["v0"],
+        "/route%2E%2E/req",
+        "/service/route../req",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[false],
+        &["v1"],
+        "/route%2E%2E/req",
+        "/serviceroute../req",
+    ),
+    (
+        "/service/",
+        Some("/route"),
+        &[false],
+        &["v0", "v1"],
+        "/route%2E%2E/req",
+        "/service/route../req",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[false],
+        &["v0"],
+        "/route%2e%2E/req",
+        "/service/route../req",
+    ),
+    (
+        "/service",
+        Some("/route"),
+        &[false],
+        &["v1"],
+        "/route%2e%2E/req",
+        "/serviceroute../req",
+    ),
+    (
+        "/service/",
+        Some("/route"),
+        &[false],
+        &["v0", "v1"],
+        "/route%2e%2E/req",
+        "/service/route../req",
+    ),
 ];
 
 /// One expanded v0 case: (Kong's i-j label, service, route, strip, request, expected).
-type Case = (String, &'static str, Option<&'static str>, bool, &'static str, &'static str);
+type Case = (
+    String,
+    &'static str,
+    Option<&'static str>,
+    bool,
+    &'static str,
+    &'static str,
+);
 
 /// Expands rows as the fixture's `line:expand()` does (strip_path first,
 /// then path_handling), keeping Kong's `i-j` numbering; drops v1 cases.

@@ -104,22 +104,32 @@ fn kong_with_default_configuration_values() {
         assert_eq!(r.header("server"), Some(SERVER));
         assert_eq!(r.header("via"), None);
     });
-    c.it("latency: should be returned when request was proxied", || {
-        let r = s.proxied();
-        assert!(has(&r, UPSTREAM_LATENCY), "{:?}", r.headers);
-        assert!(has(&r, PROXY_LATENCY));
-        assert!(!has(&r, RESPONSE_LATENCY));
-        for n in [UPSTREAM_LATENCY, PROXY_LATENCY] {
-            assert!(r.header(n).unwrap().parse::<u64>().is_ok(), "{n}: {:?}", r.header(n));
-        }
-    });
-    c.it("latency: should not be returned when no API matched (no proxy)", || {
-        let r = s.no_route();
-        assert!(!has(&r, UPSTREAM_LATENCY));
-        assert!(!has(&r, PROXY_LATENCY));
-        assert!(has(&r, RESPONSE_LATENCY));
-        assert!(r.header(RESPONSE_LATENCY).unwrap().parse::<u64>().is_ok());
-    });
+    c.it(
+        "latency: should be returned when request was proxied",
+        || {
+            let r = s.proxied();
+            assert!(has(&r, UPSTREAM_LATENCY), "{:?}", r.headers);
+            assert!(has(&r, PROXY_LATENCY));
+            assert!(!has(&r, RESPONSE_LATENCY));
+            for n in [UPSTREAM_LATENCY, PROXY_LATENCY] {
+                assert!(
+                    r.header(n).unwrap().parse::<u64>().is_ok(),
+                    "{n}: {:?}",
+                    r.header(n)
+                );
+            }
+        },
+    );
+    c.it(
+        "latency: should not be returned when no API matched (no proxy)",
+        || {
+            let r = s.no_route();
+            assert!(!has(&r, UPSTREAM_LATENCY));
+            assert!(!has(&r, PROXY_LATENCY));
+            assert!(has(&r, RESPONSE_LATENCY));
+            assert!(r.header(RESPONSE_LATENCY).unwrap().parse::<u64>().is_ok());
+        },
+    );
     c.it("should be returned when response status code is included in error_page directive (error_page not executing)", || {
         for code in [400u16, 404, 408, 411, 412, 413, 414, 417, 494, 500, 502, 503, 504] {
             let r = get(s.gw.port, &format!("/status/{code}"), &[("Host", "status.test")]);
@@ -132,42 +142,64 @@ fn kong_with_default_configuration_values() {
             assert_eq!(r.header("x-upstream-name"), Some("status-upstream"));
         }
     });
-    c.it("should be returned with 502 errors (error_page executing)", || {
-        let r = get(s.gw.port, "/get", &[("Host", "502.test")]);
-        assert_eq!(r.status, 502, "{}", r.body_str());
-        assert!(has(&r, UPSTREAM_LATENCY), "{:?}", r.headers);
-        assert!(has(&r, PROXY_LATENCY), "{:?}", r.headers);
-        assert!(!has(&r, RESPONSE_LATENCY), "{:?}", r.headers);
-        assert!(has(&r, REQUEST_ID));
-    });
+    c.it(
+        "should be returned with 502 errors (error_page executing)",
+        || {
+            let r = get(s.gw.port, "/get", &[("Host", "502.test")]);
+            assert_eq!(r.status, 502, "{}", r.body_str());
+            assert!(has(&r, UPSTREAM_LATENCY), "{:?}", r.headers);
+            assert!(has(&r, PROXY_LATENCY), "{:?}", r.headers);
+            assert!(!has(&r, RESPONSE_LATENCY), "{:?}", r.headers);
+            assert!(has(&r, REQUEST_ID));
+        },
+    );
     c.it("X-Kong-Request-Id contains the expected value", || {
         let r = s.proxied();
         let id = r.header(REQUEST_ID).expect("request id");
-        assert!(!id.is_empty() && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')), "{id}");
-    });
-    c.it("X-Kong-Request-Id should be populated when no API matched", || {
-        let r = s.no_route();
-        assert_eq!(r.json()["message"], "no Route matched with those values");
-        let id = r.header(REQUEST_ID).expect("request id");
-        assert!(id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')), "{id}");
-        assert_eq!(r.json()["request_id"], id);
-    });
-    c.it("35-via: HTTP/1.1 in both the inbound and outbound directions (response)", || {
-        let r = get(s.gw.port, "/get", &[("Host", "test.via"), ("Via", "1.1 dev")]);
-        assert_eq!(r.status, 200);
-        assert_eq!(
-            r.header("via"),
-            Some("2 nginx, HTTP/1.1 http_mock, 1.1 kong/3.10.0")
+        assert!(
+            !id.is_empty() && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+            "{id}"
         );
-        assert_eq!(r.header("server"), Some("http-mock"));
-        assert_eq!(r.header_all("via").len(), 1, "{:?}", r.headers);
     });
-    c.it("an upstream without a Server header gets Kong's Server", || {
-        // An upstream without a Server header gets Kong's.
-        let r = get(s.gw.port, "/get", &[("Host", "status.test")]);
-        assert_eq!(r.status, 200);
-        assert_eq!(r.header("server"), Some(SERVER));
-    });
+    c.it(
+        "X-Kong-Request-Id should be populated when no API matched",
+        || {
+            let r = s.no_route();
+            assert_eq!(r.json()["message"], "no Route matched with those values");
+            let id = r.header(REQUEST_ID).expect("request id");
+            assert!(
+                id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+                "{id}"
+            );
+            assert_eq!(r.json()["request_id"], id);
+        },
+    );
+    c.it(
+        "35-via: HTTP/1.1 in both the inbound and outbound directions (response)",
+        || {
+            let r = get(
+                s.gw.port,
+                "/get",
+                &[("Host", "test.via"), ("Via", "1.1 dev")],
+            );
+            assert_eq!(r.status, 200);
+            assert_eq!(
+                r.header("via"),
+                Some("2 nginx, HTTP/1.1 http_mock, 1.1 kong/3.10.0")
+            );
+            assert_eq!(r.header("server"), Some("http-mock"));
+            assert_eq!(r.header_all("via").len(), 1, "{:?}", r.headers);
+        },
+    );
+    c.it(
+        "an upstream without a Server header gets Kong's Server",
+        || {
+            // An upstream without a Server header gets Kong's.
+            let r = get(s.gw.port, "/get", &[("Host", "status.test")]);
+            assert_eq!(r.status, 200);
+            assert_eq!(r.header("server"), Some(SERVER));
+        },
+    );
     c.finish();
 }
 
@@ -176,17 +208,23 @@ fn kong_with_default_configuration_values() {
 fn kong_with_headers_via() {
     let s = S::start(Some("Via"));
     let mut c = Cases::new();
-    c.it("should return Kong 'Via' header but not touch 'Server' header when request was proxied", || {
-        let r = s.proxied();
-        assert_eq!(r.header("via"), Some(VIA));
-        assert_ne!(r.header("server"), Some(VIA));
-        assert_eq!(r.header("server"), Some("recorder"));
-    });
-    c.it("should not return Kong 'Via' header or Kong 'Via' header when no API matched (no proxy)", || {
-        let r = s.no_route();
-        assert_eq!(r.header("via"), None);
-        assert_eq!(r.header("server"), None, "{:?}", r.headers);
-    });
+    c.it(
+        "should return Kong 'Via' header but not touch 'Server' header when request was proxied",
+        || {
+            let r = s.proxied();
+            assert_eq!(r.header("via"), Some(VIA));
+            assert_ne!(r.header("server"), Some(VIA));
+            assert_eq!(r.header("server"), Some("recorder"));
+        },
+    );
+    c.it(
+        "should not return Kong 'Via' header or Kong 'Via' header when no API matched (no proxy)",
+        || {
+            let r = s.no_route();
+            assert_eq!(r.header("via"), None);
+            assert_eq!(r.header("server"), None, "{:?}", r.headers);
+        },
+    );
     c.finish();
 }
 
@@ -242,19 +280,32 @@ fn kong_with_headers_off() {
         assert!(!has(&r, "via"));
         assert_ne!(r.header("server"), Some(SERVER));
     });
-    c.it("should not return Kong 'Server' or 'Via' headers when no API matched (no proxy)", || {
-        let r = s.no_route();
-        assert_eq!(r.header("server"), None, "{:?}", r.headers);
-        assert_eq!(r.header("via"), None);
-    });
-    c.it("latency: should not be returned when request was proxied", || {
-        let r = s.proxied();
-        assert!(!has(&r, UPSTREAM_LATENCY) && !has(&r, PROXY_LATENCY) && !has(&r, RESPONSE_LATENCY));
-    });
-    c.it("latency: should not be returned when no API matched (no proxy)", || {
-        let r = s.no_route();
-        assert!(!has(&r, UPSTREAM_LATENCY) && !has(&r, PROXY_LATENCY) && !has(&r, RESPONSE_LATENCY));
-    });
+    c.it(
+        "should not return Kong 'Server' or 'Via' headers when no API matched (no proxy)",
+        || {
+            let r = s.no_route();
+            assert_eq!(r.header("server"), None, "{:?}", r.headers);
+            assert_eq!(r.header("via"), None);
+        },
+    );
+    c.it(
+        "latency: should not be returned when request was proxied",
+        || {
+            let r = s.proxied();
+            assert!(
+                !has(&r, UPSTREAM_LATENCY) && !has(&r, PROXY_LATENCY) && !has(&r, RESPONSE_LATENCY)
+            );
+        },
+    );
+    c.it(
+        "latency: should not be returned when no API matched (no proxy)",
+        || {
+            let r = s.no_route();
+            assert!(
+                !has(&r, UPSTREAM_LATENCY) && !has(&r, PROXY_LATENCY) && !has(&r, RESPONSE_LATENCY)
+            );
+        },
+    );
     c.it("X-Kong-Request-Id is nil", || {
         let r = s.proxied();
         assert!(!has(&r, REQUEST_ID), "{:?}", r.headers);
@@ -278,12 +329,15 @@ fn kong_with_headers_latency_tokens() {
         assert!(!has(&r, RESPONSE_LATENCY));
         assert!(!has(&r, "via"));
     });
-    c.it("should not be returned when no API matched (no proxy)", || {
-        let r = s.no_route();
-        assert!(!has(&r, UPSTREAM_LATENCY) && !has(&r, PROXY_LATENCY));
-        assert!(has(&r, RESPONSE_LATENCY));
-        assert_eq!(r.header("server"), None);
-    });
+    c.it(
+        "should not be returned when no API matched (no proxy)",
+        || {
+            let r = s.no_route();
+            assert!(!has(&r, UPSTREAM_LATENCY) && !has(&r, PROXY_LATENCY));
+            assert!(has(&r, RESPONSE_LATENCY));
+            assert_eq!(r.header("server"), None);
+        },
+    );
     c.finish();
 }
 
@@ -297,10 +351,15 @@ fn kong_with_headers_x_kong_upstream_latency() {
         assert!(has(&r, UPSTREAM_LATENCY));
         assert!(!has(&r, PROXY_LATENCY) && !has(&r, RESPONSE_LATENCY));
     });
-    c.it("should not return any latency header when no API matched (no proxy)", || {
-        let r = s.no_route();
-        assert!(!has(&r, UPSTREAM_LATENCY) && !has(&r, PROXY_LATENCY) && !has(&r, RESPONSE_LATENCY));
-    });
+    c.it(
+        "should not return any latency header when no API matched (no proxy)",
+        || {
+            let r = s.no_route();
+            assert!(
+                !has(&r, UPSTREAM_LATENCY) && !has(&r, PROXY_LATENCY) && !has(&r, RESPONSE_LATENCY)
+            );
+        },
+    );
     c.finish();
 }
 
@@ -315,10 +374,15 @@ fn kong_with_headers_x_kong_proxy_latency() {
         assert!(has(&r, PROXY_LATENCY));
         assert!(!has(&r, RESPONSE_LATENCY));
     });
-    c.it("should not return any latency header when no API matched (no proxy)", || {
-        let r = s.no_route();
-        assert!(!has(&r, UPSTREAM_LATENCY) && !has(&r, PROXY_LATENCY) && !has(&r, RESPONSE_LATENCY));
-    });
+    c.it(
+        "should not return any latency header when no API matched (no proxy)",
+        || {
+            let r = s.no_route();
+            assert!(
+                !has(&r, UPSTREAM_LATENCY) && !has(&r, PROXY_LATENCY) && !has(&r, RESPONSE_LATENCY)
+            );
+        },
+    );
     c.finish();
 }
 
@@ -331,11 +395,14 @@ fn kong_with_headers_x_kong_response_latency() {
         let r = s.proxied();
         assert!(!has(&r, UPSTREAM_LATENCY) && !has(&r, PROXY_LATENCY) && !has(&r, RESPONSE_LATENCY));
     });
-    c.it("should return 'X-Kong-Response-Latency' when no API matched (no proxy)", || {
-        let r = s.no_route();
-        assert!(!has(&r, UPSTREAM_LATENCY) && !has(&r, PROXY_LATENCY));
-        assert!(has(&r, RESPONSE_LATENCY));
-    });
+    c.it(
+        "should return 'X-Kong-Response-Latency' when no API matched (no proxy)",
+        || {
+            let r = s.no_route();
+            assert!(!has(&r, UPSTREAM_LATENCY) && !has(&r, PROXY_LATENCY));
+            assert!(has(&r, RESPONSE_LATENCY));
+        },
+    );
     c.finish();
 }
 
@@ -383,13 +450,16 @@ fn kong_with_headers_off_not_first_takes_no_effect() {
 fn kong_headers_are_case_insensitive() {
     let s = S::start(Some("serVer_TokEns, x-kOng-pRoXy-lAtency"));
     let mut c = Cases::new();
-    c.it("should return Kong 'Via' and 'X-Kong-Proxy-Latency' header", || {
-        let r = s.proxied();
-        assert_ne!(r.header("server"), Some(SERVER));
-        assert_eq!(r.header("via"), Some(VIA));
-        assert!(has(&r, PROXY_LATENCY));
-        assert!(!has(&r, RESPONSE_LATENCY));
-    });
+    c.it(
+        "should return Kong 'Via' and 'X-Kong-Proxy-Latency' header",
+        || {
+            let r = s.proxied();
+            assert_ne!(r.header("server"), Some(SERVER));
+            assert_eq!(r.header("via"), Some(VIA));
+            assert!(has(&r, PROXY_LATENCY));
+            assert!(!has(&r, RESPONSE_LATENCY));
+        },
+    );
     c.it("should return Kong 'Server' header", || {
         let r = s.no_route();
         assert_eq!(r.header("server"), Some(SERVER));
@@ -406,7 +476,10 @@ fn kong_request_id_with_headers_x_kong_request_id() {
     let s = S::start(Some("X-Kong-Request-Id"));
     let r = s.proxied();
     let id = r.header(REQUEST_ID).expect("request id");
-    assert!(id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')), "{id}");
+    assert!(
+        id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+        "{id}"
+    );
     assert!(!has(&r, "via") && !has(&r, PROXY_LATENCY));
     let r = s.no_route();
     assert!(has(&r, REQUEST_ID));

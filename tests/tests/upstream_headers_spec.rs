@@ -82,7 +82,11 @@ impl Setup {
         let before = self.up.count();
         let res = request(self.gw.port, "GET", path, headers, b"");
         assert_eq!(res.status, 200, "GET {path}: {}", res.body_str());
-        assert_eq!(self.up.count(), before + 1, "request did not reach the upstream");
+        assert_eq!(
+            self.up.count(),
+            before + 1,
+            "request did not reach the upstream"
+        );
         self.up.last()
     }
 
@@ -143,12 +147,23 @@ fn kong_hop_by_hop_headers() {
         assert_eq!(hdr(&h, "close"), Some("Keep-Me"));
     });
     c.it("are removed from response", || {
-        let res = request(s.gw.port, "GET", "/hop-by-hop", &[("Host", "hop.test")], b"");
+        let res = request(
+            s.gw.port,
+            "GET",
+            "/hop-by-hop",
+            &[("Host", "hop.test")],
+            b"",
+        );
         assert_eq!(res.status, 200);
         assert_eq!(res.header("keep-alive"), None, "{:?}", res.headers);
         assert_eq!(res.header("trailer"), None, "{:?}", res.headers);
         assert_eq!(res.header("upgrade"), None, "{:?}", res.headers);
-        assert_eq!(res.header("transfer-encoding"), Some("chunked"), "{:?}", res.headers);
+        assert_eq!(
+            res.header("transfer-encoding"),
+            Some("chunked"),
+            "{:?}",
+            res.headers
+        );
         assert_eq!(s.hop.count(), 1);
     });
     c.it("keeps trailer when requested", || {
@@ -182,55 +197,94 @@ fn kong_hop_by_hop_headers() {
 /// replaced.
 fn untrusted_cases(c: &mut Cases, s: &Setup) {
     let port = s.port_str();
-    c.it("X-Real-IP should be added if not present in request", || {
-        assert_eq!(hdr(&s.inspect(&[]), "x-real-ip"), Some("127.0.0.1"));
-    });
+    c.it(
+        "X-Real-IP should be added if not present in request",
+        || {
+            assert_eq!(hdr(&s.inspect(&[]), "x-real-ip"), Some("127.0.0.1"));
+        },
+    );
     c.it("X-Real-IP should be replaced if present in request", || {
         let h = s.inspect(&[("X-Real-IP", "10.0.0.1")]);
         assert_eq!(hdr(&h, "x-real-ip"), Some("127.0.0.1"));
     });
-    c.it("X-Forwarded-For should be added if not present in request", || {
-        assert_eq!(hdr(&s.inspect(&[]), "x-forwarded-for"), Some("127.0.0.1"));
-    });
-    c.it("X-Forwarded-For should be appended if present in request", || {
-        let h = s.inspect(&[("X-Forwarded-For", "10.0.0.1")]);
-        assert_eq!(hdr(&h, "x-forwarded-for"), Some("10.0.0.1, 127.0.0.1"));
-    });
-    c.it("X-Forwarded-Proto should be added if not present in request", || {
-        assert_eq!(hdr(&s.inspect(&[]), "x-forwarded-proto"), Some("http"));
-    });
-    c.it("X-Forwarded-Proto should be replaced if present in request", || {
-        let h = s.inspect(&[("X-Forwarded-Proto", "https")]);
-        assert_eq!(hdr(&h, "x-forwarded-proto"), Some("http"));
-    });
-    c.it("X-Forwarded-Host should be added if not present in request", || {
-        assert_eq!(
-            hdr(&s.inspect(&[]), "x-forwarded-host"),
-            Some("headers-inspect.test")
-        );
-    });
-    c.it("X-Forwarded-Host should be replaced if present in request", || {
-        let h = s.inspect(&[("X-Forwarded-Host", "example.test")]);
-        assert_eq!(hdr(&h, "x-forwarded-host"), Some("headers-inspect.test"));
-    });
-    c.it("X-Forwarded-Port should be added if not present in request", || {
-        assert_eq!(hdr(&s.inspect(&[]), "x-forwarded-port"), Some(port.as_str()));
-    });
-    c.it("X-Forwarded-Port should be replaced if present in request", || {
-        let h = s.inspect(&[("X-Forwarded-Port", "80")]);
-        assert_eq!(hdr(&h, "x-forwarded-port"), Some(port.as_str()));
-    });
-    c.it("X-Forwarded-Path should be added if not present in request", || {
-        assert_eq!(hdr(&s.inspect(&[]), "x-forwarded-path"), Some("/"));
-    });
-    c.it("X-Forwarded-Path should be replaced if present in request", || {
-        let h = s.inspect(&[("X-Forwarded-Path", "/replaced")]);
-        assert_eq!(hdr(&h, "x-forwarded-path"), Some("/"));
-    });
-    c.it("X-Forwarded-Prefix should be added if path was stripped", || {
-        let h = s.request_headers(&[], "/foo/status/200");
-        assert_eq!(hdr(&h, "x-forwarded-prefix"), Some("/foo"));
-    });
+    c.it(
+        "X-Forwarded-For should be added if not present in request",
+        || {
+            assert_eq!(hdr(&s.inspect(&[]), "x-forwarded-for"), Some("127.0.0.1"));
+        },
+    );
+    c.it(
+        "X-Forwarded-For should be appended if present in request",
+        || {
+            let h = s.inspect(&[("X-Forwarded-For", "10.0.0.1")]);
+            assert_eq!(hdr(&h, "x-forwarded-for"), Some("10.0.0.1, 127.0.0.1"));
+        },
+    );
+    c.it(
+        "X-Forwarded-Proto should be added if not present in request",
+        || {
+            assert_eq!(hdr(&s.inspect(&[]), "x-forwarded-proto"), Some("http"));
+        },
+    );
+    c.it(
+        "X-Forwarded-Proto should be replaced if present in request",
+        || {
+            let h = s.inspect(&[("X-Forwarded-Proto", "https")]);
+            assert_eq!(hdr(&h, "x-forwarded-proto"), Some("http"));
+        },
+    );
+    c.it(
+        "X-Forwarded-Host should be added if not present in request",
+        || {
+            assert_eq!(
+                hdr(&s.inspect(&[]), "x-forwarded-host"),
+                Some("headers-inspect.test")
+            );
+        },
+    );
+    c.it(
+        "X-Forwarded-Host should be replaced if present in request",
+        || {
+            let h = s.inspect(&[("X-Forwarded-Host", "example.test")]);
+            assert_eq!(hdr(&h, "x-forwarded-host"), Some("headers-inspect.test"));
+        },
+    );
+    c.it(
+        "X-Forwarded-Port should be added if not present in request",
+        || {
+            assert_eq!(
+                hdr(&s.inspect(&[]), "x-forwarded-port"),
+                Some(port.as_str())
+            );
+        },
+    );
+    c.it(
+        "X-Forwarded-Port should be replaced if present in request",
+        || {
+            let h = s.inspect(&[("X-Forwarded-Port", "80")]);
+            assert_eq!(hdr(&h, "x-forwarded-port"), Some(port.as_str()));
+        },
+    );
+    c.it(
+        "X-Forwarded-Path should be added if not present in request",
+        || {
+            assert_eq!(hdr(&s.inspect(&[]), "x-forwarded-path"), Some("/"));
+        },
+    );
+    c.it(
+        "X-Forwarded-Path should be replaced if present in request",
+        || {
+            let h = s.inspect(&[("X-Forwarded-Path", "/replaced")]);
+            assert_eq!(hdr(&h, "x-forwarded-path"), Some("/"));
+        },
+    );
+    c.it(
+        "X-Forwarded-Prefix should be added if path was stripped",
+        || {
+            let h = s.request_headers(&[], "/foo/status/200");
+            assert_eq!(hdr(&h, "x-forwarded-prefix"), Some("/foo"));
+        },
+    );
     c.it(
         "X-Forwarded-Prefix should be replaced if present in request and path was stripped",
         || {
@@ -238,14 +292,20 @@ fn untrusted_cases(c: &mut Cases, s: &Setup) {
             assert_eq!(hdr(&h, "x-forwarded-prefix"), Some("/foo"));
         },
     );
-    c.it("X-Forwarded-Prefix should not be added if path was not stripped", || {
-        let h = s.request_headers(&[], "/status/200");
-        assert_eq!(hdr(&h, "x-forwarded-prefix"), None);
-    });
-    c.it("X-Forwarded-Prefix should not be added if / was stripped", || {
-        let h = s.request_headers(&[], "/");
-        assert_eq!(hdr(&h, "x-forwarded-prefix"), None);
-    });
+    c.it(
+        "X-Forwarded-Prefix should not be added if path was not stripped",
+        || {
+            let h = s.request_headers(&[], "/status/200");
+            assert_eq!(hdr(&h, "x-forwarded-prefix"), None);
+        },
+    );
+    c.it(
+        "X-Forwarded-Prefix should not be added if / was stripped",
+        || {
+            let h = s.request_headers(&[], "/");
+            assert_eq!(hdr(&h, "x-forwarded-prefix"), None);
+        },
+    );
 }
 
 /// describe("(using the default configuration values)")
@@ -305,22 +365,25 @@ fn kong_using_the_default_configuration_values() {
             assert_eq!(hdr(&h, "x-forwarded-path"), Some("/"));
         },
     );
-    c.it("if present in request while discarding the downstream host", || {
-        let h = s.inspect(&[
-            ("X-Real-IP", "10.0.0.1"),
-            ("X-Forwarded-For", "10.0.0.1"),
-            ("X-Forwarded-Proto", "https"),
-            ("X-Forwarded-Host", "example.test"),
-            ("X-Forwarded-Port", "80"),
-        ]);
-        assert_eq!(hdr(&h, "host"), Some(upstream_host.as_str()));
-        assert_eq!(hdr(&h, "x-real-ip"), Some("127.0.0.1"));
-        assert_eq!(hdr(&h, "x-forwarded-for"), Some("10.0.0.1, 127.0.0.1"));
-        assert_eq!(hdr(&h, "x-forwarded-proto"), Some("http"));
-        assert_eq!(hdr(&h, "x-forwarded-host"), Some("headers-inspect.test"));
-        assert_eq!(hdr(&h, "x-forwarded-port"), Some(port.as_str()));
-        assert_eq!(hdr(&h, "x-forwarded-path"), Some("/"));
-    });
+    c.it(
+        "if present in request while discarding the downstream host",
+        || {
+            let h = s.inspect(&[
+                ("X-Real-IP", "10.0.0.1"),
+                ("X-Forwarded-For", "10.0.0.1"),
+                ("X-Forwarded-Proto", "https"),
+                ("X-Forwarded-Host", "example.test"),
+                ("X-Forwarded-Port", "80"),
+            ]);
+            assert_eq!(hdr(&h, "host"), Some(upstream_host.as_str()));
+            assert_eq!(hdr(&h, "x-real-ip"), Some("127.0.0.1"));
+            assert_eq!(hdr(&h, "x-forwarded-for"), Some("10.0.0.1, 127.0.0.1"));
+            assert_eq!(hdr(&h, "x-forwarded-proto"), Some("http"));
+            assert_eq!(hdr(&h, "x-forwarded-host"), Some("headers-inspect.test"));
+            assert_eq!(hdr(&h, "x-forwarded-port"), Some(port.as_str()));
+            assert_eq!(hdr(&h, "x-forwarded-path"), Some("/"));
+        },
+    );
     c.finish();
 }
 
@@ -330,55 +393,97 @@ fn kong_using_the_trusted_configuration_values() {
     let s = Setup::start(&[("KONG_TRUSTED_IPS", "127.0.0.1")]);
     let port = s.port_str();
     let mut c = Cases::new();
-    c.it("X-Real-IP should be added if not present in request", || {
-        assert_eq!(hdr(&s.inspect(&[]), "x-real-ip"), Some("127.0.0.1"));
-    });
-    c.it("X-Real-IP should be forwarded if present in request", || {
-        let h = s.inspect(&[("X-Real-IP", "10.0.0.1")]);
-        assert_eq!(hdr(&h, "x-real-ip"), Some("10.0.0.1"));
-    });
-    c.it("X-Forwarded-For should be added if not present in request", || {
-        assert_eq!(hdr(&s.inspect(&[]), "x-forwarded-for"), Some("127.0.0.1"));
-    });
-    c.it("X-Forwarded-For should be appended if present in request", || {
-        let h = s.inspect(&[("X-Forwarded-For", "10.0.0.1")]);
-        assert_eq!(hdr(&h, "x-forwarded-for"), Some("10.0.0.1, 127.0.0.1"));
-    });
-    c.it("X-Forwarded-Proto should be added if not present in request", || {
-        assert_eq!(hdr(&s.inspect(&[]), "x-forwarded-proto"), Some("http"));
-    });
-    c.it("X-Forwarded-Proto should be forwarded if present in request", || {
-        let h = s.inspect(&[("X-Forwarded-Proto", "https")]);
-        assert_eq!(hdr(&h, "x-forwarded-proto"), Some("https"));
-    });
-    c.it("X-Forwarded-Host should be added if not present in request", || {
-        assert_eq!(
-            hdr(&s.inspect(&[]), "x-forwarded-host"),
-            Some("headers-inspect.test")
-        );
-    });
-    c.it("X-Forwarded-Host should be forwarded if present in request", || {
-        let h = s.inspect(&[("X-Forwarded-Host", "example.test")]);
-        assert_eq!(hdr(&h, "x-forwarded-host"), Some("example.test"));
-    });
-    c.it("X-Forwarded-Port should be added if not present in request", || {
-        assert_eq!(hdr(&s.inspect(&[]), "x-forwarded-port"), Some(port.as_str()));
-    });
-    c.it("X-Forwarded-Port should be forwarded if present in request", || {
-        let h = s.inspect(&[("X-Forwarded-Port", "80")]);
-        assert_eq!(hdr(&h, "x-forwarded-port"), Some("80"));
-    });
-    c.it("X-Forwarded-Path should be added if not present in request", || {
-        assert_eq!(hdr(&s.inspect(&[]), "x-forwarded-path"), Some("/"));
-    });
-    c.it("X-Forwarded-Path should be forwarded if present in request", || {
-        let h = s.inspect(&[("X-Forwarded-Path", "/original-path")]);
-        assert_eq!(hdr(&h, "x-forwarded-path"), Some("/original-path"));
-    });
-    c.it("X-Forwarded-Prefix should be preserved even if path was stripped", || {
-        let h = s.request_headers(&[("x-forwarded-prefix", "/preserved")], "/foo/status/200");
-        assert_eq!(hdr(&h, "x-forwarded-prefix"), Some("/preserved"));
-    });
+    c.it(
+        "X-Real-IP should be added if not present in request",
+        || {
+            assert_eq!(hdr(&s.inspect(&[]), "x-real-ip"), Some("127.0.0.1"));
+        },
+    );
+    c.it(
+        "X-Real-IP should be forwarded if present in request",
+        || {
+            let h = s.inspect(&[("X-Real-IP", "10.0.0.1")]);
+            assert_eq!(hdr(&h, "x-real-ip"), Some("10.0.0.1"));
+        },
+    );
+    c.it(
+        "X-Forwarded-For should be added if not present in request",
+        || {
+            assert_eq!(hdr(&s.inspect(&[]), "x-forwarded-for"), Some("127.0.0.1"));
+        },
+    );
+    c.it(
+        "X-Forwarded-For should be appended if present in request",
+        || {
+            let h = s.inspect(&[("X-Forwarded-For", "10.0.0.1")]);
+            assert_eq!(hdr(&h, "x-forwarded-for"), Some("10.0.0.1, 127.0.0.1"));
+        },
+    );
+    c.it(
+        "X-Forwarded-Proto should be added if not present in request",
+        || {
+            assert_eq!(hdr(&s.inspect(&[]), "x-forwarded-proto"), Some("http"));
+        },
+    );
+    c.it(
+        "X-Forwarded-Proto should be forwarded if present in request",
+        || {
+            let h = s.inspect(&[("X-Forwarded-Proto", "https")]);
+            assert_eq!(hdr(&h, "x-forwarded-proto"), Some("https"));
+        },
+    );
+    c.it(
+        "X-Forwarded-Host should be added if not present in request",
+        || {
+            assert_eq!(
+                hdr(&s.inspect(&[]), "x-forwarded-host"),
+                Some("headers-inspect.test")
+            );
+        },
+    );
+    c.it(
+        "X-Forwarded-Host should be forwarded if present in request",
+        || {
+            let h = s.inspect(&[("X-Forwarded-Host", "example.test")]);
+            assert_eq!(hdr(&h, "x-forwarded-host"), Some("example.test"));
+        },
+    );
+    c.it(
+        "X-Forwarded-Port should be added if not present in request",
+        || {
+            assert_eq!(
+                hdr(&s.inspect(&[]), "x-forwarded-port"),
+                Some(port.as_str())
+            );
+        },
+    );
+    c.it(
+        "X-Forwarded-Port should be forwarded if present in request",
+        || {
+            let h = s.inspect(&[("X-Forwarded-Port", "80")]);
+            assert_eq!(hdr(&h, "x-forwarded-port"), Some("80"));
+        },
+    );
+    c.it(
+        "X-Forwarded-Path should be added if not present in request",
+        || {
+            assert_eq!(hdr(&s.inspect(&[]), "x-forwarded-path"), Some("/"));
+        },
+    );
+    c.it(
+        "X-Forwarded-Path should be forwarded if present in request",
+        || {
+            let h = s.inspect(&[("X-Forwarded-Path", "/original-path")]);
+            assert_eq!(hdr(&h, "x-forwarded-path"), Some("/original-path"));
+        },
+    );
+    c.it(
+        "X-Forwarded-Prefix should be preserved even if path was stripped",
+        || {
+            let h = s.request_headers(&[("x-forwarded-prefix", "/preserved")], "/foo/status/200");
+            assert_eq!(hdr(&h, "x-forwarded-prefix"), Some("/preserved"));
+        },
+    );
     c.it(
         "X-Forwarded-Prefix should be preserved even if path was stripped (not stripped)",
         || {
@@ -407,11 +512,14 @@ fn kong_using_the_recursive_trusted_configuration_values() {
         ("KONG_TRUSTED_IPS", "127.0.0.1,172.16.0.1,192.168.0.1"),
     ]);
     let mut c = Cases::new();
-    c.it("X-Real-IP and X-Forwarded-For should be added if not present in request", || {
-        let h = s.inspect(&[]);
-        assert_eq!(hdr(&h, "x-real-ip"), Some("127.0.0.1"));
-        assert_eq!(hdr(&h, "x-forwarded-for"), Some("127.0.0.1"));
-    });
+    c.it(
+        "X-Real-IP and X-Forwarded-For should be added if not present in request",
+        || {
+            let h = s.inspect(&[]);
+            assert_eq!(hdr(&h, "x-real-ip"), Some("127.0.0.1"));
+            assert_eq!(hdr(&h, "x-forwarded-for"), Some("127.0.0.1"));
+        },
+    );
     c.it(
         "X-Real-IP and X-Forwarded-For should be changed according to rules if present in request",
         || {
@@ -461,11 +569,14 @@ fn kong_using_the_recursive_non_trusted_configuration_values() {
     ]);
     let port = s.port_str();
     let mut c = Cases::new();
-    c.it("X-Real-IP and X-Forwarded-For should be added if not present in request", || {
-        let h = s.inspect(&[]);
-        assert_eq!(hdr(&h, "x-real-ip"), Some("127.0.0.1"));
-        assert_eq!(hdr(&h, "x-forwarded-for"), Some("127.0.0.1"));
-    });
+    c.it(
+        "X-Real-IP and X-Forwarded-For should be added if not present in request",
+        || {
+            let h = s.inspect(&[]);
+            assert_eq!(hdr(&h, "x-real-ip"), Some("127.0.0.1"));
+            assert_eq!(hdr(&h, "x-forwarded-for"), Some("127.0.0.1"));
+        },
+    );
     c.it(
         "X-Real-IP and X-Forwarded-For should be changed according to rules if present in request",
         || {
@@ -547,9 +658,15 @@ fn x_forwarded_path_is_raw_path_without_query() {
 #[test]
 fn repeated_x_forwarded_for_lines_are_joined() {
     let s = Setup::start(&[]);
-    let h = s.inspect(&[("X-Forwarded-For", "10.0.0.1"), ("X-Forwarded-For", "10.0.0.2")]);
+    let h = s.inspect(&[
+        ("X-Forwarded-For", "10.0.0.1"),
+        ("X-Forwarded-For", "10.0.0.2"),
+    ]);
     assert_eq!(h.header_all("x-forwarded-for").len(), 1, "{:?}", h.headers);
-    assert_eq!(hdr(&h, "x-forwarded-for"), Some("10.0.0.1, 10.0.0.2, 127.0.0.1"));
+    assert_eq!(
+        hdr(&h, "x-forwarded-for"),
+        Some("10.0.0.1, 10.0.0.2, 127.0.0.1")
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -561,11 +678,20 @@ fn kong_request_id_upstream_default_configuration() {
     let s = Setup::start(&[]);
     let mut c = Cases::new();
     c.it("contains the expected value", || {
-        let res: Response = request(s.gw.port, "GET", "/", &[("Host", "headers-inspect.test")], b"");
+        let res: Response = request(
+            s.gw.port,
+            "GET",
+            "/",
+            &[("Host", "headers-inspect.test")],
+            b"",
+        );
         assert_eq!(res.status, 200);
         let up = s.up.last();
         let id = hdr(&up, "x-kong-request-id").expect("X-Kong-Request-Id upstream");
-        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()) && !id.is_empty(), "{id}");
+        assert!(
+            id.bytes().all(|b| b.is_ascii_hexdigit()) && !id.is_empty(),
+            "{id}"
+        );
         // The same id is sent downstream.
         assert_eq!(res.header("x-kong-request-id"), Some(id));
     });
@@ -626,7 +752,11 @@ fn via_upstream_uses_client_http_version() {
         std::time::Duration::from_secs(10),
     )
     .unwrap();
-    assert!(raw.starts_with(b"HTTP/1.1 200") || raw.starts_with(b"HTTP/1.0 200"), "{}", String::from_utf8_lossy(&raw));
+    assert!(
+        raw.starts_with(b"HTTP/1.1 200") || raw.starts_with(b"HTTP/1.0 200"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
     assert_eq!(hdr(&s.up.last(), "via"), Some("1.0 kong/3.10.0"));
 }
 

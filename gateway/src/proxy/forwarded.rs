@@ -73,10 +73,7 @@ impl TrustConfig {
             return peer;
         }
         if !self.recursive {
-            return addrs
-                .last()
-                .and_then(|a| parse_ip(a))
-                .unwrap_or(peer);
+            return addrs.last().and_then(|a| parse_ip(a)).unwrap_or(peer);
         }
         // Walk from the right, skipping trusted hops.
         let mut found = peer;

@@ -63,7 +63,7 @@ pub fn check_request_head(raw: &[u8], limits: &HeadLimits) -> Result<HeadInfo, R
     // nginx skips empty lines before the request line.
     let request_line = loop {
         match lines.next() {
-            Some(Ok(l)) if l.is_empty() => continue,
+            Some(Ok([])) => continue,
             Some(Ok(l)) => break l,
             Some(Err(r)) => return Err(r),
             None => return Err(bad("empty request")),
@@ -278,7 +278,11 @@ mod tests {
         let i = check("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
         assert!(i.chunked);
         assert_eq!(status("GET / HTTP/1.0\r\n\r\n"), 200);
-        assert_eq!(status("GET / HTTP/1.1\nHost: x\n\n"), 200, "bare LF is tolerated");
+        assert_eq!(
+            status("GET / HTTP/1.1\nHost: x\n\n"),
+            200,
+            "bare LF is tolerated"
+        );
         assert_eq!(status("\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"), 200);
         assert_eq!(status("GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n"), 200);
         assert_eq!(status("GET / HTTP/1.1\r\nHost: [::1]:8000\r\n\r\n"), 200);
@@ -314,7 +318,13 @@ mod tests {
 
     #[test]
     fn unknown_transfer_codings_are_not_implemented() {
-        for te in ["xchunked", "chunked, identity", "identity, chunked", "\"chunked\"", "gzip"] {
+        for te in [
+            "xchunked",
+            "chunked, identity",
+            "identity, chunked",
+            "\"chunked\"",
+            "gzip",
+        ] {
             let raw = format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}\r\n\r\n");
             assert_eq!(status(&raw), 501, "{te}");
         }
@@ -353,9 +363,14 @@ mod tests {
     fn size_limits() {
         let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9000));
         assert_eq!(status(&long_uri), 414);
-        let long_field = format!("GET / HTTP/1.1\r\nHost: x\r\nX-A: {}\r\n\r\n", "a".repeat(9000));
+        let long_field = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX-A: {}\r\n\r\n",
+            "a".repeat(9000)
+        );
         assert_eq!(status(&long_field), 494);
-        let many: String = (0..5).map(|i| format!("X-{i}: {}\r\n", "a".repeat(8000))).collect();
+        let many: String = (0..5)
+            .map(|i| format!("X-{i}: {}\r\n", "a".repeat(8000)))
+            .collect();
         let raw = format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n");
         assert_eq!(status(&raw), 494);
     }

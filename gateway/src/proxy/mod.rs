@@ -34,8 +34,8 @@ use crate::kong::SERVER_TOKEN;
 use crate::router::{self, RequestInfo};
 use crate::snapshot::{ConfigHandle, Scheme, ServiceTarget};
 use crate::stats::Stats;
-pub use ctx::RequestCtx;
 use ctx::LocalError;
+pub use ctx::RequestCtx;
 use forwarded::TrustConfig;
 use h1_guard::HeadLimits;
 use response::ErrorFormat;
@@ -224,7 +224,12 @@ impl KongProxy {
     }
 
     /// nginx `error_page` answers (400, 405, 413, 414, 502, 504 ...).
-    async fn nginx_error(&self, session: &mut Session, ctx: &mut RequestCtx, status: u16) -> Result<()> {
+    async fn nginx_error(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        status: u16,
+    ) -> Result<()> {
         let fmt = response::nginx_error_format(
             &session.req_header().headers,
             self.options.error_default_type,
@@ -232,7 +237,8 @@ impl KongProxy {
         let message = response::nginx_message(status);
         let status = if status == 494 { 400 } else { status };
         let body = response::render(fmt, &message, &ctx.request_id);
-        self.respond(session, ctx, status, Some((fmt, body)), &[]).await
+        self.respond(session, ctx, status, Some((fmt, body)), &[])
+            .await
     }
 
     /// Refuses a request whose head nginx would refuse; the connection closes.
@@ -312,7 +318,9 @@ impl ProxyHttp for KongProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         self.stats.requests_total.fetch_add(1, Ordering::Relaxed);
         if !ctx.reused_connection {
-            self.stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .connections_accepted
+                .fetch_add(1, Ordering::Relaxed);
         }
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         ctx.counted_in_flight = true;
@@ -349,10 +357,7 @@ impl ProxyHttp for KongProxy {
         let path = router::normalize_path(&raw_path);
         let listener_port = local_port(session.as_downstream().server_addr());
         ctx.host_port = self.host_port(listener_port);
-        let host = req
-            .headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok());
+        let host = req.headers.get(header::HOST).and_then(|v| v.to_str().ok());
         let info = RequestInfo {
             method: req.method.as_str(),
             host,
@@ -427,8 +432,14 @@ impl ProxyHttp for KongProxy {
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|ct| ct.starts_with("application/grpc"));
             if !is_grpc {
-                self.pdk_error(session, ctx, 415, "Non-gRPC request matched gRPC route", &[])
-                    .await?;
+                self.pdk_error(
+                    session,
+                    ctx,
+                    415,
+                    "Non-gRPC request matched gRPC route",
+                    &[],
+                )
+                .await?;
             } else {
                 let extra = [
                     ("Connection", "Upgrade".to_string()),
@@ -441,11 +452,13 @@ impl ProxyHttp for KongProxy {
         }
 
         let Some(service_idx) = route.service else {
-            self.pdk_error(session, ctx, 503, MSG_NO_SERVICE, &[]).await?;
+            self.pdk_error(session, ctx, 503, MSG_NO_SERVICE, &[])
+                .await?;
             return Ok(true);
         };
         let Some(service) = snapshot.services.get(service_idx) else {
-            self.pdk_error(session, ctx, 503, MSG_NO_SERVICE, &[]).await?;
+            self.pdk_error(session, ctx, 503, MSG_NO_SERVICE, &[])
+                .await?;
             return Ok(true);
         };
         ctx.service = Some(service_idx);
@@ -457,7 +470,8 @@ impl ProxyHttp for KongProxy {
         } else {
             "/"
         };
-        let uri = router::upstream_uri_v0(&path, stripped, route.strip_path, service.path.as_deref());
+        let uri =
+            router::upstream_uri_v0(&path, stripped, route.strip_path, service.path.as_deref());
         let mut upstream_uri = router::escape_uri(&uri).into_owned();
         let (_, query) = raw_path_only(req.raw_path());
         if let Some(q) = query {
@@ -475,7 +489,11 @@ impl ProxyHttp for KongProxy {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         let (Some(snapshot), Some(si)) = (ctx.snapshot.clone(), ctx.service) else {
             return Error::e_explain(ErrorType::InternalError, "no service selected");
         };
@@ -637,7 +655,8 @@ impl ProxyHttp for KongProxy {
         } else {
             format!("{xff}, {peer}")
         };
-        let fwd_host = incoming("x-forwarded-host").unwrap_or_else(|| forwarded::nginx_host(host_hdr));
+        let fwd_host =
+            incoming("x-forwarded-host").unwrap_or_else(|| forwarded::nginx_host(host_hdr));
         let fwd_port = incoming("x-forwarded-port").unwrap_or_else(|| ctx.host_port.to_string());
         let fwd_path = incoming("x-forwarded-path").unwrap_or_else(|| {
             let (p, _) = raw_path_only(req.raw_path());
@@ -755,14 +774,22 @@ impl ProxyHttp for KongProxy {
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy
     where
         Self::CTX: Send + Sync,
     {
         let already_sent = session.response_written().is_some();
         let code = if let Some(le) = ctx.local_error.take() {
             if !already_sent {
-                if let Err(err) = self.pdk_error(session, ctx, le.status, le.message, &[]).await {
+                if let Err(err) = self
+                    .pdk_error(session, ctx, le.status, le.message, &[])
+                    .await
+                {
                     log::debug!("failed to send error response: {err}");
                 }
             }

@@ -77,7 +77,7 @@ pub fn response_type(accept: &str) -> ErrorFormat {
     best
 }
 
-fn header_str<'h>(headers: &'h HeaderMap, name: http::header::HeaderName) -> Option<&'h str> {
+fn header_str(headers: &HeaderMap, name: http::header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -104,22 +104,19 @@ pub fn render(format: ErrorFormat, message: &str, request_id: &str) -> Bytes {
     let body = match format {
         ErrorFormat::Json => format!(
             "{{\n  \"message\":\"{}\",\n  \"request_id\":\"{}\"\n}}",
-            message,
-            request_id
+            message, request_id
         ),
         ErrorFormat::Plain => format!("{message}\nrequest_id: {request_id}\n"),
         ErrorFormat::Html => format!(
             "<!doctype html>\n<html>\n  <head>\n    <meta charset=\"utf-8\">\n    \
              <title>Error</title>\n  </head>\n  <body>\n    <h1>Error</h1>\n    \
              <p>{}.</p>\n    <p>request_id: {}</p>\n  </body>\n</html>\n",
-            message,
-            request_id
+            message, request_id
         ),
         ErrorFormat::Xml => format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<error>\n  <message>{}</message>\n  \
              <requestid>{}</requestid>\n</error>\n",
-            message,
-            request_id
+            message, request_id
         ),
     };
     Bytes::from(body)
@@ -175,7 +172,10 @@ mod tests {
 
     #[test]
     fn accept_picks_highest_q_first_on_ties() {
-        let h = hm(&[("accept", "text/plain;q=0.3, text/html;q=0.9, application/xml")]);
+        let h = hm(&[(
+            "accept",
+            "text/plain;q=0.3, text/html;q=0.9, application/xml",
+        )]);
         assert_eq!(pdk_format(&h), ErrorFormat::Xml);
         let h = hm(&[("accept", "text/html, application/json")]);
         assert_eq!(pdk_format(&h), ErrorFormat::Html);
@@ -193,7 +193,10 @@ mod tests {
     #[test]
     fn nginx_errors_fall_back_to_content_type_then_default() {
         let h = hm(&[("content-type", "application/json")]);
-        assert_eq!(nginx_error_format(&h, ErrorFormat::Plain), ErrorFormat::Json);
+        assert_eq!(
+            nginx_error_format(&h, ErrorFormat::Plain),
+            ErrorFormat::Json
+        );
         assert_eq!(
             nginx_error_format(&hm(&[]), ErrorFormat::Plain),
             ErrorFormat::Plain
@@ -202,7 +205,11 @@ mod tests {
 
     #[test]
     fn templates() {
-        let b = render(ErrorFormat::Json, "no Route matched with those values", "abc");
+        let b = render(
+            ErrorFormat::Json,
+            "no Route matched with those values",
+            "abc",
+        );
         assert_eq!(
             &b[..],
             b"{\n  \"message\":\"no Route matched with those values\",\n  \"request_id\":\"abc\"\n}"
@@ -212,7 +219,9 @@ mod tests {
         let b = render(ErrorFormat::Plain, "Bad request", "x");
         assert_eq!(&b[..], b"Bad request\nrequest_id: x\n");
         let b = render(ErrorFormat::Html, "Bad request", "x");
-        assert!(std::str::from_utf8(&b).unwrap().contains("<p>Bad request.</p>"));
+        assert!(std::str::from_utf8(&b)
+            .unwrap()
+            .contains("<p>Bad request.</p>"));
         let b = render(ErrorFormat::Xml, "Bad request", "x");
         assert!(std::str::from_utf8(&b)
             .unwrap()

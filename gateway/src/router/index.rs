@@ -24,7 +24,8 @@ impl Hasher for FxHasher {
         for chunk in bytes.chunks(8) {
             let mut buf = [0u8; 8];
             buf[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(buf)).wrapping_mul(0x517c_c1b7_2722_0a95);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(buf))
+                .wrapping_mul(0x517c_c1b7_2722_0a95);
         }
     }
     fn write_u8(&mut self, i: u8) {
@@ -104,7 +105,25 @@ fn literal_prefix(pattern: &str) -> &str {
     }
     let end = body
         .bytes()
-        .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'~' | b'%' | b'@' | b'=' | b',' | b';' | b':' | b'!' | b'&' | b'\'' | b'"')))
+        .position(|b| {
+            !(b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'/' | b'-'
+                        | b'_'
+                        | b'~'
+                        | b'%'
+                        | b'@'
+                        | b'='
+                        | b','
+                        | b';'
+                        | b':'
+                        | b'!'
+                        | b'&'
+                        | b'\''
+                        | b'"'
+                ))
+        })
         .unwrap_or(body.len());
     let mut lit = &body[..end];
     // A quantifier makes the last literal byte optional or repeated.
@@ -132,8 +151,15 @@ fn regex_group(mut regexes: Vec<(Regex, Vec<u32>)>) -> RegexGroup {
                 .build()
             {
                 Ok(set) => {
-                    let owners: Vec<Box<[u32]>> = chunk.iter().map(|(_, o)| o.clone().into_boxed_slice()).collect();
-                    let min = owners.iter().filter_map(|o| o.first().copied()).min().unwrap_or(u32::MAX);
+                    let owners: Vec<Box<[u32]>> = chunk
+                        .iter()
+                        .map(|(_, o)| o.clone().into_boxed_slice())
+                        .collect();
+                    let min = owners
+                        .iter()
+                        .filter_map(|o| o.first().copied())
+                        .min()
+                        .unwrap_or(u32::MAX);
                     sets.push(SetChunk { set, owners, min });
                 }
                 Err(_) => {
@@ -145,10 +171,20 @@ fn regex_group(mut regexes: Vec<(Regex, Vec<u32>)>) -> RegexGroup {
         if ok {
             RegexIdx::Sets(sets)
         } else {
-            RegexIdx::List(regexes.into_iter().map(|(r, o)| (r, o.into_boxed_slice())).collect())
+            RegexIdx::List(
+                regexes
+                    .into_iter()
+                    .map(|(r, o)| (r, o.into_boxed_slice()))
+                    .collect(),
+            )
         }
     } else {
-        RegexIdx::List(regexes.into_iter().map(|(r, o)| (r, o.into_boxed_slice())).collect())
+        RegexIdx::List(
+            regexes
+                .into_iter()
+                .map(|(r, o)| (r, o.into_boxed_slice()))
+                .collect(),
+        )
     };
     RegexGroup { min_rank, idx }
 }
@@ -195,10 +231,13 @@ impl BucketBuilder {
             }
             Some(PathPred::Regexes(rs)) => {
                 for re in rs {
-                    let i = *self.regex_pos.entry(re.as_str().to_owned()).or_insert_with(|| {
-                        self.regexes.push((re.clone(), Vec::new()));
-                        self.regexes.len() - 1
-                    });
+                    let i = *self
+                        .regex_pos
+                        .entry(re.as_str().to_owned())
+                        .or_insert_with(|| {
+                            self.regexes.push((re.clone(), Vec::new()));
+                            self.regexes.len() - 1
+                        });
                     let owners = &mut self.regexes[i].1;
                     if owners.last() != Some(&rank) {
                         owners.push(rank);
@@ -233,7 +272,10 @@ impl BucketBuilder {
         let mut regex_lit_lens: Vec<usize> = by_lit.keys().map(|k| k.len()).collect();
         regex_lit_lens.sort_unstable();
         regex_lit_lens.dedup();
-        let regex_lit: FxMap<Box<str>, RegexGroup> = by_lit.into_iter().map(|(k, v)| (k, regex_group(v))).collect();
+        let regex_lit: FxMap<Box<str>, RegexGroup> = by_lit
+            .into_iter()
+            .map(|(k, v)| (k, regex_group(v)))
+            .collect();
         let regex_min_rank = regex_lit
             .values()
             .map(|g| g.min_rank)
@@ -243,7 +285,11 @@ impl BucketBuilder {
 
         let min_rank = [
             self.nopath.first().copied().unwrap_or(u32::MAX),
-            prefixes.values().filter_map(|v| v.first().copied()).min().unwrap_or(u32::MAX),
+            prefixes
+                .values()
+                .filter_map(|v| v.first().copied())
+                .min()
+                .unwrap_or(u32::MAX),
             regex_min_rank,
         ]
         .into_iter()

@@ -168,10 +168,13 @@ impl Matcher {
 
     fn headers_ok(&self, r: &Req<'_>) -> bool {
         self.headers.iter().all(|h| {
-            r.headers.get_all(&h.name).iter().any(|v| match std::str::from_utf8(v.as_bytes()) {
-                Ok(v) => header_value_ok(v, &h.values),
-                Err(_) => false,
-            })
+            r.headers
+                .get_all(&h.name)
+                .iter()
+                .any(|v| match std::str::from_utf8(v.as_bytes()) {
+                    Ok(v) => header_value_ok(v, &h.values),
+                    Err(_) => false,
+                })
         })
     }
 
@@ -249,7 +252,10 @@ fn header_value_ok(v: &str, vals: &[HeaderVal]) -> bool {
             if v.is_ascii() {
                 v.eq_ignore_ascii_case(want)
             } else {
-                lowered.get_or_insert_with(|| Cow::Owned(v.to_lowercase())).as_ref() == &**want
+                lowered
+                    .get_or_insert_with(|| Cow::Owned(v.to_lowercase()))
+                    .as_ref()
+                    == &**want
             }
         }
         HeaderVal::Re(re) => {
@@ -272,7 +278,12 @@ pub(crate) fn route_label(spec: &RouteSpec) -> String {
     }
 }
 
-fn invalid(spec: &RouteSpec, field: &'static str, value: &str, reason: impl ToString) -> RouterError {
+fn invalid(
+    spec: &RouteSpec,
+    field: &'static str,
+    value: &str,
+    reason: impl ToString,
+) -> RouterError {
     RouterError::InvalidField {
         route: route_label(spec),
         field,
@@ -322,7 +333,10 @@ pub(crate) fn compile_route(
     let groups = group_paths(&spec.paths);
     if spec.paths.len() > 1 && groups.len() > 1 {
         for (i, g) in groups.iter().enumerate() {
-            let id = Uuid::new_v5(&SPLIT_NAMESPACE, format!("{}#{}", spec.id, i + 1).as_bytes());
+            let id = Uuid::new_v5(
+                &SPLIT_NAMESPACE,
+                format!("{}#{}", spec.id, i + 1).as_bytes(),
+            );
             out.push(compile_matcher(spec, pos, id, g)?);
         }
     } else {
@@ -339,7 +353,11 @@ fn compile_path_regex(spec: &RouteSpec, p: &str) -> Result<Regex, RouterError> {
 }
 
 fn host_pattern(h: &str, with_port: bool) -> HostPat {
-    let (name, port) = if with_port { split_host_port(h) } else { (h, None) };
+    let (name, port) = if with_port {
+        split_host_port(h)
+    } else {
+        (h, None)
+    };
     let (kind, value) = if let Some(rest) = name.strip_prefix('*') {
         (HostKind::Suffix, rest)
     } else if let Some(rest) = name.strip_suffix('*') {
@@ -357,13 +375,33 @@ fn host_pattern(h: &str, with_port: bool) -> HostPat {
 /// `sni_op_transform` + `sni_val_transform`.
 fn sni_pattern(s: &str) -> HostPat {
     if s.starts_with('*') {
-        let v = if s.len() > 1 { s.strip_suffix('.').unwrap_or(s) } else { s };
-        HostPat { kind: HostKind::Suffix, value: v.get(1..).unwrap_or("").into(), port: None }
+        let v = if s.len() > 1 {
+            s.strip_suffix('.').unwrap_or(s)
+        } else {
+            s
+        };
+        HostPat {
+            kind: HostKind::Suffix,
+            value: v.get(1..).unwrap_or("").into(),
+            port: None,
+        }
     } else if let Some(v) = s.strip_suffix('*') {
-        HostPat { kind: HostKind::Prefix, value: v.into(), port: None }
+        HostPat {
+            kind: HostKind::Prefix,
+            value: v.into(),
+            port: None,
+        }
     } else {
-        let v = if s.len() > 1 { s.strip_suffix('.').unwrap_or(s) } else { s };
-        HostPat { kind: HostKind::Exact, value: v.into(), port: None }
+        let v = if s.len() > 1 {
+            s.strip_suffix('.').unwrap_or(s)
+        } else {
+            s
+        };
+        HostPat {
+            kind: HostKind::Exact,
+            value: v.into(),
+            port: None,
+        }
     }
 }
 
@@ -382,7 +420,9 @@ fn compile_matcher(
             .collect::<Result<Vec<_>, _>>()?;
         Some(PathPred::Regexes(rs))
     } else {
-        Some(PathPred::Prefixes(paths.iter().map(|p| Arc::<str>::from(*p)).collect()))
+        Some(PathPred::Prefixes(
+            paths.iter().map(|p| Arc::<str>::from(*p)).collect(),
+        ))
     };
 
     let hosts: Vec<HostPat> = spec
@@ -398,7 +438,12 @@ fn compile_matcher(
         let hname = http::HeaderName::from_bytes(norm.as_bytes())
             .map_err(|e| invalid(spec, "headers", name, e))?;
         if hname == http::header::HOST {
-            return Err(invalid(spec, "headers", name, "cannot match on the Host header"));
+            return Err(invalid(
+                spec,
+                "headers",
+                name,
+                "cannot match on the Host header",
+            ));
         }
         if values.is_empty() {
             return Err(invalid(spec, "headers", name, "no values"));
@@ -414,13 +459,23 @@ fn compile_matcher(
                 vals.push(HeaderVal::Eq(v.to_ascii_lowercase().into()));
             }
         }
-        headers.push(HeaderPred { name: hname, values: vals });
+        headers.push(HeaderPred {
+            name: hname,
+            values: vals,
+        });
     }
 
     let snis: Vec<HostPat> = spec.snis.iter().map(|s| sni_pattern(s)).collect();
 
-    if spec.methods.is_empty() && hosts.is_empty() && path_pred.is_none() && headers.is_empty() && snis.is_empty() {
-        return Err(RouterError::NoMatchingField { route: route_label(spec) });
+    if spec.methods.is_empty()
+        && hosts.is_empty()
+        && path_pred.is_none()
+        && headers.is_empty()
+        && snis.is_empty()
+    {
+        return Err(RouterError::NoMatchingField {
+            route: route_label(spec),
+        });
     }
 
     let priority = priority(spec, paths);
@@ -456,16 +511,25 @@ pub(crate) fn priority(spec: &RouteSpec, paths: &[&str]) -> u64 {
     weight += u32::from(!spec.snis.is_empty());
     weight += u32::from(!paths.is_empty());
 
-    let plain_host_only = spec.hosts.as_ref().is_some_and(|hs| hs.iter().all(|h| !h.contains('*')));
+    let plain_host_only = spec
+        .hosts
+        .as_ref()
+        .is_some_and(|hs| hs.iter().all(|h| !h.contains('*')));
     let regex_url = paths.first().is_some_and(|p| is_regex(p));
-    let uri_length = if regex_url { 0 } else { paths.first().map_or(0, |p| p.len()) };
+    let uri_length = if regex_url {
+        0
+    } else {
+        paths.first().map_or(0, |p| p.len())
+    };
 
     // tobit(): Lua number to int32 modulo 2^32.
-    let rp = if regex_url { spec.regex_priority as u32 } else { 0 };
-    let low: u32 = (weight << 29)
-        | (header_count << 20)
-        | rp.wrapping_shl(19)
-        | (uri_length as u32 & 0x7FFFF);
+    let rp = if regex_url {
+        spec.regex_priority as u32
+    } else {
+        0
+    };
+    let low: u32 =
+        (weight << 29) | (header_count << 20) | rp.wrapping_shl(19) | (uri_length as u32 & 0x7FFFF);
     let mut p = low as i32 as i64 as u64;
     if plain_host_only {
         p |= PLAIN_HOST_ONLY_BIT;

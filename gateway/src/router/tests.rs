@@ -39,7 +39,9 @@ impl R {
         self
     }
     fn header(mut self, name: &str, vals: &[&str]) -> Self {
-        self.0.headers.push((name.into(), vals.iter().map(|s| s.to_string()).collect()));
+        self.0
+            .headers
+            .push((name.into(), vals.iter().map(|s| s.to_string()).collect()));
         self
     }
     fn snis(mut self, s: &[&str]) -> Self {
@@ -139,17 +141,27 @@ fn select_use_case() -> Vec<R> {
         r(0x8101).hosts(&["domain-1.org", "domain-2.org"]),
         r(0x8102).methods(&["TRACE"]),
         r(0x8103).paths(&["/my-route"]),
-        r(0x8104).paths(&["/route-4"]).hosts(&["domain-1.org", "domain-2.org"]),
-        r(0x8105).hosts(&["domain-1.org", "domain-2.org"]).methods(&["POST", "PUT", "PATCH"]),
-        r(0x8106).methods(&["POST", "PUT", "PATCH"]).paths(&["/route-6"]),
+        r(0x8104)
+            .paths(&["/route-4"])
+            .hosts(&["domain-1.org", "domain-2.org"]),
+        r(0x8105)
+            .hosts(&["domain-1.org", "domain-2.org"])
+            .methods(&["POST", "PUT", "PATCH"]),
+        r(0x8106)
+            .methods(&["POST", "PUT", "PATCH"])
+            .paths(&["/route-6"]),
         r(0x8107)
             .hosts(&["domain-with-uri-1.org", "domain-with-uri-2.org"])
             .methods(&["POST", "PUT", "PATCH"])
             .paths(&["/my-route-uri"]),
         r(0x8108).paths(&["/serviceless"]),
         r(0x8109).header("location", &["my-location-1", "my-location-2"]),
-        r(0x8110).header("location", &["my-location-1"]).header("version", &["v1", "v2"]),
-        r(0x8111).header("location", &["my-location-1", "my-location-2"]).paths(&["/headers-uri"]),
+        r(0x8110)
+            .header("location", &["my-location-1"])
+            .header("version", &["v1", "v2"]),
+        r(0x8111)
+            .header("location", &["my-location-1", "my-location-2"])
+            .paths(&["/headers-uri"]),
         r(0x8112)
             .hosts(&["domain-with-headers-1.org", "domain-with-headers-2.org"])
             .header("location", &["my-location-1", "my-location-2"])
@@ -157,7 +169,10 @@ fn select_use_case() -> Vec<R> {
             .paths(&["/headers-host-uri-method"]),
         r(0x8113).hosts(&["domain-1.org:321", "domain-2.org"]),
         r(0x8114).hosts(&["domain-3.org:321"]),
-        r(0x8115).header("user_agent", &[r"~*windows|linux|os\s+x\s*[\d\._]+|solaris|bsd"]),
+        r(0x8115).header(
+            "user_agent",
+            &[r"~*windows|linux|os\s+x\s*[\d\._]+|solaris|bsd"],
+        ),
     ]
 }
 
@@ -229,43 +244,101 @@ fn select_host_method() {
 #[test]
 fn select_uri_method() {
     let rt = router(&select_use_case());
-    assert_eq!(hit(&rt, q("PUT", "/route-6", Some("domain.org"))), Some(0x8106));
+    assert_eq!(
+        hit(&rt, q("PUT", "/route-6", Some("domain.org"))),
+        Some(0x8106)
+    );
 }
 
 #[test]
 fn select_host_uri_method() {
     let rt = router(&select_use_case());
-    assert_eq!(hit(&rt, q("PUT", "/my-route-uri", Some("domain-with-uri-2.org"))), Some(0x8107));
+    assert_eq!(
+        hit(
+            &rt,
+            q("PUT", "/my-route-uri", Some("domain-with-uri-2.org"))
+        ),
+        Some(0x8107)
+    );
 }
 
 #[test]
 fn single_headers_value() {
     let rt = router(&select_use_case());
-    assert_eq!(hit(&rt, q("GET", "/", None).h("location", "my-location-1")), Some(0x8109));
-    assert_eq!(hit(&rt, q("GET", "/", None).h("location", "my-location-2")), Some(0x8109));
     assert_eq!(
-        hit(&rt, q("GET", "/", None).h("location", "my-location-3").h("location", "my-location-2")),
+        hit(&rt, q("GET", "/", None).h("location", "my-location-1")),
         Some(0x8109)
     );
-    assert_eq!(hit(&rt, q("GET", "/", None).h("location", "my-location-3")), None);
-    assert_eq!(hit(&rt, q("GET", "/", None).h("location", "my-location-3").h("location", "foo")), None);
+    assert_eq!(
+        hit(&rt, q("GET", "/", None).h("location", "my-location-2")),
+        Some(0x8109)
+    );
+    assert_eq!(
+        hit(
+            &rt,
+            q("GET", "/", None)
+                .h("location", "my-location-3")
+                .h("location", "my-location-2")
+        ),
+        Some(0x8109)
+    );
+    assert_eq!(
+        hit(&rt, q("GET", "/", None).h("location", "my-location-3")),
+        None
+    );
+    assert_eq!(
+        hit(
+            &rt,
+            q("GET", "/", None)
+                .h("location", "my-location-3")
+                .h("location", "foo")
+        ),
+        None
+    );
     let ua = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/83.0.4103.116 Safari/537.36";
-    assert_eq!(hit(&rt, q("GET", "/", None).h("user-agent", ua)), Some(0x8115));
+    assert_eq!(
+        hit(&rt, q("GET", "/", None).h("user-agent", ua)),
+        Some(0x8115)
+    );
 }
 
 #[test]
 fn multiple_headers_values() {
     let rt = router(&select_use_case());
     let base = || q("GET", "/", None);
-    assert_eq!(hit(&rt, base().h("location", "my-location-1").h("version", "v1")), Some(0x8110));
-    assert_eq!(hit(&rt, base().h("location", "my-location-1").h("version", "v2")), Some(0x8110));
     assert_eq!(
-        hit(&rt, base().h("location", "my-location-3").h("location", "my-location-1").h("version", "v2")),
+        hit(
+            &rt,
+            base().h("location", "my-location-1").h("version", "v1")
+        ),
+        Some(0x8110)
+    );
+    assert_eq!(
+        hit(
+            &rt,
+            base().h("location", "my-location-1").h("version", "v2")
+        ),
+        Some(0x8110)
+    );
+    assert_eq!(
+        hit(
+            &rt,
+            base()
+                .h("location", "my-location-3")
+                .h("location", "my-location-1")
+                .h("version", "v2")
+        ),
         Some(0x8110)
     );
     // fallback to Route 9
     assert_eq!(
-        hit(&rt, base().h("location", "my-location-3").h("location", "my-location-2").h("version", "v2")),
+        hit(
+            &rt,
+            base()
+                .h("location", "my-location-3")
+                .h("location", "my-location-2")
+                .h("version", "v2")
+        ),
         Some(0x8109)
     );
 }
@@ -273,13 +346,24 @@ fn multiple_headers_values() {
 #[test]
 fn headers_uri() {
     let rt = router(&select_use_case());
-    assert_eq!(hit(&rt, q("GET", "/headers-uri", None).h("location", "my-location-2")), Some(0x8111));
+    assert_eq!(
+        hit(
+            &rt,
+            q("GET", "/headers-uri", None).h("location", "my-location-2")
+        ),
+        Some(0x8111)
+    );
 }
 
 #[test]
 fn host_headers_uri_method() {
     let rt = router(&select_use_case());
-    let req = q("PUT", "/headers-host-uri-method", Some("domain-with-headers-1.org")).h("location", "my-location-2");
+    let req = q(
+        "PUT",
+        "/headers-host-uri-method",
+        Some("domain-with-headers-1.org"),
+    )
+    .h("location", "my-location-2");
     assert_eq!(hit(&rt, req), Some(0x8112));
 }
 
@@ -294,7 +378,10 @@ fn serviceless() {
 #[test]
 fn matches_when_given_uri_is_in_request_uri_prefix() {
     let rt = router(&select_use_case());
-    assert_eq!(hit(&rt, get("/my-route/some/path", "domain.org")), Some(0x8103));
+    assert_eq!(
+        hit(&rt, get("/my-route/some/path", "domain.org")),
+        Some(0x8103)
+    );
 }
 
 // misses
@@ -319,37 +406,66 @@ fn misses_invalid_method_in_host_uri_method() {
 #[test]
 fn misses_invalid_uri_in_host_uri_method() {
     let rt = router(&select_use_case());
-    assert_eq!(hit(&rt, q("PUT", "/some-uri-foo", Some("domain-with-uri-2.org"))), None);
+    assert_eq!(
+        hit(
+            &rt,
+            q("PUT", "/some-uri-foo", Some("domain-with-uri-2.org"))
+        ),
+        None
+    );
 }
 
 #[test]
 fn does_not_match_when_given_uri_is_in_uri_but_not_in_prefix() {
     let rt = router(&select_use_case());
-    assert_eq!(hit(&rt, get("/some-other-prefix/my-route", "domain.org")), None);
+    assert_eq!(
+        hit(&rt, get("/some-other-prefix/my-route", "domain.org")),
+        None
+    );
 }
 
 #[test]
 fn misses_invalid_headers() {
     let rt = router(&select_use_case());
-    assert_eq!(hit(&rt, q("GET", "/", None).h("location", "invalid-location")), None);
+    assert_eq!(
+        hit(&rt, q("GET", "/", None).h("location", "invalid-location")),
+        None
+    );
 }
 
 #[test]
 fn misses_invalid_headers_in_headers_uri() {
     let rt = router(&select_use_case());
-    assert_eq!(hit(&rt, q("GET", "/headers-uri", None).h("location", "invalid-location")), None);
+    assert_eq!(
+        hit(
+            &rt,
+            q("GET", "/headers-uri", None).h("location", "invalid-location")
+        ),
+        None
+    );
 }
 
 #[test]
 fn misses_invalid_headers_in_headers_uri_method() {
     let rt = router(&select_use_case());
-    assert_eq!(hit(&rt, q("PUT", "/headers-uri-method", None).h("location", "invalid-location")), None);
+    assert_eq!(
+        hit(
+            &rt,
+            q("PUT", "/headers-uri-method", None).h("location", "invalid-location")
+        ),
+        None
+    );
 }
 
 #[test]
 fn misses_invalid_headers_in_headers_host_uri_method() {
     let rt = router(&select_use_case());
-    let req = q("PUT", "/headers-host-uri-method", Some("domain-with-headers-1.org")).h("location", "invalid-location");
+    let req = q(
+        "PUT",
+        "/headers-host-uri-method",
+        Some("domain-with-headers-1.org"),
+    )
+    .h("location", "invalid-location");
     assert_eq!(hit(&rt, req), None);
 }
 
@@ -362,19 +478,28 @@ fn with_root() -> Vec<R> {
 
 #[test]
 fn root_uri_request_with_method() {
-    assert_eq!(hit(&router(&with_root()), get("/", "domain.org")), Some(0x810f));
+    assert_eq!(
+        hit(&router(&with_root()), get("/", "domain.org")),
+        Some(0x810f)
+    );
 }
 
 #[test]
 fn root_uri_does_not_supersede_another_route() {
     let rt = router(&with_root());
     assert_eq!(hit(&rt, get("/my-route", "domain.org")), Some(0x8103));
-    assert_eq!(hit(&rt, get("/my-route/hello/world", "domain.org")), Some(0x8103));
+    assert_eq!(
+        hit(&rt, get("/my-route/hello/world", "domain.org")),
+        Some(0x8103)
+    );
 }
 
 #[test]
 fn root_uri_acts_as_a_catch_all_route() {
-    assert_eq!(hit(&router(&with_root()), get("/foobar/baz", "domain.org")), Some(0x810f));
+    assert_eq!(
+        hit(&router(&with_root()), get("/foobar/baz", "domain.org")),
+        Some(0x810f)
+    );
 }
 
 #[test]
@@ -389,7 +514,10 @@ fn multiple_routes_of_same_category_with_conflicting_values_matches_correct_rout
         rr.0.index = 0x8200 + k;
     }
     v.push(r(0x8121).hosts(&["domain.org"]).paths(&["/my-target-uri"]));
-    assert_eq!(hit(&router(&v), get("/my-target-uri", "domain.org")), Some(0x8121));
+    assert_eq!(
+        hit(&router(&v), get("/my-target-uri", "domain.org")),
+        Some(0x8121)
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -398,9 +526,15 @@ fn multiple_routes_of_same_category_with_conflicting_values_matches_correct_rout
 
 #[test]
 fn does_not_supersede_another_route_with_a_longer_uri() {
-    let rt = router(&[r(0x8101).paths(&["/my-route/hello"]), r(0x8102).paths(&["/my-route"])]);
+    let rt = router(&[
+        r(0x8101).paths(&["/my-route/hello"]),
+        r(0x8102).paths(&["/my-route"]),
+    ]);
     assert_eq!(hit(&rt, get("/my-route/hello", "domain.org")), Some(0x8101));
-    assert_eq!(hit(&rt, get("/my-route/hello/world", "domain.org")), Some(0x8101));
+    assert_eq!(
+        hit(&rt, get("/my-route/hello/world", "domain.org")),
+        Some(0x8101)
+    );
     assert_eq!(hit(&rt, get("/my-route", "domain.org")), Some(0x8102));
     assert_eq!(hit(&rt, get("/my-route/world", "domain.org")), Some(0x8102));
 }
@@ -408,11 +542,18 @@ fn does_not_supersede_another_route_with_a_longer_uri() {
 #[test]
 fn does_not_supersede_another_route_with_a_longer_uri_while_methods_are_also_defined() {
     let rt = router(&[
-        r(0x8101).methods(&["POST", "PUT", "GET"]).paths(&["/my-route"]),
-        r(0x8102).methods(&["POST", "PUT", "GET"]).paths(&["/my-route/hello"]),
+        r(0x8101)
+            .methods(&["POST", "PUT", "GET"])
+            .paths(&["/my-route"]),
+        r(0x8102)
+            .methods(&["POST", "PUT", "GET"])
+            .paths(&["/my-route/hello"]),
     ]);
     assert_eq!(hit(&rt, get("/my-route/hello", "domain.org")), Some(0x8102));
-    assert_eq!(hit(&rt, get("/my-route/hello/world", "domain.org")), Some(0x8102));
+    assert_eq!(
+        hit(&rt, get("/my-route/hello/world", "domain.org")),
+        Some(0x8102)
+    );
     assert_eq!(hit(&rt, get("/my-route", "domain.org")), Some(0x8101));
     assert_eq!(hit(&rt, get("/my-route/world", "domain.org")), Some(0x8101));
 }
@@ -424,20 +565,37 @@ fn does_not_supersede_another_route_with_a_longer_uri_while_hosts_are_also_defin
         r(0x8102).hosts(&["domain.org"]).paths(&["/my-route/hello"]),
     ]);
     assert_eq!(hit(&rt, get("/my-route/hello", "domain.org")), Some(0x8102));
-    assert_eq!(hit(&rt, get("/my-route/hello/world", "domain.org")), Some(0x8102));
+    assert_eq!(
+        hit(&rt, get("/my-route/hello/world", "domain.org")),
+        Some(0x8102)
+    );
     assert_eq!(hit(&rt, get("/my-route", "domain.org")), Some(0x8101));
     assert_eq!(hit(&rt, get("/my-route/world", "domain.org")), Some(0x8101));
 }
 
 #[test]
-fn does_not_supersede_another_route_with_a_longer_uri_when_a_better_uri_match_exists_for_another_host() {
+fn does_not_supersede_another_route_with_a_longer_uri_when_a_better_uri_match_exists_for_another_host(
+) {
     let rt = router(&[
         r(0x8101).hosts(&["example.com"]).paths(&["/my-route"]),
-        r(0x8102).hosts(&["example.com"]).paths(&["/my-route/hello"]),
-        r(0x8103).hosts(&["example.net"]).paths(&["/my-route/hello/world"]),
+        r(0x8102)
+            .hosts(&["example.com"])
+            .paths(&["/my-route/hello"]),
+        r(0x8103)
+            .hosts(&["example.net"])
+            .paths(&["/my-route/hello/world"]),
     ]);
-    assert_eq!(hit(&rt, get("/my-route/hello/world", "example.com")), Some(0x8102));
-    assert_eq!(hit(&rt, get("/my-route/hello/world/and/goodnight", "example.com")), Some(0x8102));
+    assert_eq!(
+        hit(&rt, get("/my-route/hello/world", "example.com")),
+        Some(0x8102)
+    );
+    assert_eq!(
+        hit(
+            &rt,
+            get("/my-route/hello/world/and/goodnight", "example.com")
+        ),
+        Some(0x8102)
+    );
 }
 
 #[test]
@@ -446,7 +604,10 @@ fn only_matches_uri_prefix_as_a_prefix_anchored_mode() {
         r(0x8101).paths(&["/something/my-route"]),
         r(0x8102).hosts(&["example.com"]).paths(&["/my-route"]),
     ]);
-    assert_eq!(hit(&rt, get("/something/my-route", "example.com")), Some(0x8101));
+    assert_eq!(
+        hit(&rt, get("/something/my-route", "example.com")),
+        Some(0x8101)
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -468,12 +629,18 @@ fn matches_the_right_route_when_several_ones_have_a_uri_regex() {
         r(0x8102).paths(&[r"~/route/persons/\d{3}/following"]),
         r(0x8103).paths(&[r"~/route/persons/\d{3}/[a-z]+"]),
     ]);
-    assert_eq!(hit(&rt, get("/route/persons/456", "domain.org")), Some(0x8101));
+    assert_eq!(
+        hit(&rt, get("/route/persons/456", "domain.org")),
+        Some(0x8101)
+    );
 }
 
 #[test]
 fn matches_a_uri_regex_even_if_a_prefix_uri_got_a_match() {
-    let rt = router(&[r(0x8101).paths(&["/route/persons"]), r(0x8102).paths(&[r"~/route/persons/\d+/profile"])]);
+    let rt = router(&[
+        r(0x8101).paths(&["/route/persons"]),
+        r(0x8102).paths(&[r"~/route/persons/\d+/profile"]),
+    ]);
     let m = find(&rt, &get("/route/persons/123/profile", "domain.org")).expect("match");
     assert_eq!(m.index, 0x8102);
     assert!(m.captures.is_empty());
@@ -481,7 +648,10 @@ fn matches_a_uri_regex_even_if_a_prefix_uri_got_a_match() {
 
 #[test]
 fn matches_a_uri_regex_even_if_a_uri_got_an_exact_match() {
-    let rt = router(&[r(0x8101).paths(&["/route/fixture"]), r(0x8102).paths(&["~/route/(fixture)"])]);
+    let rt = router(&[
+        r(0x8101).paths(&["/route/fixture"]),
+        r(0x8102).paths(&["~/route/(fixture)"]),
+    ]);
     assert_eq!(hit(&rt, get("/route/fixture", "domain.org")), Some(0x8102));
 }
 
@@ -489,7 +659,10 @@ fn matches_a_uri_regex_even_if_a_uri_got_an_exact_match() {
 fn matches_a_uri_regex_and_host_even_if_a_prefix_uri_got_a_match() {
     let rt = router(&[
         r(0x8101).hosts(&["route.com"]).paths(&["/pat"]),
-        r(0x8102).hosts(&["route.com"]).paths(&["/path"]).methods(&["POST"]),
+        r(0x8102)
+            .hosts(&["route.com"])
+            .paths(&["/path"])
+            .methods(&["POST"]),
         r(0x8103).hosts(&["route.com"]).paths(&["~/(path)"]),
     ]);
     assert_eq!(hit(&rt, get("/path", "route.com")), Some(0x8103));
@@ -507,17 +680,26 @@ fn matches_from_the_beginning_of_the_request_uri_uri_regex() {
 // ---------------------------------------------------------------------------
 
 fn wildcard_use_case() -> Vec<R> {
-    vec![r(0x8101).hosts(&["*.route.com"]), r(0x8102).hosts(&["route.*"])]
+    vec![
+        r(0x8101).hosts(&["*.route.com"]),
+        r(0x8102).hosts(&["route.*"]),
+    ]
 }
 
 #[test]
 fn wildcard_host_matches_leftmost_wildcards() {
-    assert_eq!(hit(&router(&wildcard_use_case()), get("/", "foo.route.com")), Some(0x8101));
+    assert_eq!(
+        hit(&router(&wildcard_use_case()), get("/", "foo.route.com")),
+        Some(0x8101)
+    );
 }
 
 #[test]
 fn wildcard_host_matches_rightmost_wildcards() {
-    assert_eq!(hit(&router(&wildcard_use_case()), get("/", "route.org")), Some(0x8102));
+    assert_eq!(
+        hit(&router(&wildcard_use_case()), get("/", "route.org")),
+        Some(0x8102)
+    );
 }
 
 #[test]
@@ -556,7 +738,10 @@ fn prefers_port_specific_even_for_https_default_port() {
     let rt = router(&v);
     assert_eq!(hit(&rt, get("/", "route.org:123")), Some(0x8102));
     assert_eq!(hit(&rt, get("/", "route.org:443")), Some(0x8103));
-    assert_eq!(hit(&rt, get("/", "route.org").port(443).https(None)), Some(0x8103));
+    assert_eq!(
+        hit(&rt, get("/", "route.org").port(443).https(None)),
+        Some(0x8103)
+    );
 }
 
 #[test]
@@ -591,7 +776,10 @@ fn matches_plain_host_and_path_even_if_a_matching_wildcard_host_exists() {
 
 #[test]
 fn submatch_weight_wildcard_host_port_gt_wildcard_host() {
-    let rt = router(&[r(0x8101).hosts(&["route.*"]), r(0x8102).hosts(&["route.*:80", "route.com.*"])]);
+    let rt = router(&[
+        r(0x8101).hosts(&["route.*"]),
+        r(0x8102).hosts(&["route.*:80", "route.com.*"]),
+    ]);
     assert_eq!(hit(&rt, get("/", "route.org:80")), Some(0x8102));
 }
 
@@ -609,20 +797,36 @@ fn matches_a_wildcard_host_and_port_even_if_a_wildcard_host_matched() {
 #[test]
 fn matches_wildcard_plain_uri_method() {
     let mut v = wildcard_use_case();
-    v.push(r(0x8105).hosts(&["*.domain.com", "example.com"]).paths(&["/path"]).methods(&["GET", "TRACE"]));
+    v.push(
+        r(0x8105)
+            .hosts(&["*.domain.com", "example.com"])
+            .paths(&["/path"])
+            .methods(&["GET", "TRACE"]),
+    );
     let rt = router(&v);
     assert_eq!(hit(&rt, q("POST", "/path", Some("foo.domain.com"))), None);
-    assert_eq!(hit(&rt, q("GET", "/path", Some("foo.domain.com"))), Some(0x8105));
-    assert_eq!(hit(&rt, q("TRACE", "/path", Some("example.com"))), Some(0x8105));
+    assert_eq!(
+        hit(&rt, q("GET", "/path", Some("foo.domain.com"))),
+        Some(0x8105)
+    );
+    assert_eq!(
+        hit(&rt, q("TRACE", "/path", Some("example.com"))),
+        Some(0x8105)
+    );
 }
 
 #[test]
 fn wildcard_host_and_uri_regex_matches() {
     let rt = router(&[
-        r(0x8101).hosts(&["*.example.com"]).paths(&[r"~/users/\d+/profile"]),
+        r(0x8101)
+            .hosts(&["*.example.com"])
+            .paths(&[r"~/users/\d+/profile"]),
         r(0x8102).hosts(&["*.example.com"]).paths(&["/users"]),
     ]);
-    assert_eq!(hit(&rt, get("/users/123/profile", "test.example.com")), Some(0x8101));
+    assert_eq!(
+        hit(&rt, get("/users/123/profile", "test.example.com")),
+        Some(0x8101)
+    );
     assert_eq!(hit(&rt, get("/users", "test.example.com")), Some(0x8102));
 }
 
@@ -633,37 +837,70 @@ fn wildcard_host_and_uri_regex_matches() {
 #[test]
 fn evaluates_routes_with_more_headers_first() {
     let rt = router(&[
-        r(0x8101).header("version", &["v1", "v2"]).header("user_agent", &["foo", "bar"]),
+        r(0x8101)
+            .header("version", &["v1", "v2"])
+            .header("user_agent", &["foo", "bar"]),
         r(0x8102)
             .header("version", &["v1", "v2"])
             .header("user_agent", &["foo", "bar"])
             .header("location", &["east", "west"]),
     ]);
-    let req = q("GET", "/", None).h("version", "v1").h("user-agent", "foo").h("location", "north").h("location", "west");
+    let req = q("GET", "/", None)
+        .h("version", "v1")
+        .h("user-agent", "foo")
+        .h("location", "north")
+        .h("location", "west");
     assert_eq!(hit(&rt, req), Some(0x8102));
 }
 
 #[test]
 fn header_names_are_case_insensitive() {
-    let rt = router(&[r(0x8101).header("USER_AGENT", &["foo", "bar"]), r(0x8102).header("user_agent", &["baz"])]);
-    assert_eq!(hit(&rt, q("GET", "/", None).h("User-Agent", "foo")), Some(0x8101));
-    assert_eq!(hit(&rt, q("GET", "/", None).h("USER-AGENT", "baz")), Some(0x8102));
+    let rt = router(&[
+        r(0x8101).header("USER_AGENT", &["foo", "bar"]),
+        r(0x8102).header("user_agent", &["baz"]),
+    ]);
+    assert_eq!(
+        hit(&rt, q("GET", "/", None).h("User-Agent", "foo")),
+        Some(0x8101)
+    );
+    assert_eq!(
+        hit(&rt, q("GET", "/", None).h("USER-AGENT", "baz")),
+        Some(0x8102)
+    );
 }
 
 #[test]
 fn header_matches_values_in_a_case_insensitive_way() {
-    let rt = router(&[r(0x8101).header("user_agent", &["foo", "bar"]), r(0x8102).header("user_agent", &["BAZ"])]);
-    assert_eq!(hit(&rt, q("GET", "/", None).h("user-agent", "FOO")), Some(0x8101));
-    assert_eq!(hit(&rt, q("GET", "/", None).h("user-agent", "baz")), Some(0x8102));
+    let rt = router(&[
+        r(0x8101).header("user_agent", &["foo", "bar"]),
+        r(0x8102).header("user_agent", &["BAZ"]),
+    ]);
+    assert_eq!(
+        hit(&rt, q("GET", "/", None).h("user-agent", "FOO")),
+        Some(0x8101)
+    );
+    assert_eq!(
+        hit(&rt, q("GET", "/", None).h("user-agent", "baz")),
+        Some(0x8102)
+    );
 }
 
 #[test]
 fn more_headers_has_priority_over_longer_paths() {
     let rt = router(&[
-        r(0x8101).header("version", &["v1"]).paths(&["/my-route/hello"]),
-        r(0x8102).header("version", &["v1"]).header("location", &["us-east"]).paths(&["/my-route"]),
+        r(0x8101)
+            .header("version", &["v1"])
+            .paths(&["/my-route/hello"]),
+        r(0x8102)
+            .header("version", &["v1"])
+            .header("location", &["us-east"])
+            .paths(&["/my-route"]),
     ]);
-    let req = |p: &str| get(p, "domain.org").h("version", "v1").h("location", "us-east");
+    let req = |p: &str| {
+        get(p, "domain.org")
+            .h("version", "v1")
+            .h("location", "us-east")
+    };
     assert_eq!(hit(&rt, req("/my-route/hello")), Some(0x8102));
     assert_eq!(hit(&rt, req("/my-route/hello/world")), Some(0x8102));
 }
@@ -672,8 +909,14 @@ fn more_headers_has_priority_over_longer_paths() {
 fn cache_hit_should_be_case_sensitive() {
     // compat: header values compare case-insensitively
     let rt = router(&[r(0x8101).paths(&["/foo"]).header("test1", &["Quote"])]);
-    assert_eq!(hit(&rt, q("GET", "/foo", None).h("test1", "QUOTE")), Some(0x8101));
-    assert_eq!(hit(&rt, q("GET", "/foo", None).h("test1", "QuoTe")), Some(0x8101));
+    assert_eq!(
+        hit(&rt, q("GET", "/foo", None).h("test1", "QUOTE")),
+        Some(0x8101)
+    );
+    assert_eq!(
+        hit(&rt, q("GET", "/foo", None).h("test1", "QuoTe")),
+        Some(0x8101)
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -688,7 +931,10 @@ fn sni_use_case() -> Vec<R> {
 fn sni_matches_leftmost_wildcards() {
     let rt = router(&sni_use_case());
     for sni in ["foo.sni.test", "foo.bar.sni.test"] {
-        assert_eq!(hit(&rt, get("/", "any.test").https(Some(sni))), Some(0x8101));
+        assert_eq!(
+            hit(&rt, get("/", "any.test").https(Some(sni))),
+            Some(0x8101)
+        );
     }
 }
 
@@ -696,7 +942,10 @@ fn sni_matches_leftmost_wildcards() {
 fn sni_matches_rightmost_wildcards() {
     let rt = router(&sni_use_case());
     for sni in ["sni.foo", "sni.foo.bar"] {
-        assert_eq!(hit(&rt, get("/", "any.test").https(Some(sni))), Some(0x8102));
+        assert_eq!(
+            hit(&rt, get("/", "any.test").https(Some(sni))),
+            Some(0x8102)
+        );
     }
 }
 
@@ -753,14 +1002,20 @@ fn stopgap_escapes_meta_character_after_percent_decoding_from_regex_paths() {
     let rt = router(&stopgap_use_case());
     assert_eq!(hit(&rt, get("/regex-meta/123a", "example.com")), None);
     assert_eq!(hit(&rt, get(r"/regex-meta/\d+.", "example.com")), None);
-    assert_eq!(hit(&rt, get("/regex-meta/%5Cd+%2E", "example.com")), Some(0x8103));
+    assert_eq!(
+        hit(&rt, get("/regex-meta/%5Cd+%2E", "example.com")),
+        Some(0x8103)
+    );
 }
 
 #[test]
 fn stopgap_leave_reserved_characters_alone_in_regex_paths() {
     let rt = router(&stopgap_use_case());
     assert_eq!(hit(&rt, get("/regex-reserved/abc", "example.com")), None);
-    assert_eq!(hit(&rt, get("/regex-reserved%2Fabc", "example.com")), Some(0x8104));
+    assert_eq!(
+        hit(&rt, get("/regex-reserved%2Fabc", "example.com")),
+        Some(0x8104)
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -774,8 +1029,14 @@ fn edge_use_case() -> Vec<R> {
 #[test]
 fn host_and_uri_have_higher_priority_than_method() {
     let rt = router(&edge_use_case());
-    assert_eq!(hit(&rt, q("TRACE", "/", Some("domain-2.org"))), Some(0x8101));
-    assert_eq!(hit(&rt, q("TRACE", "/my-route", Some("domain.org"))), Some(0x8103));
+    assert_eq!(
+        hit(&rt, q("TRACE", "/", Some("domain-2.org"))),
+        Some(0x8101)
+    );
+    assert_eq!(
+        hit(&rt, q("TRACE", "/my-route", Some("domain.org"))),
+        Some(0x8103)
+    );
 }
 
 #[test]
@@ -802,17 +1063,28 @@ fn half_wildcard_host_and_method_match_does_not_supersede_another_route() {
 fn half_uri_regex_and_method_match_does_not_supersede_another_route() {
     let rt = router(&[
         r(0x8101).methods(&["GET"]).paths(&[r"~/users/\d+/profile"]),
-        r(0x8102).methods(&["POST"]).paths(&[r"~/users/\d*/profile"]),
+        r(0x8102)
+            .methods(&["POST"])
+            .paths(&[r"~/users/\d*/profile"]),
     ]);
-    assert_eq!(hit(&rt, q("GET", "/users/123/profile", Some("domain.org"))), Some(0x8101));
-    assert_eq!(hit(&rt, q("POST", "/users/123/profile", Some("domain.org"))), Some(0x8102));
+    assert_eq!(
+        hit(&rt, q("GET", "/users/123/profile", Some("domain.org"))),
+        Some(0x8101)
+    );
+    assert_eq!(
+        hit(&rt, q("POST", "/users/123/profile", Some("domain.org"))),
+        Some(0x8102)
+    );
 }
 
 #[test]
 fn method_does_not_supersede_uri_prefix() {
     let rt = router(&[r(0x8101).methods(&["GET"]), r(0x8102).paths(&["/example"])]);
     assert_eq!(hit(&rt, get("/example", "domain.org")), Some(0x8102));
-    assert_eq!(hit(&rt, get("/example/status/200", "domain.org")), Some(0x8102));
+    assert_eq!(
+        hit(&rt, get("/example/status/200", "domain.org")),
+        Some(0x8102)
+    );
 }
 
 #[test]
@@ -827,7 +1099,10 @@ fn compat_longer_uri_prefix_of_a_split_route_competes_per_path() {
     // Kong's it_trad_only("does not supersede another route with a longer
     // [uri prefix]") — in compat the route is split, so "/a/bb" (len 5)
     // still beats "/a" (len 2).
-    let rt = router(&[r(0x8101).paths(&["/a", "/bbbbbbb"]), r(0x8102).paths(&["/a/bb"])]);
+    let rt = router(&[
+        r(0x8101).paths(&["/a", "/bbbbbbb"]),
+        r(0x8102).paths(&["/a/bb"]),
+    ]);
     assert_eq!(hit(&rt, get("/a/bb/foobar", "domain.org")), Some(0x8102));
     assert_eq!(hit(&rt, get("/bbbbbbbx", "domain.org")), Some(0x8101));
 }
@@ -836,7 +1111,10 @@ fn compat_longer_uri_prefix_of_a_split_route_competes_per_path() {
 fn prefix_matching_ignore_regex_priority() {
     let rt = router(&[
         r(0x8101).paths(&["/.*"]).hosts(&["domain-1.org"]),
-        r(0x8102).paths(&["/"]).hosts(&["domain-2.org"]).regex_priority(5),
+        r(0x8102)
+            .paths(&["/"])
+            .hosts(&["domain-2.org"])
+            .regex_priority(5),
         r(0x8103).paths(&["/v1"]).hosts(&["domain-2.org"]),
     ]);
     assert_eq!(hit(&rt, get("/v1", "domain-2.org")), Some(0x8103));
@@ -845,17 +1123,24 @@ fn prefix_matching_ignore_regex_priority() {
 #[test]
 fn assigns_different_priorities_to_regex_and_non_regex_path() {
     let rt = router(&[
-        r(0x8101).paths(&["~/some/thing/else", "/foo"]).hosts(&["domain-1.org"]),
+        r(0x8101)
+            .paths(&["~/some/thing/else", "/foo"])
+            .hosts(&["domain-1.org"]),
         r(0x8102).paths(&["/foo/bar"]).hosts(&["domain-1.org"]),
     ]);
-    assert_eq!(hit(&rt, get("/some/thing/else", "domain-1.org")), Some(0x8101));
+    assert_eq!(
+        hit(&rt, get("/some/thing/else", "domain-1.org")),
+        Some(0x8101)
+    );
     assert_eq!(hit(&rt, get("/foo/bar", "domain-1.org")), Some(0x8102));
 }
 
 #[test]
 fn assigns_different_priorities_to_each_path() {
     let rt = router(&[
-        r(0x8101).paths(&["/foo", "/foo/bar/baz"]).hosts(&["domain-1.org"]),
+        r(0x8101)
+            .paths(&["/foo", "/foo/bar/baz"])
+            .hosts(&["domain-1.org"]),
         r(0x8102).paths(&["/foo/bar"]).hosts(&["domain-1.org"]),
     ]);
     assert_eq!(hit(&rt, get("/foo", "domain-1.org")), Some(0x8101));
@@ -874,7 +1159,9 @@ fn can_create_route_with_multiple_paths_and_no_service() {
 fn depends_on_the_regex_priority_field() {
     let rt = router(&[
         r(0x8102).paths(&[r"~/status/\d+"]).regex_priority(0),
-        r(0x8101).paths(&[r"~/status/(?<code>\d+)"]).regex_priority(1),
+        r(0x8101)
+            .paths(&[r"~/status/(?<code>\d+)"])
+            .regex_priority(1),
     ]);
     let m = find(&rt, &get("/status/200", "x")).expect("match");
     assert_eq!(m.index, 0x8101);
@@ -895,8 +1182,16 @@ fn exec(rt: &Router, raw: &str, service_path: Option<&str>) -> (RouteMatch, Stri
 
 fn cap<'a>(m: &'a RouteMatch, key: &str) -> Option<&'a str> {
     match key.parse::<usize>() {
-        Ok(i) => m.captures.get(i).filter(|(n, _)| n.is_none()).map(|(_, v)| v.as_str()),
-        Err(_) => m.captures.iter().find(|(n, _)| n.as_deref() == Some(key)).map(|(_, v)| v.as_str()),
+        Ok(i) => m
+            .captures
+            .get(i)
+            .filter(|(n, _)| n.is_none())
+            .map(|(_, v)| v.as_str()),
+        Err(_) => m
+            .captures
+            .iter()
+            .find(|(n, _)| n.as_deref() == Some(key))
+            .map(|(_, v)| v.as_str()),
     }
 }
 
@@ -928,7 +1223,9 @@ fn returns_uri_captures_from_a_uri_regex() {
 
 #[test]
 fn returns_uri_captures_normalized() {
-    let rt = router(&[r(0x8101).paths(&[r"~/users/(?P<fullname>[a-zA-Z\s\d%]+)/profile/?(?P<scope>[a-z]*)"])]);
+    let rt = router(&[
+        r(0x8101).paths(&[r"~/users/(?P<fullname>[a-zA-Z\s\d%]+)/profile/?(?P<scope>[a-z]*)"])
+    ]);
     let (m, _) = exec(&rt, "/users/%6aohn%20doe/profile", None);
     assert_eq!(cap(&m, "1"), Some("john doe"));
     assert_eq!(cap(&m, "fullname"), Some("john doe"));
@@ -953,7 +1250,10 @@ fn returns_no_uri_captures_from_a_uri_regex_match_without_groups() {
 
 #[test]
 fn returns_parsed_upstream_url_and_upstream_uri() {
-    let rt = router(&[r(0x9101).paths(&["/my-route"]), r(0x9102).paths(&["/my-route-2"])]);
+    let rt = router(&[
+        r(0x9101).paths(&["/my-route"]),
+        r(0x9102).paths(&["/my-route-2"]),
+    ]);
     let (m, up) = exec(&rt, "/my-route", None);
     assert_eq!(m.index, 0x9101);
     assert_eq!(up, "/my-route");
@@ -980,7 +1280,10 @@ fn allows_url_encoded_paths_if_they_are_reserved_characters() {
 fn strip_use_case() -> Vec<R> {
     vec![
         r(0x8101).paths(&["/my-route", "/xx-route"]),
-        r(0x9102).methods(&["POST"]).paths(&["/my-route", "/xx-route"]).strip(false),
+        r(0x9102)
+            .methods(&["POST"])
+            .paths(&["/my-route", "/xx-route"])
+            .strip(false),
     ]
 }
 
@@ -1005,7 +1308,10 @@ fn doesnt_strip_if_strip_uri_is_not_enabled() {
     let path = "/my-route/hello/world";
     let m = find(&rt, &q("POST", path, Some("domain.org"))).expect("match");
     assert_eq!(m.index, 0x9102);
-    assert_eq!(upstream_uri_v0(path, m.matched_prefix.as_str(), false, None), "/my-route/hello/world");
+    assert_eq!(
+        upstream_uri_v0(path, m.matched_prefix.as_str(), false, None),
+        "/my-route/hello/world"
+    );
 }
 
 #[test]
@@ -1080,22 +1386,47 @@ fn cache_hit_should_have_correct_upstream_uri() {
 fn priority_emulates_luajit_32bit_shifts() {
     // Values checked against LuaJIT 2.1 running transform.lua's arithmetic.
     let spec = |f: fn(R) -> R| f(r(1)).0;
-    let p = |s: &RouteSpec| matcher::priority(s, &s.paths.iter().map(String::as_str).collect::<Vec<_>>());
+    let p = |s: &RouteSpec| {
+        matcher::priority(s, &s.paths.iter().map(String::as_str).collect::<Vec<_>>())
+    };
     assert_eq!(p(&spec(|r| r.paths(&["/abcd"]))), 536_870_917);
-    assert_eq!(p(&spec(|r| r.hosts(&["a"]).paths(&["/abcd"]))), 1_152_921_505_680_588_805);
+    assert_eq!(
+        p(&spec(|r| r.hosts(&["a"]).paths(&["/abcd"]))),
+        1_152_921_505_680_588_805
+    );
     // weight 4: the int32 result is negative and sign-extends
     assert_eq!(
-        p(&spec(|r| r.hosts(&["a*"]).methods(&["GET"]).header("x", &["1"]).paths(&["/abcd"]))),
+        p(&spec(|r| r
+            .hosts(&["a*"])
+            .methods(&["GET"])
+            .header("x", &["1"])
+            .paths(&["/abcd"]))),
         ((4u32 << 29 | 1 << 20 | 5) as i32 as i64 as u64)
     );
-    assert_eq!(p(&spec(|r| r.header("x", &["1"]).paths(&["~/a"]).regex_priority(3))), 2_251_800_888_999_936);
-    assert_eq!(p(&spec(|r| r.methods(&["GET"]).paths(&["~/a"]).regex_priority(-1))), 18_446_744_073_709_027_328);
+    assert_eq!(
+        p(&spec(|r| r
+            .header("x", &["1"])
+            .paths(&["~/a"])
+            .regex_priority(3))),
+        2_251_800_888_999_936
+    );
+    assert_eq!(
+        p(&spec(|r| r
+            .methods(&["GET"])
+            .paths(&["~/a"])
+            .regex_priority(-1))),
+        18_446_744_073_709_027_328
+    );
 }
 
 #[test]
 fn negative_regex_priority_outranks_everything() {
     let rt = router(&[
-        r(0x8101).hosts(&["a.com"]).methods(&["GET"]).header("x", &["1"]).paths(&["/abc"]),
+        r(0x8101)
+            .hosts(&["a.com"])
+            .methods(&["GET"])
+            .header("x", &["1"])
+            .paths(&["/abc"]),
         r(0x8102).paths(&["~/abc"]).regex_priority(-1),
     ]);
     assert_eq!(hit(&rt, get("/abc", "a.com").h("x", "1")), Some(0x8102));
@@ -1105,14 +1436,21 @@ fn negative_regex_priority_outranks_everything() {
 fn empty_hosts_array_sets_plain_host_only() {
     let rt = router(&[
         r(0x8102).paths(&["/abc"]),
-        R(RouteSpec { hosts: Some(vec![]), ..r(0x8101).paths(&["/abc"]).0 }),
+        R(RouteSpec {
+            hosts: Some(vec![]),
+            ..r(0x8101).paths(&["/abc"]).0
+        }),
     ]);
     assert_eq!(hit(&rt, get("/abc", "x")), Some(0x8101));
 }
 
 #[test]
 fn larger_uuid_wins_ties() {
-    let rt = router(&[r(0x8101).paths(&["/abc"]), r(0x8102).paths(&["/abd"]), r(0x8103).paths(&["/ab"])]);
+    let rt = router(&[
+        r(0x8101).paths(&["/abc"]),
+        r(0x8102).paths(&["/abd"]),
+        r(0x8103).paths(&["/ab"]),
+    ]);
     assert_eq!(hit(&rt, get("/abc", "x")), Some(0x8101));
     let rt = router(&[r(0x8101).hosts(&["x"]), r(0x8102).hosts(&["x"])]);
     assert_eq!(hit(&rt, get("/", "x")), Some(0x8102));
@@ -1128,7 +1466,10 @@ fn prefix_is_not_segment_aware() {
 
 #[test]
 fn wildcard_suffix_does_not_match_bare_domain_but_prefix_does() {
-    let rt = router(&[r(0x8101).hosts(&["*.example.com"]), r(0x8102).hosts(&["example.*"])]);
+    let rt = router(&[
+        r(0x8101).hosts(&["*.example.com"]),
+        r(0x8102).hosts(&["example.*"]),
+    ]);
     assert_eq!(hit(&rt, get("/", "example.com")), Some(0x8102));
     assert_eq!(hit(&rt, get("/", "a.b.example.com")), Some(0x8101));
     assert_eq!(hit(&rt, get("/", "example.co.uk")), Some(0x8102));
@@ -1152,10 +1493,12 @@ fn header_regex_pattern_is_lowercased() {
 fn non_utf8_header_value_makes_the_router_fail() {
     let rt = router(&[r(0x8101).paths(&["/"]), r(0x8102).header("x-a", &["1"])]);
     let mut req = get("/", "x");
-    req.headers.insert("x-a", HeaderValue::from_bytes(b"\xff").expect("value"));
+    req.headers
+        .insert("x-a", HeaderValue::from_bytes(b"\xff").expect("value"));
     assert_eq!(hit(&rt, req), None);
     let mut req = get("/", "x");
-    req.headers.insert("x-other", HeaderValue::from_bytes(b"\xff").expect("value"));
+    req.headers
+        .insert("x-other", HeaderValue::from_bytes(b"\xff").expect("value"));
     assert_eq!(hit(&rt, req), Some(0x8101));
 }
 
@@ -1186,7 +1529,10 @@ fn errors_name_the_route_and_field() {
     bad.name = Some("my-route".into());
     let err = Router::new(vec![bad]).expect_err("bad regex");
     let msg = err.to_string();
-    assert!(msg.contains("my-route") && msg.contains("paths") && msg.contains("(unclosed"), "{msg}");
+    assert!(
+        msg.contains("my-route") && msg.contains("paths") && msg.contains("(unclosed"),
+        "{msg}"
+    );
     let dup = Router::new(vec![r(1).paths(&["/a"]).0, r(1).paths(&["/b"]).0]);
     assert!(matches!(dup, Err(RouterError::DuplicateId { .. })));
     let empty = Router::new(vec![r(2).0]);
@@ -1195,7 +1541,10 @@ fn errors_name_the_route_and_field() {
 
 #[test]
 fn host_port_parsing_follows_lua_tonumber() {
-    let rt = router(&[r(0x8101).hosts(&["a.test:8000"]), r(0x8100).hosts(&["a.test:abc"])]);
+    let rt = router(&[
+        r(0x8101).hosts(&["a.test:8000"]),
+        r(0x8100).hosts(&["a.test:abc"]),
+    ]);
     assert_eq!(hit(&rt, get("/", "a.test:8000")), Some(0x8101));
     assert_eq!(hit(&rt, get("/", "a.test").port(8000)), Some(0x8101));
     assert_eq!(hit(&rt, get("/", "a.test").port(9000)), None);
@@ -1213,7 +1562,13 @@ fn path_handling_fixture_v0() {
     const B: &[bool] = &[false, true];
     const F: &[bool] = &[false];
     const T: &[bool] = &[true];
-    type Row = (&'static str, Option<&'static str>, &'static [bool], &'static str, &'static str);
+    type Row = (
+        &'static str,
+        Option<&'static str>,
+        &'static [bool],
+        &'static str,
+        &'static str,
+    );
     let rows: &[Row] = &[
         ("/", Some("/"), B, "/", "/"),
         ("/", Some("/"), B, "/route", "/route"),
@@ -1241,29 +1596,71 @@ fn path_handling_fixture_v0() {
         ("/service", Some("/"), B, "/route/req", "/service/route/req"),
         ("/service", Some("/route"), F, "/route", "/service/route"),
         ("/service", Some("/route"), F, "/route/", "/service/route/"),
-        ("/service", Some("/route"), F, "/routereq", "/service/routereq"),
+        (
+            "/service",
+            Some("/route"),
+            F,
+            "/routereq",
+            "/service/routereq",
+        ),
         ("/service", Some("/route"), T, "/route", "/service"),
         ("/service", Some("/route"), T, "/route/", "/service/"),
         ("/service", Some("/route"), T, "/routereq", "/service/req"),
         ("/service", Some("/route/"), F, "/route/", "/service/route/"),
-        ("/service", Some("/route/"), F, "/route/req", "/service/route/req"),
+        (
+            "/service",
+            Some("/route/"),
+            F,
+            "/route/req",
+            "/service/route/req",
+        ),
         ("/service", Some("/route/"), T, "/route/", "/service/"),
         ("/service", Some("/route/"), T, "/route/req", "/service/req"),
         ("/service/", Some("/"), B, "/route/", "/service/route/"),
         ("/service/", Some("/"), B, "/", "/service/"),
         ("/service/", Some("/"), B, "/route", "/service/route"),
         ("/service/", Some("/"), B, "/routereq", "/service/routereq"),
-        ("/service/", Some("/"), B, "/route/req", "/service/route/req"),
+        (
+            "/service/",
+            Some("/"),
+            B,
+            "/route/req",
+            "/service/route/req",
+        ),
         ("/service/", Some("/route"), F, "/route", "/service/route"),
         ("/service/", Some("/route"), F, "/route/", "/service/route/"),
-        ("/service/", Some("/route"), F, "/routereq", "/service/routereq"),
+        (
+            "/service/",
+            Some("/route"),
+            F,
+            "/routereq",
+            "/service/routereq",
+        ),
         ("/service/", Some("/route"), T, "/route", "/service"),
         ("/service/", Some("/route"), T, "/route/", "/service/"),
         ("/service/", Some("/route"), T, "/routereq", "/service/req"),
-        ("/service/", Some("/route/"), F, "/route/", "/service/route/"),
-        ("/service/", Some("/route/"), F, "/route/req", "/service/route/req"),
+        (
+            "/service/",
+            Some("/route/"),
+            F,
+            "/route/",
+            "/service/route/",
+        ),
+        (
+            "/service/",
+            Some("/route/"),
+            F,
+            "/route/req",
+            "/service/route/req",
+        ),
         ("/service/", Some("/route/"), T, "/route/", "/service/"),
-        ("/service/", Some("/route/"), T, "/route/req", "/service/req"),
+        (
+            "/service/",
+            Some("/route/"),
+            T,
+            "/route/req",
+            "/service/req",
+        ),
         ("/", None, B, "/", "/"),
         ("/", None, B, "/route", "/route"),
         ("/", None, B, "/route/", "/route/"),
@@ -1274,25 +1671,139 @@ fn path_handling_fixture_v0() {
         ("/service/", None, B, "/route", "/service/route"),
         ("/service/", None, B, "/route/", "/service/route/"),
         ("/service", Some("/route"), T, "/route./req", "/service/req"),
-        ("/service/", Some("/route"), T, "/route./req", "/service/req"),
-        ("/service", Some("/route"), T, "/route%2E/req", "/service/req"),
-        ("/service/", Some("/route"), T, "/route%2E/req", "/service/req"),
-        ("/service", Some("/route"), T, "/route%2e/req", "/service/req"),
-        ("/service/", Some("/route"), T, "/route%2e/req", "/service/req"),
-        ("/service", Some("/route"), T, "/route../req", "/service/req"),
-        ("/service/", Some("/route"), T, "/route../req", "/service/req"),
-        ("/service", Some("/route"), T, "/route%2E%2E/req", "/service/req"),
-        ("/service/", Some("/route"), T, "/route%2E%2E/req", "/service/req"),
-        ("/service", Some("/route"), T, "/route%2e%2E/req", "/service/req"),
-        ("/service/", Some("/route"), T, "/route%2e%2E/req", "/service/req"),
-        ("/service", Some("/route"), F, "/route./req", "/service/route./req"),
-        ("/service/", Some("/route"), F, "/route./req", "/service/route./req"),
-        ("/service", Some("/route"), F, "/route%2E/req", "/service/route./req"),
-        ("/service/", Some("/route"), F, "/route%2E/req", "/service/route./req"),
-        ("/service", Some("/route"), F, "/route%2e/req", "/service/route./req"),
-        ("/service/", Some("/route"), F, "/route%2e/req", "/service/route./req"),
-        ("/service", Some("/route"), F, "/route../req", "/service/route../req"),
-        ("/service/", Some("/route"), F, "/route../req", "/service/route../req"),
+        (
+            "/service/",
+            Some("/route"),
+            T,
+            "/route./req",
+            "/service/req",
+        ),
+        (
+            "/service",
+            Some("/route"),
+            T,
+            "/route%2E/req",
+            "/service/req",
+        ),
+        (
+            "/service/",
+            Some("/route"),
+            T,
+            "/route%2E/req",
+            "/service/req",
+        ),
+        (
+            "/service",
+            Some("/route"),
+            T,
+            "/route%2e/req",
+            "/service/req",
+        ),
+        (
+            "/service/",
+            Some("/route"),
+            T,
+            "/route%2e/req",
+            "/service/req",
+        ),
+        (
+            "/service",
+            Some("/route"),
+            T,
+            "/route../req",
+            "/service/req",
+        ),
+        (
+            "/service/",
+            Some("/route"),
+            T,
+            "/route../req",
+            "/service/req",
+        ),
+        (
+            "/service",
+            Some("/route"),
+            T,
+            "/route%2E%2E/req",
+            "/service/req",
+        ),
+        (
+            "/service/",
+            Some("/route"),
+            T,
+            "/route%2E%2E/req",
+            "/service/req",
+        ),
+        (
+            "/service",
+            Some("/route"),
+            T,
+            "/route%2e%2E/req",
+            "/service/req",
+        ),
+        (
+            "/service/",
+            Some("/route"),
+            T,
+            "/route%2e%2E/req",
+            "/service/req",
+        ),
+        (
+            "/service",
+            Some("/route"),
+            F,
+            "/route./req",
+            "/service/route./req",
+        ),
+        (
+            "/service/",
+            Some("/route"),
+            F,
+            "/route./req",
+            "/service/route./req",
+        ),
+        (
+            "/service",
+            Some("/route"),
+            F,
+            "/route%2E/req",
+            "/service/route./req",
+        ),
+        (
+            "/service/",
+            Some("/route"),
+            F,
+            "/route%2E/req",
+            "/service/route./req",
+        ),
+        (
+            "/service",
+            Some("/route"),
+            F,
+            "/route%2e/req",
+            "/service/route./req",
+        ),
+        (
+            "/service/",
+            Some("/route"),
+            F,
+            "/route%2e/req",
+            "/service/route./req",
+        ),
+        (
+            "/service",
+            Some("/route"),
+            F,
+            "/route../req",
+            "/service/route../req",
+        ),
+        (
+            "/service/",
+            Some("/route"),
+            F,
+            "/route../req",
+            "/service/route../req",
+        ),
     ];
     for &(service, route_path, strips, req, expected) in rows {
         for &strip in strips {
@@ -1305,7 +1816,10 @@ fn path_handling_fixture_v0() {
             let path = normalize_path(req).into_owned();
             let m = find(&rt, &get(&path, "localbin-route.test")).expect("route matches");
             let got = upstream_uri_v0(&path, m.matched_prefix.as_str(), strip, Some(service));
-            assert_eq!(got, expected, "service={service} route={route_path:?} strip={strip} req={req}");
+            assert_eq!(
+                got, expected,
+                "service={service} route={route_path:?} strip={strip} req={req}"
+            );
         }
     }
 }
@@ -1373,7 +1887,10 @@ fn normalize_does_normalize_complex_uri_outside_of_normal_uri_charset() {
         normalize_path("/%C3%A4/a/%2e./a%2E//a/%2e/./a/../a/%2e%2E/%5f%99%af%2f%2F"),
         "/%C3%A4/a./a/_%99%AF%2F%2F"
     );
-    assert_eq!(normalize_path("/%C3%A4/a/%2e./a%2E//a/%2e/./a/../a/%2e%2E/%5f%2f%2F"), "/ä/a./a/_%2F%2F");
+    assert_eq!(
+        normalize_path("/%C3%A4/a/%2e./a%2E//a/%2e/./a/../a/%2e%2E/%5f%2f%2F"),
+        "/ä/a./a/_%2F%2F"
+    );
 }
 
 #[test]
@@ -1384,22 +1901,36 @@ fn matches_against_normalized_uri() {
         r(0x8103).paths(&["/anything/world"]).strip(false),
     ]);
     for raw in ["/foo/a/../bar", "/foo//bar", "/foo/./bar"] {
-        assert_eq!(hit(&rt, get(&normalize_path(raw), "x")), Some(0x8101), "{raw}");
+        assert_eq!(
+            hit(&rt, get(&normalize_path(raw), "x")),
+            Some(0x8101),
+            "{raw}"
+        );
     }
-    assert_eq!(hit(&rt, get(&normalize_path("/h%65llo"), "x")), Some(0x8102));
+    assert_eq!(
+        hit(&rt, get(&normalize_path("/h%65llo"), "x")),
+        Some(0x8102)
+    );
     // proxies normalized URI to upstream with strip_path = true / false
     let p = normalize_path("/h%65llo/anything/a/../b");
     let m = find(&rt, &get(&p, "x")).expect("match");
-    assert_eq!(upstream_uri_v0(&p, m.matched_prefix.as_str(), true, None), "/anything/b");
+    assert_eq!(
+        upstream_uri_v0(&p, m.matched_prefix.as_str(), true, None),
+        "/anything/b"
+    );
     let p = normalize_path("/anything/./a/../wor%6cd/a/../b");
     let m = find(&rt, &get(&p, "x")).expect("match");
     assert_eq!(m.index, 0x8103);
-    assert_eq!(upstream_uri_v0(&p, m.matched_prefix.as_str(), false, None), "/anything/world/b");
+    assert_eq!(
+        upstream_uri_v0(&p, m.matched_prefix.as_str(), false, None),
+        "/anything/world/b"
+    );
 }
 
 #[test]
 fn escape_do_not_escape_reserved_or_unreserved_characters_plus_percent() {
-    let s = "/!#$%&'()*+,/:;=?@[]ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~";
+    let s =
+        "/!#$%&'()*+,/:;=?@[]ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~";
     assert_eq!(escape_uri(s), s);
 }
 
@@ -1418,14 +1949,53 @@ fn escape_utf8_characters() {
 // index vs naive reference: random route sets and requests
 // ---------------------------------------------------------------------------
 
-const HOSTS: &[&str] = &["a.com", "b.a.com", "x.b.a.com", "a.org", "api.a.com", "c.net"];
-const ROUTE_HOSTS: &[&str] = &[
-    "a.com", "b.a.com", "*.a.com", "a.*", "api.*", "c.net", "a.com:8000", "*.a.com:80", "a.*:8000", "c.net:443",
+const HOSTS: &[&str] = &[
+    "a.com",
+    "b.a.com",
+    "x.b.a.com",
+    "a.org",
+    "api.a.com",
+    "c.net",
 ];
-const PATHS: &[&str] = &["/", "/a", "/ab", "/a/b", "/api", "/api/v1", "/api/v1/users/42", "/b/c", "/abc/d"];
+const ROUTE_HOSTS: &[&str] = &[
+    "a.com",
+    "b.a.com",
+    "*.a.com",
+    "a.*",
+    "api.*",
+    "c.net",
+    "a.com:8000",
+    "*.a.com:80",
+    "a.*:8000",
+    "c.net:443",
+];
+const PATHS: &[&str] = &[
+    "/",
+    "/a",
+    "/ab",
+    "/a/b",
+    "/api",
+    "/api/v1",
+    "/api/v1/users/42",
+    "/b/c",
+    "/abc/d",
+];
 const ROUTE_PATHS: &[&str] = &[
-    "/", "/a", "/ab", "/a/", "/api", "/api/v1", "/b", "~/api/v\\d+", "~/a(b|/b)", "~/(?<x>[a-c]+)/", "~/api/v1/users/(\\d+)$",
-    "~/a|/c", "~/[ab]+/?$", "~(/api)?/v1", "~.*/c$",
+    "/",
+    "/a",
+    "/ab",
+    "/a/",
+    "/api",
+    "/api/v1",
+    "/b",
+    "~/api/v\\d+",
+    "~/a(b|/b)",
+    "~/(?<x>[a-c]+)/",
+    "~/api/v1/users/(\\d+)$",
+    "~/a|/c",
+    "~/[ab]+/?$",
+    "~(/api)?/v1",
+    "~.*/c$",
 ];
 const METHODS: &[&str] = &["GET", "POST"];
 const HDR_VALUES: &[&str] = &["v1", "V2", "~*^v\\d$", "blue"];
@@ -1445,7 +2015,14 @@ fn arb_route() -> impl Strategy<Value = RouteSpec> {
             hosts: hosts.map(|h| h.iter().map(|s| s.to_string()).collect()),
             paths: paths.iter().map(|s| s.to_string()).collect(),
             methods: methods.iter().map(|s| s.to_string()).collect(),
-            headers: hdr.map(|v| vec![("x-ver".to_string(), v.iter().map(|s| s.to_string()).collect())]).unwrap_or_default(),
+            headers: hdr
+                .map(|v| {
+                    vec![(
+                        "x-ver".to_string(),
+                        v.iter().map(|s| s.to_string()).collect(),
+                    )]
+                })
+                .unwrap_or_default(),
             snis: sni.map(|s| vec![s.to_string()]).unwrap_or_default(),
             regex_priority: rp,
             strip_path: true,
