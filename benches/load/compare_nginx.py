@@ -28,6 +28,7 @@ UPSTREAM_PORT = 18080
 NGINX_PORT = 18081
 GATEWAY_PORT = 18082
 GATEWAY_STATUS = 18083
+MINIMAL_PORT = 18084
 
 UPSTREAM_CONF = """
 worker_processes 1;
@@ -164,6 +165,8 @@ def run_wrk(port, duration, conns, cpu):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--gateway", required=True)
+    ap.add_argument("--minimal", default=None,
+                    help="also measure a do-nothing Pingora proxy (benches' minimal-pingora) as a reference")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
@@ -206,6 +209,11 @@ def main():
             if not wait_port(port):
                 sys.exit(f"port {port} did not open; see {d}/stderr.log")
         targets = {"nginx": (NGINX_PORT, nginx_proxy.pid), "gateway": (GATEWAY_PORT, gw.pid)}
+        if args.minimal:
+            mp = start([args.minimal, f"127.0.0.1:{MINIMAL_PORT}", f"127.0.0.1:{UPSTREAM_PORT}", "1"], cpu=proxy_cpu)
+            if not wait_port(MINIMAL_PORT):
+                sys.exit(f"minimal proxy did not start; see {d}/stderr.log")
+            targets["pingora-minimal"] = (MINIMAL_PORT, mp.pid)
         runs = {k: [] for k in targets}
         for r in range(args.rounds):
             for name, (port, pid) in targets.items():
@@ -238,7 +246,7 @@ def main():
         if args.markdown:
             print("| proxy | req/s | p50 ms | p99 ms | CPU s / 10k req | RSS MiB | errors |")
             print("|---|---|---|---|---|---|---|")
-            for name in ("nginx", "gateway"):
+            for name in targets:
                 s = summary[name]
                 print(f"| {name} | {s['rps']:.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | "
                       f"{s['cpu_s_per_10k']:.3f} | {s['rss_kb'] / 1024:.1f} | {s['errors']} |")
@@ -249,7 +257,7 @@ def main():
     finally:
         for p in procs:
             try:
-                p.send_signal(signal.SIGINT if p.args[-1] == args.gateway else signal.SIGTERM)
+                p.send_signal(signal.SIGTERM if "nginx" in str(p.args) else signal.SIGINT)
             except OSError:
                 pass
         for p in procs:

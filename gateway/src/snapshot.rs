@@ -76,6 +76,15 @@ pub struct RouteRt {
     pub preserve_host: bool,
 }
 
+/// A certificate and the SNIs that select it (served once TLS listeners land).
+#[derive(Debug)]
+pub struct CertificateRt {
+    pub id: Uuid,
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub snis: Vec<String>,
+}
+
 /// One immutable, fully compiled configuration.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -83,6 +92,10 @@ pub struct Snapshot {
     pub routes: Vec<RouteRt>,
     pub services: Vec<ServiceRt>,
     pub upstreams: HashMap<String, Arc<Balancer>>,
+    /// Enabled plugin instances (their phases run once plugins are implemented).
+    pub plugins: Vec<model::Plugin>,
+    pub certificates: Vec<CertificateRt>,
+    pub ca_certificates: Vec<model::CaCertificate>,
     /// Kong's configuration hash (32 hex digits).
     pub hash: String,
     /// Whether the config holds anything (an empty one is not "ready").
@@ -109,6 +122,9 @@ impl Snapshot {
             routes: Vec::new(),
             services: Vec::new(),
             upstreams: HashMap::new(),
+            plugins: Vec::new(),
+            certificates: Vec::new(),
+            ca_certificates: Vec::new(),
             hash: EMPTY_CONFIG_HASH.to_string(),
             has_entities: false,
         }
@@ -200,11 +216,29 @@ impl Snapshot {
             || !cfg.plugins.is_empty()
             || !cfg.consumers.is_empty()
             || !cfg.certificates.is_empty();
+        let certificates = cfg
+            .certificates
+            .iter()
+            .map(|c| CertificateRt {
+                id: c.id,
+                cert_pem: c.cert.clone(),
+                key_pem: c.key.clone(),
+                snis: cfg
+                    .snis
+                    .iter()
+                    .filter(|s| s.certificate == c.id)
+                    .map(|s| s.name.clone())
+                    .collect(),
+            })
+            .collect();
         Ok(Snapshot {
             router,
             routes,
             services,
             upstreams,
+            plugins: cfg.plugins.iter().filter(|p| p.enabled).cloned().collect(),
+            certificates,
+            ca_certificates: cfg.ca_certificates.clone(),
             hash,
             has_entities,
         })
@@ -234,5 +268,74 @@ impl ConfigHandle {
     /// Publishes a new snapshot atomically.
     pub fn store(&self, snapshot: Snapshot) {
         self.current.store(Arc::new(snapshot));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use config_sync::{parse_declarative_str, ParseOptions};
+
+    fn compile(yaml: &str) -> Snapshot {
+        let cfg = parse_declarative_str(yaml, &ParseOptions::default()).unwrap();
+        Snapshot::compile(&cfg, "h".into()).unwrap()
+    }
+
+    #[test]
+    fn routes_of_disabled_services_are_left_out() {
+        let s = compile(
+            r#"
+_format_version: "3.0"
+services:
+  - name: on
+    url: http://127.0.0.1:1
+    routes: [{name: a, paths: ["/a"]}]
+  - name: off
+    enabled: false
+    url: http://127.0.0.1:2
+    routes: [{name: b, paths: ["/b"]}]
+routes:
+  - name: lonely
+    paths: ["/c"]
+"#,
+        );
+        let names: Vec<_> = s.routes.iter().filter_map(|r| r.name.clone()).collect();
+        assert_eq!(names, vec!["a", "lonely"]);
+        assert!(s.routes[1].service.is_none(), "serviceless route kept");
+        assert!(s.has_entities);
+    }
+
+    #[test]
+    fn services_naming_an_upstream_balance_over_its_targets() {
+        let s = compile(
+            r#"
+_format_version: "3.0"
+services:
+  - name: svc
+    host: up.internal
+upstreams:
+  - name: up.internal
+    targets:
+      - {target: "127.0.0.1:1", weight: 30}
+      - {target: "127.0.0.1:2", weight: 10}
+      - {target: "127.0.0.1:3", weight: 0}
+"#,
+        );
+        let ServiceTarget::Upstream(b) = &s.services[0].target else {
+            panic!("expected an upstream target")
+        };
+        let mut counts = [0usize; 3];
+        for _ in 0..400 {
+            let t = b.next().unwrap();
+            counts[(t.addr.port - 1) as usize] += 1;
+        }
+        assert_eq!(counts, [300, 100, 0], "exact weighted distribution, weight 0 never");
+    }
+
+    #[test]
+    fn empty_config_is_not_ready() {
+        let s = compile("_format_version: \"3.0\"\n");
+        assert!(!s.has_entities);
     }
 }
