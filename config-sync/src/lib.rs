@@ -1,5 +1,6 @@
 //! Kong config model, validation and (later) the control-plane link.
 
+pub mod cluster;
 pub mod declarative;
 pub mod error;
 pub mod hash;

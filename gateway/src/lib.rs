@@ -6,12 +6,14 @@
 
 pub mod access_log;
 pub mod balancer;
+pub mod cluster;
 pub mod kong;
 pub mod loader;
 pub mod plugins;
 pub mod proxy;
 pub mod router;
 pub mod server;
+pub mod shim;
 pub mod snapshot;
 pub mod stats;
 pub mod status;

@@ -7,10 +7,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use config_sync::settings::Settings;
+use config_sync::settings::{Role, Settings};
 use gateway::kong::KONG_VERSION;
 use gateway::server::{self, Shared};
-use gateway::{loader, plugins};
+use gateway::{cluster, loader, plugins};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -119,6 +119,14 @@ fn spawn_reloader(path: PathBuf, plugins: Vec<String>, shared: Shared) -> anyhow
 }
 
 fn main() -> anyhow::Result<()> {
+    let argv: Vec<String> = std::env::args().collect();
+    let as_kong = argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .is_some_and(|n| n == "kong");
+    if let Some(code) = gateway::shim::run(as_kong, argv.get(1..).unwrap_or_default()) {
+        std::process::exit(code);
+    }
     let Some(args) = parse_args()? else {
         return Ok(());
     };
@@ -141,6 +149,25 @@ fn main() -> anyhow::Result<()> {
     }
     let plugins = plugins::enabled(&settings.plugins);
     let shared = Shared::default();
+    gateway::shim::write_pid_file(&settings.prefix);
+    // Readiness turns 503 at once on SIGTERM or `kong quit` (SIGUSR1), so
+    // endpoints and the load balancer let go before the listener closes.
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGUSR1] {
+        signal_hook::flag::register(sig, shared.draining.clone())
+            .context("installing the drain signal handlers")?;
+    }
+    // Kong lets a data plane start from a declarative file too (the CP's
+    // config replaces it); certificates must load before anything else.
+    let hybrid = match settings.role {
+        Role::DataPlane => match cluster::prepare(&settings, &shared.config, &plugins) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                std::process::exit(1);
+            }
+        },
+        Role::Traditional => None,
+    };
 
     if let Some(text) = &settings.declarative_config_string {
         match loader::compile_text(text, &plugins, "declarative_config_string") {
@@ -166,8 +193,13 @@ fn main() -> anyhow::Result<()> {
             }
         }
         spawn_reloader(path.clone(), plugins.clone(), shared.clone())?;
+    } else if let Some(h) = &hybrid {
+        h.load_cache();
     } else {
         log::warn!("no declarative_config given: every request answers 404 until one is loaded");
+    }
+    if let Some(h) = hybrid {
+        h.spawn().context("starting the control-plane link")?;
     }
 
     let server = server::build(&settings, &shared)?;

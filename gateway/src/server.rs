@@ -11,6 +11,7 @@ use pingora::services::listening::Service;
 
 use crate::access_log::AccessLog;
 use crate::proxy::forwarded::{RealIpHeader, TrustConfig};
+use crate::proxy::h1_front::H1Front;
 use crate::proxy::h1_guard::HeadLimits;
 use crate::proxy::response::ErrorFormat;
 use crate::proxy::{HeaderToggles, KongProxy, ProxyOptions};
@@ -23,6 +24,8 @@ use crate::status::StatusApi;
 pub struct Shared {
     pub config: ConfigHandle,
     pub stats: Arc<Stats>,
+    /// Set on SIGTERM / `kong quit`: readiness answers 503 "draining".
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The proxy path's options from Kong settings.
@@ -66,19 +69,24 @@ fn socket_options(l: &ListenAddr) -> TcpSocketOptions {
     o
 }
 
-/// Worker threads: `nginx_worker_processes` (`auto` = CPUs this process may
-/// use, which `available_parallelism` reads from the cgroup quota).
+/// Worker threads: `nginx_worker_processes`; `auto` is sized to the
+/// container's CPU quota (cgroup v1 or v2), not the host's cores.
 pub fn worker_threads(s: &Settings) -> usize {
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    s.nginx_worker_processes.resolve(cpus).max(1)
+    use autoscale_hooks::workers::system_worker_threads;
+    use autoscale_hooks::WorkerSetting;
+    use config_sync::settings::WorkerProcesses;
+    let setting = match s.nginx_worker_processes {
+        WorkerProcesses::Auto => WorkerSetting::Auto,
+        WorkerProcesses::Count(n) => WorkerSetting::Count(n as usize),
+    };
+    let (decision, _cgroup) = system_worker_threads(setting);
+    log::info!("worker threads: {} ({})", decision.threads, decision.reason);
+    decision.threads.max(1)
 }
 
 /// Builds the Pingora server with the proxy and status services.
 pub fn build(settings: &Settings, shared: &Shared) -> anyhow::Result<Server> {
     let threads = worker_threads(settings);
-    log::info!("starting with {threads} worker threads");
     let pids = settings.prefix.join("pids");
     let conf = ServerConf {
         threads,
@@ -112,8 +120,11 @@ pub fn build(settings: &Settings, shared: &Shared) -> anyhow::Result<Server> {
         stats: shared.stats.clone(),
         access_log,
     };
-    let mut proxy_service =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "kong proxy");
+    // The HTTP/1 front checks each request head before Pingora parses it;
+    // `http_proxy` does what `http_proxy_service_with_name` did (init modules).
+    let options = proxy.options.clone();
+    let proxy = pingora::proxy::http_proxy(&server.configuration, proxy);
+    let mut proxy_service = Service::new("kong proxy".to_string(), H1Front::new(proxy, &options));
     let mut listening = 0;
     for l in &settings.proxy_listen {
         if l.ssl {
@@ -135,6 +146,7 @@ pub fn build(settings: &Settings, shared: &Shared) -> anyhow::Result<Server> {
         let api = StatusApi {
             config: shared.config.clone(),
             stats: shared.stats.clone(),
+            draining: shared.draining.clone(),
         };
         let mut status = Service::new("kong status".to_string(), api);
         for l in &settings.status_listen {

@@ -330,7 +330,11 @@ upstreams:
             let t = b.next().unwrap();
             counts[(t.addr.port - 1) as usize] += 1;
         }
-        assert_eq!(counts, [300, 100, 0], "exact weighted distribution, weight 0 never");
+        assert_eq!(
+            counts,
+            [300, 100, 0],
+            "exact weighted distribution, weight 0 never"
+        );
     }
 
     #[test]

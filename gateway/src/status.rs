@@ -16,6 +16,7 @@ use crate::stats::Stats;
 pub struct StatusApi {
     pub config: ConfigHandle,
     pub stats: Arc<Stats>,
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn rss_bytes() -> Option<u64> {
@@ -46,6 +47,9 @@ fn json_response(status: u16, body: serde_json::Value) -> Response<Vec<u8>> {
 impl StatusApi {
     /// `/status/ready`: 200 once a non-empty config is loaded.
     pub fn ready(&self) -> (u16, serde_json::Value) {
+        if self.draining.load(Ordering::Relaxed) {
+            return (503, json!({"message": "draining"}));
+        }
         let snap = self.config.load();
         if snap.has_entities {
             (200, json!({"message": "ready"}))

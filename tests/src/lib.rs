@@ -10,6 +10,7 @@
 //! Helpers panic with a descriptive message on setup failures: they only
 //! run inside tests, where a panic is the failure report.
 
+pub mod cp;
 pub mod gateway;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

@@ -25,7 +25,11 @@ impl ProxyHttp for Fixed {
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let listen = args.get(1).map(String::as_str).unwrap_or("127.0.0.1:18084");
-    let upstream: SocketAddr = args.get(2).map(String::as_str).unwrap_or("127.0.0.1:18080").parse()?;
+    let upstream: SocketAddr = args
+        .get(2)
+        .map(String::as_str)
+        .unwrap_or("127.0.0.1:18080")
+        .parse()?;
     let threads = args.get(3).and_then(|t| t.parse().ok()).unwrap_or(1);
     let conf = ServerConf {
         threads,

@@ -12,6 +12,7 @@
 
 pub mod ctx;
 pub mod forwarded;
+pub mod h1_front;
 pub mod h1_guard;
 pub mod response;
 

@@ -1,0 +1,273 @@
+//! Session behaviour over an in-memory duplex, with paused tokio time so
+//! the 30 s / 45 s timers cost nothing.
+
+use std::io::Write;
+use std::sync::Mutex;
+
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+use super::*;
+
+#[derive(Default)]
+struct TestSink {
+    hash: Mutex<Option<String>>,
+    applied: Mutex<Vec<String>>,
+}
+
+impl ConfigSink for TestSink {
+    fn apply(&self, config_table: Value, hash: String) -> Result<(), String> {
+        if config_table.get("invalid").is_some() {
+            return Err("schema violation".into());
+        }
+        *lock(&self.hash) = Some(hash.clone());
+        lock(&self.applied).push(hash);
+        Ok(())
+    }
+
+    fn current_hash(&self) -> Option<String> {
+        lock(&self.hash).clone()
+    }
+}
+
+fn dummy_tls() -> ClusterTls {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    ClusterTls {
+        config: Arc::new(config),
+        server_name: rustls::pki_types::ServerName::try_from("kong_clustering")
+            .expect("name")
+            .to_owned(),
+    }
+}
+
+fn opts() -> ClientOptions {
+    ClientOptions {
+        authority: "127.0.0.1:1".into(),
+        tls: dummy_tls(),
+        path: protocol::outlet_path("id", "host", "3.10.0"),
+        node_id: Uuid::nil(),
+        max_payload: 4 << 20,
+        inflate_cap: 1 << 20,
+        basic_info: protocol::basic_info(&[], &[], serde_json::json!({})),
+        konnect_mode: false,
+        cache_path: None,
+        timings: Timings::default(),
+    }
+}
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(b).expect("gzip");
+    e.finish().expect("gzip")
+}
+
+fn push(hash: &str, body: &str) -> Message {
+    let msg = format!(
+        r#"{{"type":"reconfigure","config_table":{body},"config_hash":"{hash}","hashes":{{}}}}"#
+    );
+    Message::Binary(Bytes::from(gzip(msg.as_bytes())))
+}
+
+type ServerWs = WebSocketStream<tokio::io::DuplexStream>;
+
+async fn start(
+    o: ClientOptions,
+) -> (
+    ServerWs,
+    Arc<TestSink>,
+    Arc<ClusterStatus>,
+    tokio::task::JoinHandle<Result<(), LinkError>>,
+) {
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let client_ws = WebSocketStream::from_raw_socket(a, Role::Client, None).await;
+    let server = WebSocketStream::from_raw_socket(b, Role::Server, None).await;
+    let sink = Arc::new(TestSink::default());
+    let status = Arc::new(ClusterStatus::default());
+    let client = Client::new(o, sink.clone(), status.clone());
+    let shared = client.shared.clone();
+    tokio::spawn(apply_worker(shared.clone(), client.frames_rx));
+    let sess = tokio::spawn(async move { session(client_ws, &shared).await });
+    (server, sink, status, sess)
+}
+
+async fn next(server: &mut ServerWs) -> Message {
+    server.next().await.expect("stream open").expect("frame")
+}
+
+#[tokio::test(start_paused = true)]
+async fn basic_info_first_then_ping_every_30s() {
+    let (mut server, _sink, status, _sess) = start(opts()).await;
+    match next(&mut server).await {
+        Message::Binary(b) => {
+            let v: Value = serde_json::from_slice(&b).expect("json");
+            assert_eq!(v["type"], "basic_info");
+        }
+        other => panic!("first frame must be basic_info, got {other:?}"),
+    }
+    let t0 = tokio::time::Instant::now();
+    assert_eq!(
+        next(&mut server).await,
+        Message::Ping(Bytes::from_static(protocol::EMPTY_HASH.as_bytes()))
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "first ping is immediate"
+    );
+    assert!(status.connected());
+    let t1 = tokio::time::Instant::now();
+    assert!(matches!(next(&mut server).await, Message::Ping(_)));
+    let waited = t1.elapsed();
+    assert!(
+        waited >= Duration::from_secs(30) && waited < Duration::from_secs(31),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn ping_after_apply_carries_new_hash_and_rejects_keep_old() {
+    let (mut server, sink, status, _sess) = start(opts()).await;
+    let _basic = next(&mut server).await;
+    let _ping = next(&mut server).await;
+    let h1 = "11111111111111111111111111111111";
+    server
+        .send(push(h1, r#"{"services":[{"host":"a"}]}"#))
+        .await
+        .expect("send");
+    let t0 = tokio::time::Instant::now();
+    assert_eq!(
+        next(&mut server).await,
+        Message::Ping(Bytes::from(h1.as_bytes().to_vec()))
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "ping right after apply"
+    );
+    assert_eq!(sink.current_hash().as_deref(), Some(h1));
+
+    // Garbage and invalid configs: old hash stays, link stays up.
+    server
+        .send(Message::Binary(Bytes::from_static(b"not gzip")))
+        .await
+        .expect("send");
+    server
+        .send(push(
+            "22222222222222222222222222222222",
+            r#"{"invalid":true}"#,
+        ))
+        .await
+        .expect("send");
+    let t1 = tokio::time::Instant::now();
+    assert_eq!(
+        next(&mut server).await,
+        Message::Ping(Bytes::from(h1.as_bytes().to_vec()))
+    );
+    assert!(
+        t1.elapsed() >= Duration::from_secs(29),
+        "no extra ping after a reject"
+    );
+    assert!(status.rejected_total() >= 1);
+    assert_eq!(lock(&sink.applied).len(), 1);
+
+    // Same hash again: not re-applied, but pinged at once.
+    server
+        .send(push(h1, r#"{"services":[{"host":"a"}]}"#))
+        .await
+        .expect("send");
+    let t2 = tokio::time::Instant::now();
+    assert!(matches!(next(&mut server).await, Message::Ping(_)));
+    assert!(t2.elapsed() < Duration::from_secs(1));
+    assert_eq!(lock(&sink.applied).len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn silence_for_45s_ends_the_session() {
+    let (mut server, _sink, _status, sess) = start(opts()).await;
+    let _basic = next(&mut server).await;
+    let _ping = next(&mut server).await; // auto-pong answered here
+    let t0 = tokio::time::Instant::now();
+    // Stop reading: no more pongs reach the client.
+    let r = sess.await.expect("join");
+    assert!(matches!(r, Err(LinkError::Silence(_))), "{r:?}");
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_secs(44) && waited <= Duration::from_secs(46),
+        "{waited:?}"
+    );
+    drop(server);
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_frame_ends_the_session_cleanly() {
+    let (mut server, _sink, _status, sess) = start(opts()).await;
+    let _basic = next(&mut server).await;
+    server.close(None).await.expect("close");
+    // Drain so the close handshake completes.
+    while let Some(Ok(_)) = server.next().await {}
+    let r = sess.await.expect("join");
+    assert!(matches!(r, Ok(()) | Err(LinkError::Closed)), "{r:?}");
+}
+
+#[test]
+fn reconnect_delay_is_whole_seconds_5_to_10() {
+    for _ in 0..200 {
+        let d = reconnect_delay(Duration::from_secs(5), Duration::from_secs(10));
+        assert!(d >= Duration::from_secs(5) && d <= Duration::from_secs(10));
+        assert_eq!(d.subsec_nanos(), 0);
+    }
+    assert_eq!(
+        reconnect_delay(Duration::from_millis(200), Duration::from_millis(200)),
+        Duration::from_millis(200)
+    );
+}
+
+#[test]
+fn process_frame_persists_and_cache_reloads() {
+    let dir = std::env::temp_dir().join(format!("cs-client-{}", Uuid::new_v4()));
+    let path = dir.join("cache.gz");
+    let sink = TestSink::default();
+    let status = ClusterStatus::default();
+    let Message::Binary(frame) = push(
+        "33333333333333333333333333333333",
+        r#"{"services":[{"host":"a"}]}"#,
+    ) else {
+        unreachable!()
+    };
+    let out = process_frame(&frame, &sink, &status, 1 << 20, Some(&path));
+    assert_eq!(
+        out,
+        Outcome::Applied {
+            hash: "33333333333333333333333333333333".into()
+        }
+    );
+    let mut o = opts();
+    o.cache_path = Some(path.clone());
+    let fresh = TestSink::default();
+    let loaded = load_cached(&o, &fresh, &status).expect("load");
+    assert_eq!(loaded.as_deref(), Some("33333333333333333333333333333333"));
+    assert_eq!(fresh.current_hash(), loaded);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn empty_config_reports_zero_hash() {
+    let sink = TestSink::default();
+    let status = ClusterStatus::default();
+    let Message::Binary(frame) = push(
+        "44444444444444444444444444444444",
+        r#"{"_format_version":"3.0","workspaces":[{"name":"default"}]}"#,
+    ) else {
+        unreachable!()
+    };
+    let out = process_frame(&frame, &sink, &status, 1 << 20, None);
+    assert_eq!(
+        out,
+        Outcome::Applied {
+            hash: protocol::EMPTY_HASH.into()
+        }
+    );
+}
