@@ -566,7 +566,8 @@ fn apply_time_for_1k_and_10k_routes() {
     let certs = Certs::shared();
     let rec = Recorder::start();
     let cp = ControlPlane::start(&certs);
-    let g = start_dp(&dp_env(&certs, cp.port, &[]));
+    // debug: the DP also logs the validate / compile split.
+    let g = start_dp(&dp_env(&certs, cp.port, &[("KONG_LOG_LEVEL", "debug")]));
     assert!(cp.wait_for(WAIT, |s| !s.pings.is_empty()));
     for n in [1_000usize, 10_000] {
         let cfg = cp::kong_export(rec.port, &format!("/n{n}"), n);
@@ -586,8 +587,15 @@ fn apply_time_for_1k_and_10k_routes() {
             .find(|l| l.contains(&format!("applied config {hash}")))
             .map(str::to_string)
             .unwrap_or_default();
+        let split = g
+            .output()
+            .lines()
+            .filter(|l| l.contains("[clustering] validate"))
+            .last()
+            .map(str::to_string)
+            .unwrap_or_default();
         eprintln!(
-            "{n} routes: {} KiB JSON, {} KiB gzip; push→ping {} ms; DP: {line}",
+            "{n} routes: {} KiB JSON, {} KiB gzip; push→ping {} ms; DP: {line}; {split}",
             json_len / 1024,
             frame.len() / 1024,
             e2e.as_millis()
