@@ -590,8 +590,8 @@ fn apply_time_for_1k_and_10k_routes() {
         let split = g
             .output()
             .lines()
-            .filter(|l| l.contains("[clustering] validate"))
-            .last()
+            .rev()
+            .find(|l| l.contains("[clustering] validate"))
             .map(str::to_string)
             .unwrap_or_default();
         eprintln!(
@@ -605,4 +605,30 @@ fn apply_time_for_1k_and_10k_routes() {
         assert_eq!(r.status, 200);
     }
     let _: Value = g.status();
+}
+
+#[test]
+fn konnect_mode_reports_a_rejected_config() {
+    // Only with konnect_mode: an OSS CP would drop the DP for this frame.
+    let certs = Certs::shared();
+    let rec = Recorder::start();
+    let cp = ControlPlane::start(&certs);
+    let hash1 = cp.set_config(&cp::kong_export(rec.port, "/v1", 1));
+    let g = start_dp(&dp_env(&certs, cp.port, &[("KONG_KONNECT_MODE", "on")]));
+    assert!(cp.wait_ping(&hash1, WAIT), "{}", g.output());
+    let bad = json!({"_format_version": "3.0", "services": [{"host": "x", "port": 70000}]});
+    let (frame, bad_hash) = cp::reconfigure(&bad);
+    cp.send_binary(frame);
+    assert!(
+        cp.wait_for(WAIT, |s| s
+            .invalid_frames
+            .iter()
+            .any(|f| f.contains("declarative configuration parse failure"))),
+        "{:?}\n{}",
+        cp.seen().invalid_frames,
+        g.output()
+    );
+    let report = cp.seen().invalid_frames.join("\n");
+    assert!(report.contains(&bad_hash), "{report}");
+    assert_eq!(g.config_hash(), hash1);
 }
