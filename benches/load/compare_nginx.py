@@ -187,6 +187,10 @@ def main():
         procs.append(p)
         return p
 
+    busy = [p for p in (UPSTREAM_PORT, NGINX_PORT, GATEWAY_PORT, GATEWAY_STATUS, MINIMAL_PORT)
+            if wait_port(p, timeout=0.05)]
+    if busy:
+        sys.exit(f"ports already in use: {busy}; stop what listens there first")
     try:
         ngx = nginx_bin()
         open(f"{d}/upstream.conf", "w").write(UPSTREAM_CONF.format(d=d, port=UPSTREAM_PORT))
@@ -208,6 +212,9 @@ def main():
         for port in (UPSTREAM_PORT, NGINX_PORT, GATEWAY_PORT):
             if not wait_port(port):
                 sys.exit(f"port {port} did not open; see {d}/stderr.log")
+        for p in procs:
+            if p.poll() is not None:
+                sys.exit(f"{p.args} exited early; see {d}/stderr.log")
         targets = {"nginx": (NGINX_PORT, nginx_proxy.pid), "gateway": (GATEWAY_PORT, gw.pid)}
         if args.minimal:
             mp = start([args.minimal, f"127.0.0.1:{MINIMAL_PORT}", f"127.0.0.1:{UPSTREAM_PORT}", "1"], cpu=proxy_cpu)
