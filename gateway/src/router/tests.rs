@@ -2074,3 +2074,35 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Normalizing an already normalized path changes nothing, and the
+    /// result never keeps a dot segment or an empty segment. (Kong decodes
+    /// once, so `%%30A` legitimately changes again on a second pass: inputs
+    /// here have no `%`.)
+    #[test]
+    fn normalize_path_is_idempotent(raw in "(/|[a-z]|\\.|//|~)[a-z/.0-9A-F~]{0,24}") {
+        let path = format!("/{raw}");
+        let once = normalize_path(&path).into_owned();
+        let twice = normalize_path(&once).into_owned();
+        prop_assert_eq!(&once, &twice);
+        prop_assert!(!once.contains("/./") && !once.contains("/../") && !once.contains("//"),
+            "{} -> {}", path, once);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Arbitrary bytes never make the head checker panic, and whatever it
+    /// accepts has a Host unless it is HTTP/1.0.
+    #[test]
+    fn head_checker_never_panics(raw in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let limits = crate::proxy::h1_guard::HeadLimits::default();
+        if let Ok(info) = crate::proxy::h1_guard::check_request_head(&raw, &limits) {
+            prop_assert!(info.has_host || info.http10);
+        }
+    }
+}
