@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use config_sync::model::{self, DeclarativeConfig};
 use uuid::Uuid;
 
-use crate::balancer::{Balancer, TargetAddr};
+use crate::balancer::{Background, Balancer, TargetAddr};
 use crate::router::{RouteSpec, Router};
 
 /// Kong's hash of an empty configuration (`DECLARATIVE_EMPTY_CONFIG_HASH`).
@@ -41,7 +41,7 @@ pub enum ServiceTarget {
     /// `host` names an upstream: balance over its targets.
     Upstream(Arc<Balancer>),
     /// A plain host (IP or DNS name) and port.
-    Host(TargetAddr),
+    Host(Arc<TargetAddr>),
 }
 
 /// A service as the proxy path needs it.
@@ -148,7 +148,7 @@ impl Snapshot {
             };
             let target = match upstreams.get(&s.host) {
                 Some(b) => ServiceTarget::Upstream(b.clone()),
-                None => ServiceTarget::Host(TargetAddr::new(&s.host, s.port)),
+                None => ServiceTarget::Host(Arc::new(TargetAddr::new(&s.host, s.port))),
             };
             service_index.insert(s.id, services.len());
             services.push(ServiceRt {
@@ -245,16 +245,74 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// Makes a compiled snapshot live: names get the resolver, balancers
+    /// take the health of unchanged targets from `old` and start probing.
+    fn activate(self: &Arc<Self>, bg: &Background, old: &Snapshot) {
+        let names = self
+            .upstreams
+            .values()
+            .flat_map(|b| b.targets.iter().map(|t| &t.addr))
+            .chain(self.services.iter().filter_map(|s| match &s.target {
+                ServiceTarget::Host(a) => Some(a),
+                ServiceTarget::Upstream(_) => None,
+            }))
+            .filter(|a| !a.is_ip());
+        let mut env = None;
+        for addr in names {
+            let env = env.get_or_insert_with(|| bg.dns_env());
+            addr.set_env(env.clone());
+        }
+        for (name, b) in &self.upstreams {
+            if let Some(o) = old.upstreams.get(name) {
+                b.inherit(o);
+            }
+            if b.health_cfg.active_enabled() {
+                match bg.runtime() {
+                    Some(rt) => b.start_active(&rt),
+                    None => log::error!("no runtime for the active checks of '{name}'"),
+                }
+            }
+        }
+    }
+
+    /// Stops the balancers' background work (the snapshot was replaced).
+    fn deactivate(&self) {
+        for b in self.upstreams.values() {
+            b.stop_background();
+        }
+    }
+
+    /// Every target's health (`kong_upstream_target_health`):
+    /// (upstream, target, state).
+    pub fn target_health(&self) -> Vec<(String, String, crate::balancer::health::HealthState)> {
+        let mut out = Vec::new();
+        for (name, b) in &self.upstreams {
+            for (target, state) in b.target_health() {
+                out.push((name.clone(), target, state));
+            }
+        }
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out
+    }
+}
+
 /// The live configuration, swapped whole.
 #[derive(Debug, Clone)]
 pub struct ConfigHandle {
     current: Arc<ArcSwap<Snapshot>>,
+    /// Runtime and resolver behind the balancers, shared by all snapshots.
+    background: Arc<Background>,
+    /// Serializes stores, so health is inherited from the snapshot replaced.
+    swap: Arc<std::sync::Mutex<()>>,
 }
 
 impl Default for ConfigHandle {
     fn default() -> Self {
         ConfigHandle {
             current: Arc::new(ArcSwap::from_pointee(Snapshot::empty())),
+            background: Arc::new(Background::default()),
+            swap: Arc::new(std::sync::Mutex::new(())),
         }
     }
 }
@@ -265,9 +323,15 @@ impl ConfigHandle {
         self.current.load_full()
     }
 
-    /// Publishes a new snapshot atomically.
+    /// Publishes a new snapshot atomically. Health of unchanged targets
+    /// carries over; the replaced snapshot's probes stop.
     pub fn store(&self, snapshot: Snapshot) {
-        self.current.store(Arc::new(snapshot));
+        let _one_at_a_time = self.swap.lock().unwrap_or_else(|e| e.into_inner());
+        let snapshot = Arc::new(snapshot);
+        let old = self.current.load_full();
+        snapshot.activate(&self.background, &old);
+        let old = self.current.swap(snapshot);
+        old.deactivate();
     }
 }
 
@@ -327,13 +391,50 @@ upstreams:
         };
         let mut counts = [0usize; 3];
         for _ in 0..400 {
-            let t = b.next().unwrap();
-            counts[(t.addr.port - 1) as usize] += 1;
+            let i = b.pick(None, &[]).unwrap().index;
+            counts[(b.targets[i].addr.port - 1) as usize] += 1;
         }
         assert_eq!(
             counts,
             [300, 100, 0],
             "exact weighted distribution, weight 0 never"
+        );
+    }
+
+    #[test]
+    fn a_swap_keeps_health_of_unchanged_targets() {
+        let yaml = |extra: &str| {
+            format!(
+                r#"
+_format_version: "3.0"
+upstreams:
+  - name: up
+    healthchecks: {{passive: {{unhealthy: {{tcp_failures: 1}}}}}}
+    targets:
+      - {{target: "127.0.0.1:1"}}
+      - {{target: "127.0.0.1:2"}}
+{extra}
+"#
+            )
+        };
+        let handle = ConfigHandle::default();
+        handle.store(compile(&yaml("")));
+        let s = handle.load();
+        s.upstreams["up"].report(0, crate::balancer::health::passive::Outcome::TcpFailure);
+        handle.store(compile(&yaml(r#"      - {target: "127.0.0.1:3"}"#)));
+        let states: Vec<_> = handle
+            .load()
+            .target_health()
+            .into_iter()
+            .map(|(_, t, s)| (t, s.as_str()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("127.0.0.1:1".to_string(), "unhealthy"),
+                ("127.0.0.1:2".to_string(), "healthy"),
+                ("127.0.0.1:3".to_string(), "healthy"),
+            ]
         );
     }
 

@@ -11,6 +11,7 @@
 //! run inside tests, where a panic is the failure report.
 
 pub mod cp;
+pub mod fault;
 pub mod gateway;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

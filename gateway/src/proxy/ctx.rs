@@ -4,6 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::balancer::ConnGuard;
 use crate::snapshot::Snapshot;
 
 /// An answer Kong produces itself when the balancer cannot give a peer.
@@ -58,6 +59,29 @@ pub struct RequestCtx {
     pub client_te_trailers: bool,
     /// `Kong-Debug` was sent and `allow_debug_header` is on.
     pub debug_header: bool,
+    /// Regex captures of the matched route (for `hash_on: uri_capture`).
+    pub uri_captures: Vec<(Option<String>, String)>,
+    /// Balancer state of this request, see [`BalancerCtx`].
+    pub balancer: BalancerCtx,
+}
+
+/// What the balancer keeps across the tries of one request.
+#[derive(Debug, Default)]
+pub struct BalancerCtx {
+    /// The hash value, computed once on the first try (Kong does the same).
+    pub hash_value: Option<String>,
+    /// `Set-Cookie` for a hash cookie Kong made up.
+    pub set_cookie: Option<String>,
+    /// Upstream target of the current try.
+    pub target: Option<usize>,
+    /// Targets that failed this request (avoided by the next try).
+    pub tried: Vec<usize>,
+    /// Least-connections slot of the current try, released on drop.
+    pub guard: Option<ConnGuard>,
+    /// When the current try started (latency algorithm).
+    pub try_start: Option<Instant>,
+    /// Status the upstream answered the current try with.
+    pub upstream_status: Option<u16>,
 }
 
 impl RequestCtx {
@@ -90,6 +114,8 @@ impl RequestCtx {
             reused_connection: false,
             client_te_trailers: false,
             debug_header: false,
+            uri_captures: Vec::new(),
+            balancer: BalancerCtx::default(),
         }
     }
 }

@@ -28,9 +28,11 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::protocols::l4::socket::SocketAddr as PSocketAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::{Error, ErrorSource, ErrorType, Result};
+use pingora::{Error, ErrorSource, ErrorType, Result, RetryType};
 
 use crate::access_log::AccessLog;
+use crate::balancer::health::passive::Outcome;
+use crate::balancer::{Balancer, HashInput};
 use crate::kong::SERVER_TOKEN;
 use crate::router::{self, RequestInfo};
 use crate::snapshot::{ConfigHandle, Scheme, ServiceTarget};
@@ -242,6 +244,86 @@ impl KongProxy {
             .await
     }
 
+    /// Picks an upstream target for this try: (address, host name, port).
+    /// Targets whose name does not resolve are skipped; `None` when no
+    /// target can be had (Kong's "failure to get a peer").
+    async fn pick_target(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        b: &Balancer,
+    ) -> Option<(std::net::SocketAddr, String, u16)> {
+        if ctx.balancer.hash_value.is_none() && b.hashes() {
+            let req = session.req_header();
+            let (raw, query) = raw_path_only(req.raw_path());
+            let raw = String::from_utf8_lossy(raw);
+            let path = router::normalize_path(&raw);
+            let query = query.map(|q| String::from_utf8_lossy(q).into_owned());
+            let v = b.hash_value(&HashInput {
+                consumer: None,
+                client_ip: ctx.client_ip,
+                headers: &req.headers,
+                path: &path,
+                query: query.as_deref(),
+                captures: &ctx.uri_captures,
+            });
+            ctx.balancer.hash_value = Some(v.value);
+            ctx.balancer.set_cookie = v.set_cookie;
+        }
+        // Give back the previous try's least-connections slot first.
+        ctx.balancer.guard = None;
+        let mut skipped: Vec<usize> = Vec::new();
+        for _ in 0..b.targets.len().max(1) {
+            let mut avoid = ctx.balancer.tried.clone();
+            avoid.extend_from_slice(&skipped);
+            let picked = b.pick(ctx.balancer.hash_value.as_deref(), &avoid).ok()?;
+            let t = b.targets.get(picked.index)?;
+            match t.addr.resolve().await {
+                Ok(addr) => {
+                    ctx.balancer.target = Some(picked.index);
+                    ctx.balancer.guard = picked.guard;
+                    let name = b.host_header.clone().unwrap_or_else(|| t.addr.host.clone());
+                    return Some((addr, name, t.addr.port));
+                }
+                // A failed name is out of the balancer until it resolves.
+                Err(_) if !skipped.contains(&picked.index) => skipped.push(picked.index),
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// A try failed (connect, or while proxying): passive health learns
+    /// of it and the next try avoids the target.
+    fn try_failed(&self, ctx: &mut RequestCtx, etype: &ErrorType) {
+        ctx.balancer.guard = None;
+        let Some(i) = ctx.balancer.target.take() else {
+            return;
+        };
+        if let Some(b) = upstream_of(ctx) {
+            b.report(i, Outcome::from_error(etype));
+        }
+        if !ctx.balancer.tried.contains(&i) {
+            ctx.balancer.tried.push(i);
+        }
+    }
+
+    /// The request is over: the last try's status feeds passive health and
+    /// its time the latency algorithm.
+    fn balancer_done(&self, ctx: &mut RequestCtx) {
+        ctx.balancer.guard = None;
+        let Some(i) = ctx.balancer.target.take() else {
+            return;
+        };
+        let Some(b) = upstream_of(ctx) else { return };
+        if let Some(status) = ctx.balancer.upstream_status {
+            b.report(i, Outcome::Status(status));
+            if let Some(t) = ctx.balancer.try_start {
+                b.observe(i, t.elapsed());
+            }
+        }
+    }
+
     /// Refuses a request whose head nginx would refuse; the connection closes.
     fn guard(&self, session: &Session) -> Option<u16> {
         let h1 = session.as_downstream().as_http1()?;
@@ -253,6 +335,15 @@ impl KongProxy {
                 Some(r.status)
             }
         }
+    }
+}
+
+/// The balancer of the request's service, if it targets an upstream.
+fn upstream_of(ctx: &RequestCtx) -> Option<Arc<Balancer>> {
+    let snapshot = ctx.snapshot.as_ref()?;
+    match &snapshot.services.get(ctx.service?)?.target {
+        ServiceTarget::Upstream(b) => Some(b.clone()),
+        ServiceTarget::Host(_) => None,
     }
 }
 
@@ -377,6 +468,7 @@ impl ProxyHttp for KongProxy {
             return Ok(true);
         };
         ctx.route = Some(m.index);
+        ctx.uri_captures = m.captures.clone();
         ctx.debug_header =
             self.options.allow_debug_header && req.headers.contains_key("kong-debug");
 
@@ -502,21 +594,13 @@ impl ProxyHttp for KongProxy {
             return Error::e_explain(ErrorType::InternalError, "service index out of range");
         };
         let (addr, host_name, port) = match &service.target {
-            ServiceTarget::Upstream(b) => {
-                let Some(t) = b.next() else {
+            ServiceTarget::Upstream(b) => match self.pick_target(session, ctx, b).await {
+                Some(picked) => picked,
+                None => {
                     ctx.local_error = Some(LocalError::pdk(503, MSG_NO_PEER));
                     return Error::e_explain(ErrorType::HTTPStatus(503), MSG_NO_PEER);
-                };
-                let addr = match t.addr.resolve().await {
-                    Ok(a) => a,
-                    Err(_) => {
-                        ctx.local_error = Some(LocalError::pdk(503, MSG_NAME_RESOLUTION));
-                        return Error::e_explain(ErrorType::HTTPStatus(503), MSG_NAME_RESOLUTION);
-                    }
-                };
-                let name = b.host_header.clone().unwrap_or_else(|| t.addr.host.clone());
-                (addr, name, t.addr.port)
-            }
+                }
+            },
             ServiceTarget::Host(t) => match t.resolve().await {
                 Ok(a) => (a, t.host.clone(), t.port),
                 Err(_) => {
@@ -525,6 +609,8 @@ impl ProxyHttp for KongProxy {
                 }
             },
         };
+        ctx.balancer.try_start = Some(Instant::now());
+        ctx.balancer.upstream_status = None;
         ctx.tries += 1;
         if ctx.upstream_start.is_none() {
             ctx.upstream_start = Some(Instant::now());
@@ -557,9 +643,47 @@ impl ProxyHttp for KongProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        self.try_failed(ctx, e.etype());
         // Nothing was sent: Kong (nginx proxy_next_upstream error timeout)
         // tries the next peer while retries remain.
         if ctx.retries_left > 0 {
+            ctx.retries_left -= 1;
+            e.set_retry(true);
+        } else {
+            e.set_retry(false);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if *e.esource() != ErrorSource::Upstream {
+            e.set_retry(false);
+            return e;
+        }
+        // A pooled connection the upstream had already closed is no
+        // verdict on the target: Pingora retries those for free.
+        let stale_pooled = client_reused && matches!(e.retry, RetryType::ReusedOnly);
+        if !stale_pooled {
+            self.try_failed(ctx, e.etype());
+        }
+        // nginx's proxy_next_upstream: only before the response header
+        // arrived, never a non-idempotent request once sent, and never a
+        // body that can no longer be replayed.
+        let replayable = ctx.upstream_header_at.is_none()
+            && session.response_written().is_none()
+            && session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        if replayable && stale_pooled {
+            e.set_retry(true);
+        } else if replayable && ctx.retries_left > 0 {
             ctx.retries_left -= 1;
             e.set_retry(true);
         } else {
@@ -703,6 +827,7 @@ impl ProxyHttp for KongProxy {
         if ctx.upstream_header_at.is_none() {
             ctx.upstream_header_at = Some(Instant::now());
         }
+        ctx.balancer.upstream_status = Some(_upstream_response.status.as_u16());
         Ok(())
     }
 
@@ -772,6 +897,9 @@ impl ProxyHttp for KongProxy {
         if ctx.debug_header {
             self.add_debug_headers(resp, ctx);
         }
+        if let Some(cookie) = &ctx.balancer.set_cookie {
+            resp.append_header(header::SET_COOKIE, cookie.as_str())?;
+        }
         Ok(())
     }
 
@@ -826,6 +954,7 @@ impl ProxyHttp for KongProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        self.balancer_done(ctx);
         if ctx.counted_in_flight {
             self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         }
