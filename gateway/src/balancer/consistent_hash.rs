@@ -26,9 +26,7 @@ impl ConsistentHash {
         let total: u64 = targets.iter().map(|t| u64::from(t.2)).sum();
         // Kong sorts by name then port before placing points.
         let mut order: Vec<usize> = (0..targets.len()).collect();
-        order.sort_by(|&a, &b| {
-            (&targets[a].0, targets[a].1).cmp(&(&targets[b].0, targets[b].1))
-        });
+        order.sort_by(|&a, &b| (&targets[a].0, targets[a].1).cmp(&(&targets[b].0, targets[b].1)));
         let count = targets.len() as u64;
         for i in order {
             let (host, port, weight) = &targets[i];
@@ -79,54 +77,7 @@ impl ConsistentHash {
 
 /// xxHash32 with seed 0 (what Kong's `luaxxhash` computes).
 pub fn xxhash32(input: &[u8]) -> u32 {
-    const P1: u32 = 2_654_435_761;
-    const P2: u32 = 2_246_822_519;
-    const P3: u32 = 3_266_489_917;
-    const P4: u32 = 668_265_263;
-    const P5: u32 = 374_761_393;
-    let lane = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-    let round = |acc: u32, v: u32| acc.wrapping_add(v.wrapping_mul(P2)).rotate_left(13).wrapping_mul(P1);
-    let len = input.len();
-    let mut rest = input;
-    let mut h: u32 = if len >= 16 {
-        let mut v1 = P1.wrapping_add(P2);
-        let mut v2 = P2;
-        let mut v3 = 0u32;
-        let mut v4 = 0u32.wrapping_sub(P1);
-        while rest.len() >= 16 {
-            v1 = round(v1, lane(&rest[0..4]));
-            v2 = round(v2, lane(&rest[4..8]));
-            v3 = round(v3, lane(&rest[8..12]));
-            v4 = round(v4, lane(&rest[12..16]));
-            rest = &rest[16..];
-        }
-        v1.rotate_left(1)
-            .wrapping_add(v2.rotate_left(7))
-            .wrapping_add(v3.rotate_left(12))
-            .wrapping_add(v4.rotate_left(18))
-    } else {
-        P5
-    };
-    h = h.wrapping_add(len as u32);
-    while rest.len() >= 4 {
-        h = h
-            .wrapping_add(lane(&rest[0..4]).wrapping_mul(P3))
-            .rotate_left(17)
-            .wrapping_mul(P4);
-        rest = &rest[4..];
-    }
-    for &b in rest {
-        h = h
-            .wrapping_add(u32::from(b).wrapping_mul(P5))
-            .rotate_left(11)
-            .wrapping_mul(P1);
-    }
-    h ^= h >> 15;
-    h = h.wrapping_mul(P2);
-    h ^= h >> 13;
-    h = h.wrapping_mul(P3);
-    h ^= h >> 16;
-    h
+    xxhash_rust::xxh32::xxh32(input, 0)
 }
 
 #[cfg(test)]
@@ -145,7 +96,9 @@ mod tests {
     }
 
     fn targets(n: u16) -> Vec<(String, u16, u32)> {
-        (0..n).map(|i| ("10.0.0.1".to_string(), 8000 + i, 100)).collect()
+        (0..n)
+            .map(|i| ("10.0.0.1".to_string(), 8000 + i, 100))
+            .collect()
     }
 
     #[test]

@@ -77,7 +77,9 @@ impl HickoryLookup {
         opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
         opts.timeout = Duration::from_millis(1500);
         opts.attempts = 2;
-        HickoryLookup { resolver: b.build() }
+        HickoryLookup {
+            resolver: b.build(),
+        }
     }
 }
 
@@ -248,7 +250,10 @@ impl TargetAddr {
             Err(e) => match prev {
                 // Keep serving the last good answer while it may go stale.
                 Some(p) if !p.addrs.is_empty() && p.stale_until > now => {
-                    log::warn!("DNS refresh of {} failed ({e}); using the stale answer", self.host);
+                    log::warn!(
+                        "DNS refresh of {} failed ({e}); using the stale answer",
+                        self.host
+                    );
                     Cached {
                         addrs: p.addrs.clone(),
                         error: None,
@@ -349,7 +354,10 @@ mod tests {
     async fn ttl_is_honoured_and_refresh_happens_behind_requests() {
         let fake = Arc::new(Fake::default());
         *fake.answers.lock().unwrap() = vec![
-            Ok((vec![ip("10.0.0.1"), ip("10.0.0.2")], Duration::from_secs(10))),
+            Ok((
+                vec![ip("10.0.0.1"), ip("10.0.0.2")],
+                Duration::from_secs(10),
+            )),
             Ok((vec![ip("10.0.0.3")], Duration::from_secs(10))),
         ];
         let t = target(&fake);

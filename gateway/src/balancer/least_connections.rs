@@ -27,7 +27,10 @@ impl Drop for ConnGuard {
 impl LeastConnections {
     pub fn new(weights: &[u32]) -> LeastConnections {
         LeastConnections {
-            counts: weights.iter().map(|_| Arc::new(AtomicUsize::new(0))).collect(),
+            counts: weights
+                .iter()
+                .map(|_| Arc::new(AtomicUsize::new(0)))
+                .collect(),
             weights: weights.to_vec(),
             tie: AtomicUsize::new(0),
         }

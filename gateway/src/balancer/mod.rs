@@ -337,8 +337,10 @@ impl Balancer {
     pub fn start_active(self: &Arc<Self>, rt: &tokio::runtime::Handle) {
         let cfg = &self.health_cfg;
         let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
-        for (healthy, interval) in [(true, cfg.healthy_interval), (false, cfg.unhealthy_interval)]
-        {
+        for (healthy, interval) in [
+            (true, cfg.healthy_interval),
+            (false, cfg.unhealthy_interval),
+        ] {
             if interval.is_zero() {
                 continue;
             }
@@ -583,7 +585,10 @@ upstreams:
         let mut h = HeaderMap::new();
         let v = b.hash_value(&input(&h, None));
         let set = v.set_cookie.unwrap();
-        assert!(set.starts_with(&format!("sticky={}; Path=/app;", v.value)), "{set}");
+        assert!(
+            set.starts_with(&format!("sticky={}; Path=/app;", v.value)),
+            "{set}"
+        );
         h.insert("cookie", "a=1; sticky=abc".parse().unwrap());
         assert_eq!(
             b.hash_value(&input(&h, None)),
@@ -613,7 +618,10 @@ upstreams:
         // 50% healthy weight passes the 40% threshold; 0% does not.
         assert_eq!(b.target_health()[0].1, HealthState::Unhealthy);
         b.report(1, health::passive::Outcome::Timeout);
-        assert!(b.pick(None, &[]).is_ok(), "timeouts: 0 disables that counter");
+        assert!(
+            b.pick(None, &[]).is_ok(),
+            "timeouts: 0 disables that counter"
+        );
         b.report(1, health::passive::Outcome::TcpFailure);
         assert_eq!(b.pick(None, &[]).unwrap_err(), PickError::Unhealthy);
         // Health carries over to an identical balancer.
