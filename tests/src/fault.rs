@@ -250,7 +250,10 @@ async fn finish(
         match ur.read(&mut ubuf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
-                if !matches!(forward(&mut cw, &ubuf[..n], mode, &mut sent).await, Forwarded::Ok) {
+                if !matches!(
+                    forward(&mut cw, &ubuf[..n], mode, &mut sent).await,
+                    Forwarded::Ok
+                ) {
                     return;
                 }
             }

@@ -86,7 +86,10 @@ fn round_robin_distributes_exactly_by_weight() {
     let counts = tally(gw.port, "/anything", n);
     for (name, share) in [("a", 0.5), ("b", 0.3), ("c", 0.2)] {
         let got = *counts.get(name).unwrap_or(&0) as f64 / n as f64;
-        assert!((got - share).abs() <= 0.01, "{name}: {got} vs {share}; {counts:?}");
+        assert!(
+            (got - share).abs() <= 0.01,
+            "{name}: {got} vs {share}; {counts:?}"
+        );
     }
     assert!(!counts.contains_key("d"), "weight 0 never: {counts:?}");
     // A full turn is exact.
@@ -123,8 +126,14 @@ fn consistent_hashing_on_a_header_and_on_a_cookie() {
     assert!(gw.reload_and_wait(&yml));
     let r = get(gw.port, "/anything", &[]);
     assert_eq!(r.status, 200);
-    let set = r.header("set-cookie").expect("Set-Cookie for a new client").to_string();
-    assert!(set.starts_with("sticky=") && set.contains("; Path=/app;"), "{set}");
+    let set = r
+        .header("set-cookie")
+        .expect("Set-Cookie for a new client")
+        .to_string();
+    assert!(
+        set.starts_with("sticky=") && set.contains("; Path=/app;"),
+        "{set}"
+    );
     let cookie = set.split(';').next().unwrap().to_string();
     let first = name_of(&r);
     for _ in 0..5 {
@@ -143,7 +152,10 @@ fn least_connections_latency_and_host_header() {
         let gw = Gateway::start(&yml);
         let counts = tally(gw.port, "/anything", 40);
         assert_eq!(counts.values().sum::<usize>(), 40, "{algo}: {counts:?}");
-        assert!(!counts.keys().any(|k| k.starts_with("status")), "{algo}: {counts:?}");
+        assert!(
+            !counts.keys().any(|k| k.starts_with("status")),
+            "{algo}: {counts:?}"
+        );
         if algo == "least-connections" {
             assert!(counts.len() == 2, "{algo}: {counts:?}");
         }
@@ -151,7 +163,10 @@ fn least_connections_latency_and_host_header() {
     let yml = config(&targets[..1], "    host_header: backend.internal", "");
     let gw = Gateway::start(&yml);
     let r = get(gw.port, "/headers", &[]);
-    assert_eq!(r.json()["headers"]["Host"], format!("backend.internal:{}", ups[0].1));
+    assert_eq!(
+        r.json()["headers"]["Host"],
+        format!("backend.internal:{}", ups[0].1)
+    );
 }
 
 #[test]
@@ -185,7 +200,10 @@ upstreams:
         let r = get(gw.port, "/anything", &[("Host", host)]);
         assert_eq!(r.status, 503, "{host}: {}", r.body_str());
         assert!(r.body_str().contains(msg), "{host}: {}", r.body_str());
-        assert!(started.elapsed() < Duration::from_secs(4), "{host} took too long");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{host} took too long"
+        );
     }
 }
 
@@ -212,12 +230,17 @@ fn upstream_faults_give_kongs_statuses() {
     let r = get(gw.port, "/anything", &[]);
     assert_eq!(r.status, 504, "slow: {}", r.body_str());
     assert!(r.body_str().contains("The upstream server is timing out"));
-    assert!(started.elapsed() < Duration::from_millis(1400), "504 at read_timeout");
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "504 at read_timeout"
+    );
 
     fault.set(Mode::ResetAfter(5));
     let r = get(gw.port, "/anything", &[]);
     assert_eq!(r.status, 502, "reset: {}", r.body_str());
-    assert!(r.body_str().contains("An invalid response was received from the upstream server"));
+    assert!(r
+        .body_str()
+        .contains("An invalid response was received from the upstream server"));
 
     fault.set(Mode::Kill);
     assert_eq!(get(gw.port, "/anything", &[]).status, 502, "refused");
@@ -226,7 +249,10 @@ fn upstream_faults_give_kongs_statuses() {
     let started = Instant::now();
     let r = get(gw.port, "/anything", &[]);
     assert_eq!(r.status, 504, "black hole: {}", r.body_str());
-    assert!(started.elapsed() < Duration::from_secs(2), "504 at connect_timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "504 at connect_timeout"
+    );
 
     fault.set(Mode::Pass);
     assert_eq!(get(gw.port, "/anything", &[]).status, 200, "back");
@@ -242,7 +268,11 @@ fn retries_move_to_the_next_target_but_never_resend_a_sent_post() {
         "    retries: 2\n    read_timeout: 500",
     );
     let gw = Gateway::start(&yml);
-    for mode in [Mode::Kill, Mode::ResetAfter(0), Mode::Slow(Duration::from_secs(2))] {
+    for mode in [
+        Mode::Kill,
+        Mode::ResetAfter(0),
+        Mode::Slow(Duration::from_secs(2)),
+    ] {
         fa.set(mode);
         let counts = tally(gw.port, "/anything", 6);
         assert_eq!(counts.get("b"), Some(&6), "{mode:?}: {counts:?}");
@@ -258,7 +288,10 @@ fn retries_move_to_the_next_target_but_never_resend_a_sent_post() {
             failed += 1;
         }
     }
-    assert_eq!(failed, 3, "round-robin sends every other POST to the bad target");
+    assert_eq!(
+        failed, 3,
+        "round-robin sends every other POST to the bad target"
+    );
 }
 
 #[test]
@@ -354,8 +387,12 @@ fn kill_a_target_under_load() {
     let port = gw.port;
     let clients: Vec<_> = (0..4)
         .map(|_| {
-            let (stop, total, failed, served_by_a) =
-                (stop.clone(), total.clone(), failed.clone(), served_by_a.clone());
+            let (stop, total, failed, served_by_a) = (
+                stop.clone(),
+                total.clone(),
+                failed.clone(),
+                served_by_a.clone(),
+            );
             thread::spawn(move || {
                 let deadline = Instant::now() + Duration::from_secs(20);
                 while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {

@@ -107,7 +107,11 @@ fn end_to_end(certs: &Certs) {
 
     let info = &seen.basic_infos[0];
     assert_eq!(info["type"], "basic_info");
-    assert_eq!(info["plugins"], json!([]), "no plugin is implemented yet");
+    assert_eq!(
+        info["plugins"],
+        json!([{"name": "prometheus", "version": "3.10.0"}]),
+        "exactly the implemented plugins"
+    );
     assert_eq!(info["filters"], json!({}));
     assert_eq!(info["labels"], json!({"region": "eu", "env": "test"}));
     assert_eq!(info["process_conf"]["role"], "data_plane");
