@@ -23,6 +23,7 @@ use config_sync::{parse_declarative_value, ParseOptions};
 use serde_json::Value;
 
 use crate::kong::KONG_VERSION;
+use crate::metrics::Metrics;
 use crate::plugins::IMPLEMENTED;
 use crate::snapshot::{ConfigHandle, Snapshot};
 
@@ -30,6 +31,8 @@ use crate::snapshot::{ConfigHandle, Snapshot};
 pub struct GatewaySink {
     config: ConfigHandle,
     opts: ParseOptions,
+    /// `kong_dp_config_apply_seconds`, once the server's handle is known.
+    metrics: std::sync::OnceLock<Arc<Metrics>>,
 }
 
 impl GatewaySink {
@@ -39,6 +42,7 @@ impl GatewaySink {
             opts: ParseOptions {
                 available_plugins: plugins.to_vec(),
             },
+            metrics: std::sync::OnceLock::new(),
         }
     }
 }
@@ -53,6 +57,9 @@ impl ConfigSink for GatewaySink {
             .map_err(|e| format!("configuration reload failed: {e}"))?;
         let t2 = Instant::now();
         self.config.store(snap);
+        if let Some(m) = self.metrics.get() {
+            m.observe_config_apply(t0.elapsed());
+        }
         log::debug!(
             "[clustering] validate {} ms, compile {} ms, swap {} us",
             (t1 - t0).as_millis(),
@@ -123,6 +130,12 @@ pub fn prepare(
 }
 
 impl Hybrid {
+    /// Applied configs are timed into `kong_dp_config_apply_seconds`.
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Hybrid {
+        let _ = self.sink.metrics.set(metrics);
+        self
+    }
+
     /// Serves the last persisted CP config, if any, before the CP is
     /// reached (Kong: "found persisted lmdb config, loading...").
     pub fn load_cache(&self) {

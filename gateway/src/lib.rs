@@ -9,6 +9,7 @@ pub mod balancer;
 pub mod cluster;
 pub mod kong;
 pub mod loader;
+pub mod metrics;
 pub mod plugins;
 pub mod proxy;
 pub mod router;

@@ -105,6 +105,7 @@ fn spawn_reloader(path: PathBuf, plugins: Vec<String>, shared: Shared) -> anyhow
                     Ok(snap) => {
                         let hash = snap.hash.clone();
                         shared.config.store(snap);
+                        shared.metrics.observe_config_apply(started.elapsed());
                         log::info!(
                             "declarative config reloaded from '{}' (hash {hash}) in {} ms",
                             path.display(),
@@ -149,6 +150,12 @@ fn main() -> anyhow::Result<()> {
     }
     let plugins = plugins::enabled(&settings.plugins);
     let shared = Shared::default();
+    // Node id for metric labels: `<prefix>/kong.id`, the one a data plane
+    // reports to its control plane (Kong persists it the same way).
+    match config_sync::cluster::node_id::load_or_create(&settings.prefix) {
+        Ok(id) => shared.metrics.set_node_id(id.to_string()),
+        Err(e) => log::warn!("cannot persist the node id under the prefix: {e}"),
+    }
     gateway::shim::write_pid_file(&settings.prefix);
     // Readiness turns 503 at once on SIGTERM or `kong quit` (SIGUSR1), so
     // endpoints and the load balancer let go before the listener closes.
@@ -160,7 +167,10 @@ fn main() -> anyhow::Result<()> {
     // config replaces it); certificates must load before anything else.
     let hybrid = match settings.role {
         Role::DataPlane => match cluster::prepare(&settings, &shared.config, &plugins) {
-            Ok(h) => Some(h),
+            Ok(h) => {
+                shared.metrics.set_cluster(h.status.clone());
+                Some(h.with_metrics(shared.metrics.clone()))
+            }
             Err(e) => {
                 eprintln!("Error: {e}");
                 std::process::exit(1);

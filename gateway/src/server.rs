@@ -10,6 +10,7 @@ use pingora::server::Server;
 use pingora::services::listening::Service;
 
 use crate::access_log::AccessLog;
+use crate::metrics::Metrics;
 use crate::proxy::forwarded::{RealIpHeader, TrustConfig};
 use crate::proxy::h1_front::H1Front;
 use crate::proxy::h1_guard::HeadLimits;
@@ -26,6 +27,8 @@ pub struct Shared {
     pub stats: Arc<Stats>,
     /// Set on SIGTERM / `kong quit`: readiness answers 503 "draining".
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Prometheus registries behind the status API's `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The proxy path's options from Kong settings.
@@ -87,6 +90,7 @@ pub fn worker_threads(s: &Settings) -> usize {
 /// Builds the Pingora server with the proxy and status services.
 pub fn build(settings: &Settings, shared: &Shared) -> anyhow::Result<Server> {
     let threads = worker_threads(settings);
+    shared.metrics.set_worker_threads(threads);
     let pids = settings.prefix.join("pids");
     let conf = ServerConf {
         threads,
@@ -119,6 +123,7 @@ pub fn build(settings: &Settings, shared: &Shared) -> anyhow::Result<Server> {
         options: Arc::new(proxy_options(settings)),
         stats: shared.stats.clone(),
         access_log,
+        metrics: shared.metrics.clone(),
     };
     // The HTTP/1 front checks each request head before Pingora parses it;
     // `http_proxy` does what `http_proxy_service_with_name` did (init modules).
@@ -147,6 +152,7 @@ pub fn build(settings: &Settings, shared: &Shared) -> anyhow::Result<Server> {
             config: shared.config.clone(),
             stats: shared.stats.clone(),
             draining: shared.draining.clone(),
+            metrics: shared.metrics.clone(),
         };
         let mut status = Service::new("kong status".to_string(), api);
         for l in &settings.status_listen {

@@ -100,6 +100,8 @@ pub struct Snapshot {
     pub hash: String,
     /// Whether the config holds anything (an empty one is not "ready").
     pub has_entities: bool,
+    /// Per-route metric labels and handles (`prometheus` plugin).
+    pub metrics: crate::metrics::SnapshotMetrics,
 }
 
 /// Why a config could not be compiled.
@@ -109,6 +111,8 @@ pub enum CompileError {
     Invalid(#[from] config_sync::ConfigErrors),
     #[error("in 'routes': {0}")]
     Router(#[from] crate::router::RouterError),
+    #[error("in 'plugins': {0}")]
+    Plugin(#[from] crate::plugins::prometheus::ConfigError),
 }
 
 impl Snapshot {
@@ -127,6 +131,7 @@ impl Snapshot {
             ca_certificates: Vec::new(),
             hash: EMPTY_CONFIG_HASH.to_string(),
             has_entities: false,
+            metrics: crate::metrics::SnapshotMetrics::default(),
         }
     }
 
@@ -231,6 +236,7 @@ impl Snapshot {
                     .collect(),
             })
             .collect();
+        let metrics = crate::metrics::SnapshotMetrics::compile(cfg, &routes, &services)?;
         Ok(Snapshot {
             router,
             routes,
@@ -241,6 +247,7 @@ impl Snapshot {
             ca_certificates: cfg.ca_certificates.clone(),
             hash,
             has_entities,
+            metrics,
         })
     }
 }

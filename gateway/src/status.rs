@@ -1,4 +1,7 @@
-//! Kong's status API on `status_listen`: `/status` and `/status/ready`.
+//! Kong's status API on `status_listen`: `/status`, `/status/ready` and
+//! `/metrics` (Prometheus text, see [`crate::metrics`]). Kong serves
+//! `/metrics` only with the prometheus plugin loaded; here it is always
+//! served, since the `kong_dp_*` scaling signals matter without the plugin.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,6 +13,7 @@ use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
 use crate::kong::SERVER_TOKEN;
+use crate::metrics::{Metrics, CONTENT_TYPE as METRICS_CONTENT_TYPE};
 use crate::snapshot::ConfigHandle;
 use crate::stats::Stats;
 
@@ -17,6 +21,7 @@ pub struct StatusApi {
     pub config: ConfigHandle,
     pub stats: Arc<Stats>,
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    pub metrics: Arc<Metrics>,
 }
 
 fn rss_bytes() -> Option<u64> {
@@ -44,7 +49,25 @@ fn json_response(status: u16, body: serde_json::Value) -> Response<Vec<u8>> {
     }
 }
 
+fn metrics_response(body: String) -> Response<Vec<u8>> {
+    let bytes = body.into_bytes();
+    let b = Response::builder()
+        .status(200)
+        .header(http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE)
+        .header(http::header::CONTENT_LENGTH, bytes.len())
+        .header(http::header::SERVER, SERVER_TOKEN);
+    match b.body(bytes) {
+        Ok(r) => r,
+        Err(_) => Response::new(Vec::new()),
+    }
+}
+
 impl StatusApi {
+    /// `/metrics`: Prometheus text for the live snapshot.
+    pub fn metrics(&self) -> String {
+        self.metrics.render(&self.config.load(), &self.stats)
+    }
+
     /// `/status/ready`: 200 once a non-empty config is loaded.
     pub fn ready(&self) -> (u16, serde_json::Value) {
         if self.draining.load(Ordering::Relaxed) {
@@ -95,6 +118,13 @@ impl ServeHttp for StatusApi {
         let req = session.req_header();
         let path = req.uri.path().trim_end_matches('/');
         let method = req.method.clone();
+        if path == "/metrics" && (method == http::Method::GET || method == http::Method::HEAD) {
+            let mut r = metrics_response(self.metrics());
+            if method == http::Method::HEAD {
+                r.body_mut().clear();
+            }
+            return r;
+        }
         let (status, body) = match path {
             "/status" => (200, self.status()),
             "/status/ready" => self.ready(),

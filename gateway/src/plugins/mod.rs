@@ -5,9 +5,11 @@
 //! property"); so does this gateway, for every plugin not listed here.
 //! Each plugin gets its own file in this folder as it is implemented.
 
+pub mod prometheus;
+
 /// Plugins implemented by this gateway, with the version reported to a
 /// control plane.
-pub const IMPLEMENTED: &[(&str, &str)] = &[];
+pub const IMPLEMENTED: &[(&str, &str)] = &[(prometheus::NAME, prometheus::VERSION)];
 
 /// Names enabled by the `plugins` setting (`bundled` means all we have).
 pub fn enabled(setting: &[String]) -> Vec<String> {

@@ -106,6 +106,8 @@ pub struct KongProxy {
     pub options: Arc<ProxyOptions>,
     pub stats: Arc<Stats>,
     pub access_log: Option<AccessLog>,
+    /// Per-request Prometheus families (`prometheus` plugin).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 const MSG_NO_ROUTE: &str = "no Route matched with those values";
@@ -961,5 +963,6 @@ impl ProxyHttp for KongProxy {
         if let Some(log) = &self.access_log {
             log.record(session, ctx);
         }
+        self.metrics.record(session, ctx, &self.config);
     }
 }
