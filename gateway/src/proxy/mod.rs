@@ -363,6 +363,25 @@ fn local_port(addr: Option<&PSocketAddr>) -> u16 {
     }
 }
 
+/// Header names a `Connection` header lists as hop-by-hop (Kong keeps
+/// `keep-alive`, `close` and `upgrade` themselves out of that list).
+fn connection_listed(headers: &http::HeaderMap) -> Vec<HeaderName> {
+    let mut out = Vec::new();
+    for v in headers.get_all(header::CONNECTION) {
+        let Ok(s) = v.to_str() else { continue };
+        for tok in s.split(',').map(str::trim) {
+            let l = tok.to_ascii_lowercase();
+            if l.is_empty() || l == "keep-alive" || l == "close" || l == "upgrade" {
+                continue;
+            }
+            if let Ok(n) = HeaderName::from_bytes(l.as_bytes()) {
+                out.push(n);
+            }
+        }
+    }
+    out
+}
+
 /// The path part of a request target (origin or absolute form), raw.
 fn raw_path_only(raw: &[u8]) -> (&[u8], Option<&[u8]>) {
     let mut target = raw;
@@ -444,7 +463,10 @@ impl ProxyHttp for KongProxy {
             }
         }
 
+        // The request keeps the snapshot it was routed with, for its whole
+        // life (also for the answers Kong generates itself below).
         let snapshot = self.config.load();
+        ctx.snapshot = Some(snapshot.clone());
         let req = session.req_header();
         let (raw_path, _) = raw_path_only(req.raw_path());
         let raw_path = String::from_utf8_lossy(raw_path);
@@ -580,7 +602,6 @@ impl ProxyHttp for KongProxy {
         ctx.forwarded_proto = fwd_proto;
         ctx.preserve_host = route.preserve_host;
         ctx.retries_left = service.retries;
-        ctx.snapshot = Some(snapshot.clone());
         Ok(false)
     }
 
@@ -704,21 +725,7 @@ impl ProxyHttp for KongProxy {
         let req = session.req_header();
 
         // Hop-by-hop: drop what the client's Connection names, and the rest.
-        let mut drop: Vec<HeaderName> = Vec::new();
-        for v in req.headers.get_all(header::CONNECTION) {
-            if let Ok(s) = v.to_str() {
-                for tok in s.split(',').map(str::trim) {
-                    let l = tok.to_ascii_lowercase();
-                    if l.is_empty() || l == "keep-alive" || l == "close" || l == "upgrade" {
-                        continue;
-                    }
-                    if let Ok(n) = HeaderName::from_bytes(l.as_bytes()) {
-                        drop.push(n);
-                    }
-                }
-            }
-        }
-        for n in drop {
+        for n in connection_listed(&req.headers) {
             upstream.remove_header(&n);
         }
         let websocket = req
@@ -842,21 +849,7 @@ impl ProxyHttp for KongProxy {
         ctx.proxied = true;
         let h = self.options.headers;
         if resp.status != http::StatusCode::SWITCHING_PROTOCOLS {
-            let mut drop: Vec<HeaderName> = Vec::new();
-            for v in resp.headers.get_all(header::CONNECTION) {
-                if let Ok(s) = v.to_str() {
-                    for tok in s.split(',').map(str::trim) {
-                        let l = tok.to_ascii_lowercase();
-                        if l.is_empty() || l == "keep-alive" || l == "close" || l == "upgrade" {
-                            continue;
-                        }
-                        if let Ok(n) = HeaderName::from_bytes(l.as_bytes()) {
-                            drop.push(n);
-                        }
-                    }
-                }
-            }
-            for n in drop {
+            for n in connection_listed(&resp.headers) {
                 resp.remove_header(&n);
             }
             resp.remove_header(&header::CONNECTION);
