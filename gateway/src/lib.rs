@@ -8,6 +8,7 @@ pub mod access_log;
 pub mod balancer;
 pub mod cluster;
 pub mod kong;
+pub mod lifecycle;
 pub mod loader;
 pub mod metrics;
 pub mod plugins;

@@ -159,10 +159,26 @@ fn main() -> anyhow::Result<()> {
     gateway::shim::write_pid_file(&settings.prefix);
     // Readiness turns 503 at once on SIGTERM or `kong quit` (SIGUSR1), so
     // endpoints and the load balancer let go before the listener closes.
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGUSR1] {
+    let drain_delay = match gateway::lifecycle::drain_delay_from(
+        std::env::var("KONG_DRAIN_DELAY").ok().as_deref(),
+    ) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("Error: invalid configuration:\n{e}");
+            std::process::exit(1);
+        }
+    };
+    let quit_requested = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGQUIT,
+        signal_hook::consts::SIGUSR1,
+    ] {
         signal_hook::flag::register(sig, shared.draining.clone())
             .context("installing the drain signal handlers")?;
     }
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, quit_requested.clone())
+        .context("installing the drain signal handlers")?;
     // Kong lets a data plane start from a declarative file too (the CP's
     // config replaces it); certificates must load before anything else.
     let hybrid = match settings.role {
@@ -214,5 +230,11 @@ fn main() -> anyhow::Result<()> {
 
     let server = server::build(&settings, &shared)?;
     log::info!("gateway started");
-    server.run_forever()
+    server.run(pingora::server::RunArgs {
+        shutdown_signal: Box::new(gateway::lifecycle::DrainingShutdown {
+            quit_requested,
+            drain_delay,
+        }),
+    });
+    Ok(())
 }

@@ -129,7 +129,7 @@ impl Gateway {
     /// Like [`Gateway::start`] with extra `KONG_*` environment (overrides the
     /// defaults this harness sets).
     pub fn start_with(kong_yml: &str, env: &[(&str, &str)]) -> Gateway {
-        match Gateway::launch(kong_yml, env, &[]) {
+        match Gateway::launch(kong_yml, env, &[], &[]) {
             Ok(g) => g,
             Err(out) => panic!("gateway did not start; output:\n{out}"),
         }
@@ -142,7 +142,7 @@ impl Gateway {
     }
 
     pub fn try_start_with(kong_yml: &str, env: &[(&str, &str)]) -> Result<Gateway, String> {
-        Gateway::launch(kong_yml, env, &[])
+        Gateway::launch(kong_yml, env, &[], &[])
     }
 
     /// Full control: extra command-line arguments (e.g. `["-c", path]`).
@@ -151,10 +151,26 @@ impl Gateway {
         env: &[(&str, &str)],
         args: &[&str],
     ) -> Result<Gateway, String> {
-        Gateway::launch(kong_yml, env, args)
+        Gateway::launch(kong_yml, env, args, &[])
     }
 
-    fn launch(kong_yml: &str, env: &[(&str, &str)], args: &[&str]) -> Result<Gateway, String> {
+    /// Starts the gateway through a wrapper command: the process runs
+    /// `wrapper[0] wrapper[1..] <gateway> <args>` (e.g. a shell that moves
+    /// itself into a cgroup and then `exec`s the gateway).
+    pub fn try_start_wrapped(
+        kong_yml: &str,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Result<Gateway, String> {
+        Gateway::launch(kong_yml, env, &[], wrapper)
+    }
+
+    fn launch(
+        kong_yml: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+        wrapper: &[&str],
+    ) -> Result<Gateway, String> {
         let bin = bin_path("gateway");
         assert!(
             bin.exists(),
@@ -175,7 +191,14 @@ impl Gateway {
             while status_port == port {
                 status_port = free_port();
             }
-            let mut cmd = Command::new(&bin);
+            let mut cmd = match wrapper.split_first() {
+                Some((first, rest)) => {
+                    let mut c = Command::new(first);
+                    c.args(rest).arg(&bin);
+                    c
+                }
+                None => Command::new(&bin),
+            };
             cmd.args(args);
             // Hermetic: nothing from the test runner's KONG_* environment.
             for (k, _) in std::env::vars_os() {

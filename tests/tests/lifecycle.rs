@@ -91,3 +91,141 @@ fn kong_health_and_config_parse() {
     let out = shim(&["health", "-p", "/nonexistent-prefix"]);
     assert!(!out.status.success());
 }
+
+/// SIGTERM under steady load, as a load balancer sees it: readiness turns
+/// 503 at once while the proxy keeps accepting for the drain delay; the
+/// "load balancer" (a thread polling readiness, as the NLB / endpoints
+/// controller do) stops sending new requests 300 ms after it sees 503; then
+/// the listener closes. Every request sent must get its answer.
+#[test]
+fn sigterm_under_load_loses_no_request() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let (_up, up_port) = start_httpbin("up");
+    let mut gw = Gateway::start_with(&fill(KONG_YML, up_port), &[("KONG_DRAIN_DELAY", "1.5")]);
+    let port = gw.port;
+    let ok = Arc::new(AtomicUsize::new(0));
+    let lost = Arc::new(AtomicUsize::new(0));
+    let deregistered = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (ok, lost, dereg) = (ok.clone(), lost.clone(), deregistered.clone());
+        clients.push(std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline && !dereg.load(Ordering::SeqCst) {
+                match gw_tests::try_request(port, "GET", "/delay/0.05", &[], b"") {
+                    Ok(r) if r.status == 200 => {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(r) => panic!("unexpected status {}", r.status),
+                    Err(_) => {
+                        lost.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let before = ok.load(Ordering::SeqCst);
+    assert!(gw.proc.signal("TERM"));
+    let t0 = Instant::now();
+    let mut flipped = None;
+    while t0.elapsed() < Duration::from_secs(1) {
+        if gw.status_get("/status/ready").status == 503 {
+            flipped = Some(t0.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let flipped = flipped.expect("readiness did not flip");
+    std::thread::sleep(Duration::from_millis(300));
+    let at_deregistration = ok.load(Ordering::SeqCst);
+    deregistered.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    // The listener was still open when the load balancer let go.
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "listener closed before the drain delay ended"
+    );
+    let status = gw.proc.wait_exit(Duration::from_secs(15));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "clean exit: {status:?}"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "listener still open after exit"
+    );
+    let lost = lost.load(Ordering::SeqCst);
+    println!(
+        "SIGTERM under load: {} answered ({} before SIGTERM, {} by deregistration), {lost} lost; readiness 503 after {:?}",
+        ok.load(Ordering::SeqCst),
+        before,
+        at_deregistration,
+        flipped
+    );
+    assert!(at_deregistration > before, "nothing served while draining");
+    assert_eq!(lost, 0);
+}
+
+/// Worker sizing under a real cgroup v1 CPU quota of 0.5 CPU: `auto` gives
+/// one thread, not one per host core (read back from the gateway's own
+/// `kong_dp_worker_threads`). Skipped, with the reason, when this machine
+/// has no writable cgroup v1 cpu hierarchy. Only the gateway process this
+/// test starts is moved into the group.
+#[test]
+fn auto_workers_follow_a_half_cpu_quota() {
+    let cpu_root = std::path::Path::new("/sys/fs/cgroup/cpu");
+    let group = cpu_root.join(format!("gw-test-{}", std::process::id()));
+    if !cpu_root.join("cpu.cfs_quota_us").exists() || std::fs::create_dir(&group).is_err() {
+        println!("SKIPPED: no writable cgroup v1 cpu hierarchy here");
+        return;
+    }
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for _ in 0..50 {
+                if std::fs::remove_dir(&self.0).is_ok() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    let _cleanup = Cleanup(group.clone());
+    std::fs::write(group.join("cpu.cfs_period_us"), "100000").unwrap();
+    std::fs::write(group.join("cpu.cfs_quota_us"), "50000").unwrap();
+    let procs = group.join("cgroup.procs");
+    let script = format!("echo $$ > {} && exec \"$0\" \"$@\"", procs.display());
+
+    let (_up, up_port) = start_httpbin("up");
+    let yml = fill(KONG_YML, up_port);
+    for (setting, want) in [("auto", 1), ("2", 2)] {
+        let mut gw = Gateway::try_start_wrapped(
+            &yml,
+            &[("KONG_NGINX_WORKER_PROCESSES", setting)],
+            &["sh", "-c", &script],
+        )
+        .unwrap();
+        let metrics = gw.status_get("/metrics").body_str();
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with("kong_dp_worker_threads"))
+            .unwrap_or_else(|| panic!("no kong_dp_worker_threads in:\n{metrics}"))
+            .to_string();
+        assert!(line.ends_with(&format!(" {want}")), "{setting}: {line}");
+        let quota = metrics
+            .lines()
+            .find(|l| l.starts_with("kong_dp_cgroup_cpu_limit_cores"))
+            .map(str::to_string);
+        assert_eq!(
+            quota.as_deref(),
+            Some("kong_dp_cgroup_cpu_limit_cores 0.5"),
+            "{metrics}"
+        );
+        gw.stop();
+    }
+}
