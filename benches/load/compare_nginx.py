@@ -29,6 +29,8 @@ NGINX_PORT = 18081
 GATEWAY_PORT = 18082
 GATEWAY_STATUS = 18083
 MINIMAL_PORT = 18084
+PROM_PORT = 18085
+PROM_STATUS = 18086
 
 UPSTREAM_CONF = """
 worker_processes 1;
@@ -80,6 +82,17 @@ services:
     routes:
       - name: bench
         paths: ["/"]
+"""
+
+# The same, with Kong's prometheus plugin on globally and every family on.
+PROMETHEUS_PLUGIN = """
+plugins:
+  - name: prometheus
+    config:
+      status_code_metrics: true
+      latency_metrics: true
+      bandwidth_metrics: true
+      upstream_health_metrics: true
 """
 
 
@@ -171,6 +184,8 @@ def main():
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--prometheus", action="store_true",
+                    help="also measure the gateway with the prometheus plugin on (all metrics)")
     ap.add_argument("--json", default=None, help="write results here")
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
@@ -187,7 +202,8 @@ def main():
         procs.append(p)
         return p
 
-    busy = [p for p in (UPSTREAM_PORT, NGINX_PORT, GATEWAY_PORT, GATEWAY_STATUS, MINIMAL_PORT)
+    busy = [p for p in (UPSTREAM_PORT, NGINX_PORT, GATEWAY_PORT, GATEWAY_STATUS, MINIMAL_PORT,
+                        PROM_PORT, PROM_STATUS)
             if wait_port(p, timeout=0.05)]
     if busy:
         sys.exit(f"ports already in use: {busy}; stop what listens there first")
@@ -216,6 +232,17 @@ def main():
             if p.poll() is not None:
                 sys.exit(f"{p.args} exited early; see {d}/stderr.log")
         targets = {"nginx": (NGINX_PORT, nginx_proxy.pid), "gateway": (GATEWAY_PORT, gw.pid)}
+        if args.prometheus:
+            open(f"{d}/kong-prom.yml", "w").write(KONG_YML.format(up=UPSTREAM_PORT) + PROMETHEUS_PLUGIN)
+            penv = dict(env,
+                        KONG_DECLARATIVE_CONFIG=f"{d}/kong-prom.yml",
+                        KONG_PROXY_LISTEN=f"127.0.0.1:{PROM_PORT} reuseport backlog=16384",
+                        KONG_STATUS_LISTEN=f"127.0.0.1:{PROM_STATUS}",
+                        KONG_PREFIX=f"{d}/kong-prom")
+            gp = start([args.gateway], env=penv, cpu=proxy_cpu)
+            if not wait_port(PROM_PORT):
+                sys.exit(f"gateway+prometheus did not start; see {d}/stderr.log")
+            targets["gateway+prometheus"] = (PROM_PORT, gp.pid)
         if args.minimal:
             mp = start([args.minimal, f"127.0.0.1:{MINIMAL_PORT}", f"127.0.0.1:{UPSTREAM_PORT}", "1"], cpu=proxy_cpu)
             if not wait_port(MINIMAL_PORT):
@@ -259,6 +286,9 @@ def main():
                       f"{s['cpu_s_per_10k']:.3f} | {s['rss_kb'] / 1024:.1f} | {s['errors']} |")
             print(f"| gateway / nginx | {ratio.get('rps', 0):.2f}x | | | {ratio.get('cpu_s_per_10k', 0):.2f}x | "
                   f"{ratio.get('rss_kb', 0):.2f}x | |")
+            if "gateway+prometheus" in summary and summary["gateway"]["cpu_s_per_10k"]:
+                r = summary["gateway+prometheus"]["cpu_s_per_10k"] / summary["gateway"]["cpu_s_per_10k"]
+                print(f"| gateway+prometheus / gateway | | | | {r:.2f}x | | |")
         else:
             print(json.dumps({"summary": summary, "ratio_gateway_over_nginx": ratio}, indent=2))
     finally:
