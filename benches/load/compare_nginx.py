@@ -163,8 +163,8 @@ def run_wrk(port, duration, conns, cpu):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
     reqs = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = parse_latency(re.search(r"50%\s+(\S+)", out).group(1))
-    p99 = parse_latency(re.search(r"99%\s+(\S+)", out).group(1))
+    p50 = parse_latency(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))
+    p99 = parse_latency(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))
     errs = 0
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if m:

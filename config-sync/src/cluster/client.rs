@@ -98,7 +98,11 @@ impl ClientOptions {
         Ok(ClientOptions {
             authority: settings.cluster_control_plane.authority(),
             tls,
-            path: protocol::outlet_path(&node_id.to_string(), &hostname(), node_version),
+            path: format!(
+                "{}{}",
+                settings.cluster_control_plane.path,
+                protocol::outlet_path(&node_id.to_string(), &hostname(), node_version)
+            ),
             node_id,
             max_payload,
             inflate_cap: MIN_INFLATE_CAP.max(max_payload.saturating_mul(INFLATE_RATIO)),

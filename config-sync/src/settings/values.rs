@@ -434,6 +434,9 @@ pub struct HostPort {
     /// Host name or IP; IPv6 without brackets.
     pub host: String,
     pub port: u16,
+    /// Path prefix after the authority, without a trailing `/` (Konnect
+    /// PrivateLink: `us.svc.konghq.com/cp/<prefix>`); empty when none.
+    pub path: String,
     /// The value as written.
     pub raw: String,
 }
@@ -449,8 +452,16 @@ impl HostPort {
     }
 }
 
-pub(crate) fn parse_host_port(name: &str, value: &str) -> Result<HostPort, String> {
-    let err = || format!("{name} must be of form: <host>[:<port>], got '{value}'");
+pub(crate) fn parse_host_port(name: &str, full: &str) -> Result<HostPort, String> {
+    let err = || format!("{name} must be of form: <host>[:<port>][/<path>], got '{full}'");
+    // An optional path prefix follows the authority.
+    let (value, path) = match full.find('/') {
+        Some(i) => (&full[..i], full[i..].trim_end_matches('/')),
+        None => (full, ""),
+    };
+    if path.contains(['?', '#', ' ']) || path.contains("//") {
+        return Err(err());
+    }
     let (host, port) = if let Some(rest) = value.strip_prefix('[') {
         let (host, after) = rest.split_once(']').ok_or_else(err)?;
         host.parse::<std::net::Ipv6Addr>().map_err(|_| err())?;
@@ -479,7 +490,8 @@ pub(crate) fn parse_host_port(name: &str, value: &str) -> Result<HostPort, Strin
     Ok(HostPort {
         host: host.to_string(),
         port,
-        raw: value.to_string(),
+        path: path.to_string(),
+        raw: full.to_string(),
     })
 }
 
@@ -758,7 +770,19 @@ mod tests {
         let h = parse_host_port("c", "[::1]:8005").expect("valid");
         assert_eq!((h.host.as_str(), h.port), ("::1", 8005));
         assert_eq!(h.authority(), "[::1]:8005");
+        // Konnect PrivateLink: a path prefix after the authority.
+        let h = parse_host_port("c", "us.svc.konghq.com/cp/abc123/").expect("valid");
+        assert_eq!((h.host.as_str(), h.port), ("us.svc.konghq.com", 443));
+        assert_eq!(h.path, "/cp/abc123");
+        let h = parse_host_port("c", "cp.test:8005/x").expect("valid");
+        assert_eq!((h.port, h.path.as_str()), (8005, "/x"));
+        assert_eq!(
+            parse_host_port("c", "cp.test:8005").expect("valid").path,
+            ""
+        );
         for bad in [
+            "cp.test/a?b",
+            "cp.test/a//b",
             "",
             ":8005",
             "host:",
