@@ -163,6 +163,8 @@ pub struct Balancer {
     pub host_header: Option<String>,
     pub targets: Vec<BalancerTarget>,
     pub health_cfg: HealthConfig,
+    /// TLS for `https` active checks, built once per compiled upstream.
+    pub probe_tls: Option<health::tls::ProbeTls>,
     hash_on: HashSource,
     hash_fallback: HashSource,
     algorithm: Algorithm,
@@ -202,11 +204,15 @@ impl Balancer {
             "latency" => Algorithm::Latency(Latency::new(&weights)),
             _ => Algorithm::RoundRobin(RoundRobin::new(&weights)),
         };
+        let health_cfg = HealthConfig::new(&up.healthchecks);
+        let probe_tls = (health_cfg.active_type == "https" && health_cfg.active_enabled())
+            .then(|| health::tls::connector(health_cfg.https_verify));
         Balancer {
             name: up.name.clone(),
             host_header: up.host_header.clone(),
             targets,
-            health_cfg: HealthConfig::new(&up.healthchecks),
+            health_cfg,
+            probe_tls,
             hash_on: HashSource::new(up, &up.hash_on, false),
             hash_fallback: HashSource::new(up, &up.hash_fallback, true),
             algorithm,

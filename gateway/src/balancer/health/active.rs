@@ -78,16 +78,43 @@ async fn probe(b: &Balancer, i: usize) -> Probe {
         return Probe::Tcp;
     };
     let timeout = cfg.timeout.max(Duration::from_millis(1));
-    let mut sock = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+    let sock = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_) => return Probe::Timeout,
         Ok(Err(_)) => return Probe::Tcp,
         Ok(Ok(s)) => s,
     };
-    // https probes are made over plain TCP for now: the connect is checked.
-    if cfg.active_type != "http" {
-        return Probe::Success;
-    }
     let host = b.host_header.as_deref().unwrap_or(&t.addr.host);
+    match cfg.active_type.as_str() {
+        "http" => http_exchange(sock, cfg, host, timeout).await,
+        "https" => {
+            let (Some(tls), Some(name)) = (
+                &b.probe_tls,
+                super::tls::server_name(cfg.https_sni.as_deref(), &t.addr.host),
+            ) else {
+                return Probe::Tcp;
+            };
+            // A target that cannot complete the handshake is a TCP failure.
+            match tokio::time::timeout(timeout, tls.0.connect(name, sock)).await {
+                Err(_) => Probe::Timeout,
+                Ok(Err(_)) => Probe::Tcp,
+                Ok(Ok(stream)) => http_exchange(stream, cfg, host, timeout).await,
+            }
+        }
+        // tcp: the connect is the check.
+        _ => Probe::Success,
+    }
+}
+
+/// Sends the probe request and reads the status line.
+async fn http_exchange<S>(
+    mut sock: S,
+    cfg: &super::HealthConfig,
+    host: &str,
+    timeout: Duration,
+) -> Probe
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut req = format!("GET {} HTTP/1.0\r\n", cfg.http_path);
     for (name, values) in &cfg.headers {
         for v in values {
@@ -221,5 +248,76 @@ upstreams:
         drop(b);
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(weak.upgrade().is_none());
+    }
+
+    /// A TLS target answering `status` to any request.
+    async fn tls_server(status: u16) -> u16 {
+        use tokio::io::AsyncWriteExt as _;
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let der = rustls::pki_types::CertificateDer::from(cert.cert.der().to_vec());
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(cert.key_pair.serialize_der()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![der], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = l.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut tls) = acceptor.accept(sock).await {
+                        let mut buf = [0u8; 512];
+                        let _ = tls.read(&mut buf).await;
+                        let resp = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+                        let _ = tls.write_all(resp.as_bytes()).await;
+                        let _ = tls.shutdown().await;
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    fn https_balancer(port: u16, verify: bool) -> Balancer {
+        balancer_from(&format!(
+            r#"
+upstreams:
+  - name: up
+    healthchecks:
+      active:
+        type: https
+        https_verify_certificate: {verify}
+        https_sni: localhost
+        healthy: {{interval: 1}}
+        unhealthy: {{interval: 1, http_failures: 1, tcp_failures: 1}}
+    targets:
+      - {{target: "127.0.0.1:{port}"}}
+"#
+        ))
+    }
+
+    #[tokio::test]
+    async fn https_probes_complete_the_handshake_and_read_the_status() {
+        let ok = tls_server(200).await;
+        let b = https_balancer(ok, false);
+        assert!(matches!(probe(&b, 0).await, Probe::Status(200)));
+        let failing = tls_server(503).await;
+        let b = https_balancer(failing, false);
+        assert!(matches!(probe(&b, 0).await, Probe::Status(503)));
+        // A self-signed certificate fails verification when it is on.
+        let b = https_balancer(ok, true);
+        assert!(matches!(probe(&b, 0).await, Probe::Tcp));
+        // A plain-HTTP target cannot complete the handshake.
+        let status = Arc::new(AtomicU16::new(200));
+        let plain = server(status).await;
+        let b = https_balancer(plain, false);
+        assert!(matches!(probe(&b, 0).await, Probe::Tcp));
     }
 }

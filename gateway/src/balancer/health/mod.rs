@@ -10,6 +10,7 @@
 
 pub mod active;
 pub mod passive;
+pub mod tls;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
@@ -240,6 +241,7 @@ pub struct HealthConfig {
     pub active_type: String,
     pub http_path: String,
     pub https_sni: Option<String>,
+    pub https_verify: bool,
     pub headers: Vec<(String, Vec<String>)>,
     pub timeout: std::time::Duration,
     pub concurrency: usize,
@@ -266,6 +268,7 @@ impl HealthConfig {
             active_type: h.active.check_type.clone(),
             http_path: h.active.http_path.clone(),
             https_sni: h.active.https_sni.clone(),
+            https_verify: h.active.https_verify_certificate,
             headers: h.active.headers.clone(),
             timeout: secs(h.active.timeout),
             concurrency: (h.active.concurrency as usize).max(1),
