@@ -325,19 +325,6 @@ impl KongProxy {
             }
         }
     }
-
-    /// Refuses a request whose head nginx would refuse; the connection closes.
-    fn guard(&self, session: &Session) -> Option<u16> {
-        let h1 = session.as_downstream().as_http1()?;
-        let raw = h1.get_headers_raw_bytes();
-        match h1_guard::check_request_head(&raw, &self.options.head_limits) {
-            Ok(_) => None,
-            Err(r) => {
-                log::info!("refused request: {}", r.reason);
-                Some(r.status)
-            }
-        }
-    }
 }
 
 /// The balancer of the request's service, if it targets an upstream.
@@ -438,11 +425,8 @@ impl ProxyHttp for KongProxy {
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         ctx.counted_in_flight = true;
 
-        if let Some(status) = self.guard(session) {
-            session.set_keepalive(None);
-            self.nginx_error(session, ctx, status).await?;
-            return Ok(true);
-        }
+        // The raw head was already checked against nginx's rules by the
+        // HTTP/1 front (`h1_front`) before Pingora parsed it.
         let req = session.req_header();
         if req.method == http::Method::TRACE {
             session.set_keepalive(None);
@@ -724,23 +708,19 @@ impl ProxyHttp for KongProxy {
         upstream.set_raw_path(ctx.upstream_uri.as_bytes())?;
         let req = session.req_header();
 
-        // Hop-by-hop: drop what the client's Connection names, and the rest.
-        for n in connection_listed(&req.headers) {
-            upstream.remove_header(&n);
-        }
+        // Hop-by-hop: Pingora has already removed the standard fields and
+        // what the client's Connection header names; `Proxy` (httpoxy) is
+        // left to us.
         let websocket = req
             .headers
             .get(header::UPGRADE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-        for n in ["proxy", "proxy-connection", "keep-alive", "te", "trailer"] {
-            upstream.remove_header(n);
-        }
+        upstream.remove_header("proxy");
         if websocket {
             upstream.insert_header("Connection", "keep-alive, Upgrade")?;
             upstream.insert_header("Upgrade", "websocket")?;
         } else {
-            upstream.remove_header(&header::UPGRADE);
             upstream.insert_header("Connection", "keep-alive")?;
         }
         ctx.client_te_trailers = req
