@@ -15,6 +15,12 @@ use pingora::proxy::Session;
 
 use crate::proxy::RequestCtx;
 
+enum Msg {
+    Record(Record),
+    /// Write out everything queued, then answer.
+    Flush(SyncSender<()>),
+}
+
 struct Record {
     time: SystemTime,
     remote_addr: String,
@@ -29,7 +35,7 @@ struct Record {
 /// Handle to the access-log writer thread.
 #[derive(Clone)]
 pub struct AccessLog {
-    tx: SyncSender<Record>,
+    tx: SyncSender<Msg>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -62,20 +68,30 @@ impl AccessLog {
                 Box::new(OpenOptions::new().create(true).append(true).open(path)?)
             }
         };
-        let (tx, rx) = sync_channel::<Record>(64 * 1024);
+        let (tx, rx) = sync_channel::<Msg>(64 * 1024);
         std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || {
                 let mut w = BufWriter::with_capacity(64 * 1024, out);
                 loop {
                     match rx.recv_timeout(Duration::from_millis(200)) {
-                        Ok(r) => {
-                            let _ = write_record(&mut w, &r);
+                        Ok(first) => {
                             // Drain what is queued before flushing.
-                            while let Ok(r) = rx.try_recv() {
-                                let _ = write_record(&mut w, &r);
+                            let mut next = Some(first);
+                            let mut waiters = Vec::new();
+                            while let Some(msg) = next {
+                                match msg {
+                                    Msg::Record(r) => {
+                                        let _ = write_record(&mut w, &r);
+                                    }
+                                    Msg::Flush(done) => waiters.push(done),
+                                }
+                                next = rx.try_recv().ok();
                             }
                             let _ = w.flush();
+                            for done in waiters {
+                                let _ = done.send(());
+                            }
                         }
                         Err(RecvTimeoutError::Timeout) => {}
                         Err(RecvTimeoutError::Disconnected) => {
@@ -89,6 +105,14 @@ impl AccessLog {
             tx,
             dropped: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Writes out every queued line (at shutdown), waiting at most `timeout`.
+    pub fn flush(&self, timeout: Duration) {
+        let (done_tx, done_rx) = sync_channel(1);
+        if self.tx.send(Msg::Flush(done_tx)).is_ok() {
+            let _ = done_rx.recv_timeout(timeout);
+        }
     }
 
     pub fn dropped(&self) -> u64 {
@@ -126,7 +150,7 @@ impl AccessLog {
             user_agent: header_or_dash(session, http::header::USER_AGENT),
             request_id: ctx.request_id.clone(),
         };
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(rec) {
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(Msg::Record(rec)) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -228,13 +228,18 @@ fn main() -> anyhow::Result<()> {
         h.spawn().context("starting the control-plane link")?;
     }
 
-    let server = server::build(&settings, &shared)?;
+    let built = server::build(&settings, &shared)?;
     log::info!("gateway started");
-    server.run(pingora::server::RunArgs {
+    built.server.run(pingora::server::RunArgs {
         shutdown_signal: Box::new(gateway::lifecycle::DrainingShutdown {
             quit_requested,
             drain_delay,
         }),
     });
+    // In-flight requests are done: write out the access log before exiting.
+    if let Some(log) = built.access_log {
+        log.flush(std::time::Duration::from_secs(2));
+    }
+    log::info!("gateway stopped");
     Ok(())
 }

@@ -88,7 +88,13 @@ pub fn worker_threads(s: &Settings) -> usize {
 }
 
 /// Builds the Pingora server with the proxy and status services.
-pub fn build(settings: &Settings, shared: &Shared) -> anyhow::Result<Server> {
+/// The built server and what must be flushed once it has stopped.
+pub struct Built {
+    pub server: Server,
+    pub access_log: Option<AccessLog>,
+}
+
+pub fn build(settings: &Settings, shared: &Shared) -> anyhow::Result<Built> {
     let threads = worker_threads(settings);
     shared.metrics.set_worker_threads(threads);
     let pids = settings.prefix.join("pids");
@@ -122,7 +128,7 @@ pub fn build(settings: &Settings, shared: &Shared) -> anyhow::Result<Server> {
         config: shared.config.clone(),
         options: Arc::new(proxy_options(settings)),
         stats: shared.stats.clone(),
-        access_log,
+        access_log: access_log.clone(),
         metrics: shared.metrics.clone(),
     };
     // The HTTP/1 front checks each request head before Pingora parses it;
@@ -167,5 +173,5 @@ pub fn build(settings: &Settings, shared: &Shared) -> anyhow::Result<Server> {
         }
         server.add_service(status);
     }
-    Ok(server)
+    Ok(Built { server, access_log })
 }

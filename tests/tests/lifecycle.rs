@@ -229,3 +229,45 @@ fn auto_workers_follow_a_half_cpu_quota() {
         gw.stop();
     }
 }
+
+/// The access log is written out before the process exits: every request
+/// answered before SIGTERM has its `kong_log_format` line.
+#[test]
+fn access_log_is_flushed_on_shutdown() {
+    let (_up, up_port) = start_httpbin("up");
+    let dir = std::env::temp_dir().join(format!("gw-access-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.log");
+    let mut gw = Gateway::start_with(
+        &fill(KONG_YML, up_port),
+        &[
+            ("KONG_PROXY_ACCESS_LOG", log.to_str().unwrap()),
+            ("KONG_DRAIN_DELAY", "0"),
+        ],
+    );
+    for i in 0..20 {
+        let r = get(
+            gw.port,
+            &format!("/get?i={i}"),
+            &[("User-Agent", "flush-test")],
+        );
+        assert_eq!(r.status, 200);
+    }
+    assert!(gw.proc.signal("TERM"));
+    let status = gw.proc.wait_exit(Duration::from_secs(15));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "clean exit: {status:?}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("\"flush-test\""))
+        .collect();
+    assert_eq!(lines.len(), 20, "{text}");
+    assert!(
+        lines[0].contains("\"GET /get?i=0 HTTP/1.1\" 200 ")
+            && lines[0].contains("kong_request_id: \"")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
