@@ -137,15 +137,22 @@ impl Snapshot {
 
     /// Compiles a validated declarative config.
     pub fn compile(cfg: &DeclarativeConfig, hash: String) -> Result<Snapshot, CompileError> {
+        // Group children by parent once: the scans below must stay linear
+        // in the config size (10,000-route configs are common).
+        let mut targets_of: HashMap<Uuid, Vec<&model::Target>> = HashMap::new();
+        for t in &cfg.targets {
+            targets_of.entry(t.upstream).or_default().push(t);
+        }
         let mut upstreams: HashMap<String, Arc<Balancer>> = HashMap::new();
         for up in &cfg.upstreams {
-            let targets: Vec<&model::Target> =
-                cfg.targets.iter().filter(|t| t.upstream == up.id).collect();
+            let targets = targets_of.remove(&up.id).unwrap_or_default();
             upstreams.insert(up.name.clone(), Arc::new(Balancer::new(up, &targets)));
         }
 
         let mut services = Vec::with_capacity(cfg.services.len());
-        let mut service_index: HashMap<Uuid, usize> = HashMap::new();
+        // Service id -> index, or `None` for a disabled service (its routes
+        // are left out of the router entirely, as Kong does).
+        let mut service_index: HashMap<Uuid, Option<usize>> = HashMap::new();
         for s in &cfg.services {
             let scheme = match s.protocol.as_str() {
                 "https" | "grpcs" | "wss" | "tls" => Scheme::Https,
@@ -155,7 +162,7 @@ impl Snapshot {
                 Some(b) => ServiceTarget::Upstream(b.clone()),
                 None => ServiceTarget::Host(Arc::new(TargetAddr::new(&s.host, s.port))),
             };
-            service_index.insert(s.id, services.len());
+            service_index.insert(s.id, s.enabled.then_some(services.len()));
             services.push(ServiceRt {
                 id: s.id,
                 name: s.name.clone(),
@@ -169,8 +176,6 @@ impl Snapshot {
                 write_timeout: Duration::from_millis(s.write_timeout),
                 tls_verify: s.tls_verify.unwrap_or(false),
                 target,
-                // `enabled` is applied below: routes of disabled services
-                // are left out of the router entirely, as Kong does.
             });
         }
 
@@ -178,13 +183,11 @@ impl Snapshot {
         let mut specs = Vec::with_capacity(cfg.routes.len());
         for r in &cfg.routes {
             let service = match r.service {
-                Some(sid) => {
-                    let disabled = cfg.services.iter().any(|s| s.id == sid && !s.enabled);
-                    if disabled {
-                        continue;
-                    }
-                    service_index.get(&sid).copied()
-                }
+                Some(sid) => match service_index.get(&sid) {
+                    Some(None) => continue,
+                    Some(Some(i)) => Some(*i),
+                    None => None,
+                },
                 None => None,
             };
             let has = |p: &str| r.protocols.iter().any(|x| x == p);
@@ -221,6 +224,13 @@ impl Snapshot {
             || !cfg.plugins.is_empty()
             || !cfg.consumers.is_empty()
             || !cfg.certificates.is_empty();
+        let mut snis_of: HashMap<Uuid, Vec<String>> = HashMap::new();
+        for sni in &cfg.snis {
+            snis_of
+                .entry(sni.certificate)
+                .or_default()
+                .push(sni.name.clone());
+        }
         let certificates = cfg
             .certificates
             .iter()
@@ -228,12 +238,7 @@ impl Snapshot {
                 id: c.id,
                 cert_pem: c.cert.clone(),
                 key_pem: c.key.clone(),
-                snis: cfg
-                    .snis
-                    .iter()
-                    .filter(|s| s.certificate == c.id)
-                    .map(|s| s.name.clone())
-                    .collect(),
+                snis: snis_of.remove(&c.id).unwrap_or_default(),
             })
             .collect();
         let metrics = crate::metrics::SnapshotMetrics::compile(cfg, &routes, &services)?;
