@@ -360,6 +360,13 @@ fn cp_killed_then_back_and_restart_serves_cache() {
     assert!(cp.wait_ping(&hash2, WAIT), "{}", g.output());
     assert!(cp.seen().sessions > sessions_before);
     assert_eq!(get_a(&g).as_deref(), Ok("/v2"));
+    // The swap (and so the hash a ping reports) comes before the cache
+    // write, as persisting only what was applied requires: wait for it.
+    assert!(
+        wait_until(WAIT, || g.proc.count_lines("persisted config") >= 2),
+        "{}",
+        g.output()
+    );
 
     // Restart the DP while the CP is down: the cached config is served.
     g.stop();

@@ -193,7 +193,7 @@ pub fn process_frame(
     if let Some(path) = persist_to {
         let t = Instant::now();
         match cache::write_atomic(path, frame) {
-            Ok(()) => log::debug!(
+            Ok(()) => log::info!(
                 "{LOG} persisted config to {} in {} ms",
                 path.display(),
                 t.elapsed().as_millis()
