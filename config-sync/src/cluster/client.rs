@@ -375,9 +375,12 @@ where
     with_timeout(t.io_timeout, "sending basic_info", tx.send(basic_info)).await?;
     shared.status.set_connected(true);
 
-    let mut next_ping = tokio::time::Instant::now();
-    let mut last_seen = tokio::time::Instant::now();
+    // The first ping goes right after basic_info, before any frame is read
+    // (the select below would otherwise race it against a pushed config).
     let mut last_logged_hash = String::new();
+    send_ping(&mut tx, shared, &mut last_logged_hash).await?;
+    let mut next_ping = tokio::time::Instant::now() + t.ping_interval;
+    let mut last_seen = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next_ping) => {

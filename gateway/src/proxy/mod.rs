@@ -325,6 +325,19 @@ impl KongProxy {
             }
         }
     }
+
+    /// Refuses a request whose head nginx would refuse; the connection closes.
+    fn guard(&self, session: &Session) -> Option<u16> {
+        let h1 = session.as_downstream().as_http1()?;
+        let raw = h1.get_headers_raw_bytes();
+        match h1_guard::check_request_head(&raw, &self.options.head_limits) {
+            Ok(_) => None,
+            Err(r) => {
+                log::info!("refused request: {}", r.reason);
+                Some(r.status)
+            }
+        }
+    }
 }
 
 /// The balancer of the request's service, if it targets an upstream.
@@ -425,8 +438,14 @@ impl ProxyHttp for KongProxy {
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         ctx.counted_in_flight = true;
 
-        // The raw head was already checked against nginx's rules by the
-        // HTTP/1 front (`h1_front`) before Pingora parsed it.
+        // The HTTP/1 front (`h1_front`) checks heads before Pingora parses
+        // them; this second look at what Pingora parsed stays as defence in
+        // depth (a CL+TE request once reached the upstream without it).
+        if let Some(status) = self.guard(session) {
+            session.set_keepalive(None);
+            self.nginx_error(session, ctx, status).await?;
+            return Ok(true);
+        }
         let req = session.req_header();
         if req.method == http::Method::TRACE {
             session.set_keepalive(None);
