@@ -1,0 +1,1251 @@
+#!/usr/bin/env python3
+"""The gateway against nginx, in one run on one machine.
+
+Starts a static upstream (nginx returning an httpbin-shaped /get body, or the
+bundled httpbin with --upstream httpbin), the gateway (Kong routing, the
+prometheus plugin on with every family) and a baseline nginx (`proxy_pass`,
+upstream keepalive, `worker_processes` equal to the gateway's threads). The
+proxies run pinned to CPU 1, the load generator and the upstream to CPU 0.
+Each proxy runs in its own cgroup v1 CPU group so scenarios can set a
+Kubernetes-like CPU limit (`cpu.cfs_quota_us`). Load comes from `oha` (JSON
+output; closed loop, or fixed rate with latency correction); without oha the
+closed-loop runs fall back to wrk and the fixed-rate ones to a small Python
+open-loop client, which is only good enough for the smoke run.
+
+Scenarios (each figure is the median of --rounds alternated runs):
+  throughput  max throughput at 50 connections: req/s, p50/p99, CPU s per
+              10k requests, peak RSS; plus the gateway without metrics and a
+              do-nothing Pingora proxy (the engine's floor) with --minimal
+  seed        fixed 1000 QPS over 800 connections at 0.2 and 0.548 CPU, and
+              the highest fixed rate each sustains at 0.2 CPU with p99 < 10 ms
+  quota       max throughput at 0.2, 0.5, 1 and 2 CPUs
+  routes      gateway throughput with 10 vs 10,000 routes
+  apply       a 10,000-route config applied during a fixed-rate run, by
+              SIGHUP file reload and by control-plane push
+  memory      RSS idle, with 10,000 routes, with 800 open client connections
+  coldstart   process start to /status/ready 200 from a cached (control
+              plane) 10,000-route config, and from a declarative file
+
+Writes DIR/bench.json, DIR/bench.md and (with matplotlib) DIR/bench.png.
+
+  benches/load/bench.py --bin-dir $CARGO_TARGET_DIR/release [--rounds 3] [--duration 8]
+  benches/load/bench.py --bin-dir ... --smoke      # seconds-long, numbers meaningless
+"""
+import argparse
+import asyncio
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ALL_SCENARIOS = ["throughput", "seed", "quota", "routes", "apply", "memory", "coldstart"]
+CG_ROOT = "/sys/fs/cgroup/cpu"
+BENCH_PATH = "/get"
+
+UPSTREAM_CONF = """
+worker_processes 1;
+pid {d}/upstream.pid;
+error_log {d}/upstream-error.log warn;
+events {{ worker_connections 16384; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/u-cbt; proxy_temp_path {d}/u-pt;
+  fastcgi_temp_path {d}/u-ft; uwsgi_temp_path {d}/u-ut; scgi_temp_path {d}/u-st;
+  keepalive_requests 1000000;
+  keepalive_timeout 75s;
+  server {{
+    listen 127.0.0.1:{port} backlog=4096 reuseport;
+    default_type application/json;
+    location / {{ return 200 '{{"args":{{}},"headers":{{"Accept":"*/*","Host":"127.0.0.1","User-Agent":"bench"}},"origin":"127.0.0.1","url":"http://127.0.0.1/get","pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}'; }}
+  }}
+}}
+"""
+
+PROXY_CONF = """
+worker_processes {workers};
+pid {d}/{name}.pid;
+error_log {d}/{name}-error.log warn;
+events {{ worker_connections 16384; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/{name}-cbt; proxy_temp_path {d}/{name}-pt;
+  fastcgi_temp_path {d}/{name}-ft; uwsgi_temp_path {d}/{name}-ut; scgi_temp_path {d}/{name}-st;
+  keepalive_requests 1000000;
+  upstream up {{ server 127.0.0.1:{up}; keepalive 64; keepalive_requests 1000000; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=16384;
+    location / {{
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+    }}
+  }}
+}}
+"""
+
+PROMETHEUS_PLUGIN = {
+    "name": "prometheus",
+    "config": {"status_code_metrics": True, "latency_metrics": True,
+               "bandwidth_metrics": True, "upstream_health_metrics": True},
+}
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+# ---------------------------------------------------------------------------
+# Configs.
+
+def kong_config(upstream_port, n_routes, prometheus=True):
+    """A declarative config with `n_routes` routes of mixed shapes (hosts,
+    wildcard hosts, prefixes, regex paths, header and method matches) over
+    a few services, plus the bench route `/get` on a host-less prefix. The
+    bench request therefore goes through the full router, not a shortcut."""
+    services = []
+    n_services = max(1, min(50, n_routes // 200))
+    for s in range(n_services):
+        services.append({"name": f"svc{s}", "url": f"http://127.0.0.1:{upstream_port}", "routes": []})
+    for i in range(n_routes):
+        r = {"name": f"r{i}"}
+        kind = i % 10
+        if kind < 4:
+            r["hosts"] = [f"api{i}.example.com"]
+            r["paths"] = [f"/v1/items{i}"]
+        elif kind < 6:
+            r["hosts"] = [f"*.tenant{i}.example.net"]
+        elif kind < 8:
+            r["paths"] = [f"/p{i}/"]
+            r["methods"] = ["GET", "POST"]
+        elif kind == 8:
+            r["hosts"] = [f"re{i}.example.org"]
+            r["paths"] = [f"~/users/{i}/\\d+$"]
+        else:
+            r["paths"] = [f"/h{i}"]
+            r["headers"] = {"x-tenant": [f"t{i}"]}
+        services[i % n_services]["routes"].append(r)
+    services[0]["routes"].append({"name": "bench", "paths": [BENCH_PATH], "strip_path": False})
+    cfg = {"_format_version": "3.0", "services": services}
+    if prometheus:
+        cfg["plugins"] = [PROMETHEUS_PLUGIN]
+    return cfg
+
+
+def write_json(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------
+# Processes, ports, /proc.
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=15.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.02)
+    return False
+
+
+def descendants(pid):
+    out = [pid]
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = f.read().split()
+    except OSError:
+        kids = []
+    for k in kids:
+        out.extend(descendants(int(k)))
+    return out
+
+
+def cpu_seconds(pids):
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total / tick
+
+
+def proc_kb(pids, key):
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith(key + ":"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+class CpuGroup:
+    """A cgroup v1 CPU group holding only the processes this script starts."""
+
+    def __init__(self, name):
+        self.path = os.path.join(CG_ROOT, f"gw-bench-{os.getpid()}-{name}")
+        os.makedirs(self.path, exist_ok=True)
+        self.set(None)
+
+    @staticmethod
+    def available():
+        return os.access(os.path.join(CG_ROOT, "cpu.cfs_quota_us"), os.W_OK)
+
+    def set(self, cores):
+        with open(os.path.join(self.path, "cpu.cfs_period_us"), "w") as f:
+            f.write("100000")
+        quota = -1 if cores is None else max(1000, int(round(cores * 100000)))
+        with open(os.path.join(self.path, "cpu.cfs_quota_us"), "w") as f:
+            f.write(str(quota))
+
+    def throttled(self):
+        out = {}
+        try:
+            with open(os.path.join(self.path, "cpu.stat")) as f:
+                for line in f:
+                    k, v = line.split()
+                    out[k] = int(v)
+        except OSError:
+            pass
+        return out
+
+    def wrap(self, cmd):
+        # The shell joins the group, then becomes the process: nothing else
+        # (least of all this script) is ever moved.
+        procs = os.path.join(self.path, "cgroup.procs")
+        return ["sh", "-c", f'echo $$ > {procs} && exec "$@"', "sh"] + cmd
+
+    def remove(self):
+        for _ in range(50):
+            try:
+                os.rmdir(self.path)
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                time.sleep(0.1)
+
+
+class Proc:
+    def __init__(self, name, cmd, env=None, stderr=None, stdin=None, stdout=None):
+        self.name = name
+        self.stderr_path = stderr
+        err = open(stderr, "a") if stderr else subprocess.DEVNULL
+        self.p = subprocess.Popen(cmd, env=env, stdin=stdin or subprocess.DEVNULL,
+                                  stdout=stdout or subprocess.DEVNULL, stderr=err, text=True)
+        self.pid = self.p.pid
+
+    def pids(self):
+        return descendants(self.pid)
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def stop(self, sig=signal.SIGINT, timeout=15):
+        if self.p.poll() is None:
+            try:
+                self.p.send_signal(sig)
+                self.p.wait(timeout=timeout)
+            except (OSError, subprocess.TimeoutExpired):
+                self.p.kill()
+                self.p.wait(timeout=5)
+
+    def log_text(self):
+        try:
+            with open(self.stderr_path) as f:
+                return f.read()
+        except (OSError, TypeError):
+            return ""
+
+
+# ---------------------------------------------------------------------------
+# Load generators.
+
+def parse_wrk_latency(s):
+    m = re.match(r"([\d.]+)(us|ms|s)", s)
+    if not m:
+        return None
+    return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+
+class Load:
+    def __init__(self, cpu, oha, timeout_slack=30):
+        self.cpu = cpu
+        self.oha = oha
+        self.slack = timeout_slack
+
+    @property
+    def driver(self):
+        return "oha" if self.oha else "wrk + python open-loop fallback"
+
+    def _taskset(self, cmd):
+        return (["taskset", "-c", str(self.cpu)] if shutil.which("taskset") else []) + cmd
+
+    def run(self, url, duration, conns, rate=None, headers=None):
+        """Returns {requests, rps, p50_ms, p99_ms, p999_ms, errors}."""
+        if self.oha:
+            return self._oha(url, duration, conns, rate, headers or {})
+        if rate is None:
+            return self._wrk(url, duration, conns, headers or {})
+        return open_loop(url, duration, conns, rate, headers or {})
+
+    def _oha(self, url, duration, conns, rate, headers):
+        cmd = [self.oha, "--no-tui", "--output-format", "json", "-z", f"{duration}s", "-c", str(conns)]
+        if rate is not None:
+            cmd += ["-q", str(rate), "--latency-correction"]
+        for k, v in headers.items():
+            cmd += ["-H", f"{k}: {v}"]
+        cmd.append(url)
+        out = subprocess.run(self._taskset(cmd), capture_output=True, text=True,
+                             timeout=duration + self.slack)
+        try:
+            j = json.loads(out.stdout)
+        except json.JSONDecodeError:
+            raise RuntimeError(f"oha gave no JSON: {out.stderr.strip()[:500]}")
+        codes = {str(k): v for k, v in (j.get("statusCodeDistribution") or {}).items()}
+        ok = sum(v for k, v in codes.items() if k.startswith("2"))
+        bad_status = sum(v for k, v in codes.items() if not k.startswith("2"))
+        errs = sum((j.get("errorDistribution") or {}).values())
+        # Requests cut off by the deadline are not errors of the proxy.
+        cut = sum(v for k, v in (j.get("errorDistribution") or {}).items() if "aborted due to deadline" in k)
+        lp = j.get("latencyPercentiles") or {}
+
+        def ms(key):
+            v = lp.get(key)
+            return None if v is None else v * 1000.0
+        return {"requests": ok, "rps": ok / duration, "p50_ms": ms("p50"), "p99_ms": ms("p99"),
+                "p999_ms": ms("p99.9"), "errors": bad_status + errs - cut,
+                "error_kinds": {**{f"status {k}": v for k, v in codes.items() if not k.startswith("2")},
+                                **{k: v for k, v in (j.get("errorDistribution") or {}).items()
+                                   if "aborted due to deadline" not in k}}}
+
+    def _wrk(self, url, duration, conns, headers):
+        cmd = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency"]
+        for k, v in headers.items():
+            cmd += ["-H", f"{k}: {v}"]
+        cmd.append(url)
+        out = subprocess.run(self._taskset(cmd), capture_output=True, text=True,
+                             timeout=duration + self.slack).stdout
+        reqs = int(re.search(r"(\d+) requests in", out).group(1))
+        errs = 0
+        m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        if m:
+            errs += int(m.group(1))
+        m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+        if m:
+            errs += sum(int(x) for x in m.groups())
+        return {"requests": reqs - errs, "rps": (reqs - errs) / duration,
+                "p50_ms": parse_wrk_latency(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1)),
+                "p99_ms": parse_wrk_latency(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1)),
+                "p999_ms": None, "errors": errs, "error_kinds": {}}
+
+
+def open_loop(url, duration, conns, rate, headers):
+    """A fixed-rate client for when oha is missing: requests are scheduled at
+    `rate`/s and latency counts from the scheduled time (no coordinated
+    omission). Python tops out far below what the proxies do; smoke only."""
+    m = re.match(r"http://([^:/]+):(\d+)(/.*)?", url)
+    host, port, path = m.group(1), int(m.group(2)), m.group(3) or "/"
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    req = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode()
+
+    async def main():
+        queue = asyncio.Queue()
+        lat, errors = [], [0]
+        end = time.monotonic() + duration
+
+        async def worker():
+            reader = writer = None
+            while True:
+                t = await queue.get()
+                if t is None:
+                    break
+                try:
+                    if writer is None:
+                        reader, writer = await asyncio.open_connection(host, port)
+                    writer.write(req)
+                    await writer.drain()
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                    status = int(head.split(b" ", 2)[1])
+                    cl = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+                    if cl:
+                        await reader.readexactly(int(cl.group(1)))
+                    lat.append(time.monotonic() - t)
+                    if status >= 300:
+                        errors[0] += 1
+                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                        asyncio.TimeoutError, ValueError, IndexError):
+                    errors[0] += 1
+                    if writer is not None:
+                        writer.close()
+                    reader = writer = None
+            if writer is not None:
+                writer.close()
+
+        workers = [asyncio.create_task(worker()) for _ in range(conns)]
+        start = time.monotonic()
+        n = 0
+        while True:
+            t = start + n / rate
+            if t >= end:
+                break
+            now = time.monotonic()
+            if t > now:
+                await asyncio.sleep(t - now)
+            queue.put_nowait(t)
+            n += 1
+        for _ in workers:
+            queue.put_nowait(None)
+        await asyncio.wait(workers, timeout=15)
+        return lat, errors[0]
+
+    lat, errs = asyncio.run(main())
+    lat.sort()
+
+    def pct(q):
+        return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else None
+    ok = len(lat) - errs
+    return {"requests": ok, "rps": ok / duration, "p50_ms": pct(0.5), "p99_ms": pct(0.99),
+            "p999_ms": pct(0.999), "errors": errs, "error_kinds": {}}
+
+
+# ---------------------------------------------------------------------------
+# The bench.
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.dir = tempfile.mkdtemp(prefix="gw-bench-")
+        self.procs = []
+        self.groups = []
+        ncpu = os.cpu_count() or 1
+        self.proxy_cpu, self.load_cpu = ("1", "0") if ncpu > 1 else ("0", "0")
+        self.all_cpus = "0-1" if ncpu > 1 else "0"
+        self.cgroups = CpuGroup.available()
+        oha = args.oha or shutil.which("oha") or os.path.expanduser("~/.cargo/bin/oha")
+        self.load = Load(self.load_cpu, oha if oha and os.path.exists(oha) and not args.no_oha else None)
+        self.bin = lambda name: os.path.join(args.bin_dir, name)
+        self.upstream_port = None
+        self.seq = 0
+
+    # -- processes -------------------------------------------------------
+
+    def start(self, name, cmd, env=None, cpus=None, group=None, **kw):
+        if cpus is not None:
+            cmd = ["taskset", "-c", cpus] + cmd
+        if group is not None:
+            cmd = group.wrap(cmd)
+        p = Proc(name, cmd, env=env, stderr=os.path.join(self.dir, f"{name}.log"), **kw)
+        self.procs.append(p)
+        return p
+
+    def group(self, name):
+        if not self.cgroups:
+            return None
+        g = CpuGroup(name)
+        self.groups.append(g)
+        return g
+
+    def uniq(self, name):
+        self.seq += 1
+        return f"{name}-{self.seq}"
+
+    def start_upstream(self):
+        port = free_port()
+        if self.args.upstream == "httpbin":
+            p = self.start("upstream", [self.bin("httpbin"), f"127.0.0.1:{port}"], cpus=self.load_cpu)
+        else:
+            conf = os.path.join(self.dir, "upstream.conf")
+            with open(conf, "w") as f:
+                f.write(UPSTREAM_CONF.format(d=self.dir, port=port))
+            p = self.start("upstream", [nginx_bin(), "-c", conf, "-g", "daemon off;"], cpus=self.load_cpu)
+        if not wait_port(port):
+            sys.exit(f"upstream did not start; see {self.dir}/upstream.log")
+        self.upstream_port = port
+        return p
+
+    def start_nginx(self, workers=1, cpus=None, group=None):
+        name = self.uniq("nginx")
+        port = free_port()
+        conf = os.path.join(self.dir, f"{name}.conf")
+        with open(conf, "w") as f:
+            f.write(PROXY_CONF.format(d=self.dir, name=name, workers=workers, port=port, up=self.upstream_port))
+        p = self.start(name, [nginx_bin(), "-c", conf, "-g", "daemon off;"],
+                       cpus=cpus or self.proxy_cpu, group=group)
+        p.port = p.status_port = None
+        p.port = port
+        if not wait_port(port):
+            sys.exit(f"nginx did not start; see {p.stderr_path}")
+        time.sleep(0.2)  # workers up
+        return p
+
+    def gateway_env(self, name, port, status_port, workers, extra=None):
+        env = dict(os.environ,
+                   KONG_DATABASE="off",
+                   KONG_PROXY_LISTEN=f"127.0.0.1:{port} reuseport backlog=16384",
+                   KONG_STATUS_LISTEN=f"127.0.0.1:{status_port}",
+                   KONG_ADMIN_LISTEN="off",
+                   KONG_PREFIX=os.path.join(self.dir, name),
+                   KONG_PROXY_ACCESS_LOG="off",
+                   KONG_PROXY_ERROR_LOG="/dev/stderr",
+                   KONG_LOG_LEVEL="info",
+                   KONG_NGINX_WORKER_PROCESSES=str(workers))
+        env.pop("RUST_LOG", None)
+        env.update(extra or {})
+        return env
+
+    def start_gateway(self, config=None, workers=1, cpus=None, group=None, env_extra=None,
+                      prefix_name=None, wait=True, name="gateway"):
+        name = self.uniq(name)
+        port, status_port = free_port(), free_port()
+        extra = dict(env_extra or {})
+        if config is not None:
+            path = os.path.join(self.dir, f"{name}.json")
+            write_json(path, config)
+            extra["KONG_DECLARATIVE_CONFIG"] = path
+        env = self.gateway_env(prefix_name or name, port, status_port, workers, extra)
+        p = self.start(name, [self.bin("gateway")], env=env, cpus=cpus or self.proxy_cpu, group=group)
+        p.port, p.status_port = port, status_port
+        p.config_path = extra.get("KONG_DECLARATIVE_CONFIG")
+        if wait and not wait_ready(status_port, 60):
+            sys.exit(f"gateway did not become ready; see {p.stderr_path}")
+        return p
+
+    def start_minimal(self, cpus=None):
+        port = free_port()
+        p = self.start(self.uniq("minimal"), [self.bin("minimal-pingora"), f"127.0.0.1:{port}",
+                                              f"127.0.0.1:{self.upstream_port}", "1"],
+                       cpus=cpus or self.proxy_cpu)
+        p.port = port
+        if not wait_port(port):
+            sys.exit(f"minimal pingora did not start; see {p.stderr_path}")
+        return p
+
+    def stop(self, p):
+        p.stop(signal.SIGTERM if "nginx" in p.name or p.name == "upstream" else signal.SIGINT)
+        if p in self.procs:
+            self.procs.remove(p)
+
+    def close(self):
+        for p in list(self.procs):
+            self.stop(p)
+        for g in self.groups:
+            g.remove()
+        if self.args.keep:
+            log(f"kept {self.dir}")
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def url(self, p, path=BENCH_PATH):
+        return f"http://127.0.0.1:{p.port}{path}"
+
+    def measured(self, p, duration, conns, rate=None, path=BENCH_PATH, group=None):
+        """One load run against `p` with its CPU time and RSS."""
+        pids = p.pids()
+        c0 = cpu_seconds(pids)
+        t0 = group.throttled() if group else {}
+        r = self.load.run(self.url(p, path), duration, conns, rate)
+        c1 = cpu_seconds(p.pids())
+        r["cpu_s"] = c1 - c0
+        r["cpu_s_per_10k"] = (c1 - c0) / r["requests"] * 10000 if r["requests"] else None
+        r["rss_kib"] = proc_kb(p.pids(), "VmRSS")
+        r["peak_rss_kib"] = proc_kb(p.pids(), "VmHWM")
+        if group:
+            t1 = group.throttled()
+            r["throttled_periods"] = t1.get("nr_throttled", 0) - t0.get("nr_throttled", 0)
+        return r
+
+    # -- scenarios -------------------------------------------------------
+
+    def throughput(self):
+        a = self.args
+        targets = {"nginx": self.start_nginx(),
+                   "gateway": self.start_gateway(kong_config(self.upstream_port, 1))}
+        if not a.smoke:
+            targets["gateway-no-metrics"] = self.start_gateway(
+                kong_config(self.upstream_port, 1, prometheus=False))
+        if a.minimal:
+            targets["pingora-minimal"] = self.start_minimal()
+        runs = {k: [] for k in targets}
+        for rnd in range(a.rounds):
+            for name, p in targets.items():
+                if a.warmup:
+                    self.load.run(self.url(p), a.warmup, 50)
+                r = self.measured(p, a.duration, 50)
+                runs[name].append(r)
+                log(f"throughput round {rnd + 1} {name}: {r['rps']:.0f} req/s p99 {fmt(r['p99_ms'])} ms "
+                    f"cpu/10k {fmt(r['cpu_s_per_10k'], 3)} s")
+        for p in targets.values():
+            self.stop(p)
+        summary = {k: summarize(v, ("rps", "p50_ms", "p99_ms", "cpu_s_per_10k", "peak_rss_kib")) for k, v in runs.items()}
+        return {"connections": 50, "summary": summary, "runs": runs,
+                "ratio": ratios(summary["gateway"], summary["nginx"],
+                                ("rps", "p50_ms", "p99_ms", "cpu_s_per_10k", "peak_rss_kib"))}
+
+    def seed(self):
+        a = self.args
+        out = {"rate": a.seed_rate, "connections": a.seed_conns, "by_cpu": {}}
+        if not self.cgroups:
+            return {"skipped": "cgroup v1 cpu controller not writable here"}
+        for cores in (0.2, 0.548):
+            gn, gg = self.group("seed-nginx"), self.group("seed-gateway")
+            gn.set(cores)
+            gg.set(cores)
+            targets = {"nginx": (self.start_nginx(group=gn), gn),
+                       "gateway": (self.start_gateway(kong_config(self.upstream_port, 1), group=gg,
+                                                      env_extra={"KONG_NGINX_WORKER_PROCESSES": "auto"}), gg)}
+            runs = {k: [] for k in targets}
+            for rnd in range(a.rounds):
+                for name, (p, g) in targets.items():
+                    r = self.measured(p, a.duration, a.seed_conns, rate=a.seed_rate, group=g)
+                    runs[name].append(r)
+                    log(f"seed {cores} CPU round {rnd + 1} {name}: {r['rps']:.0f} req/s p99 {fmt(r['p99_ms'])} ms "
+                        f"p99.9 {fmt(r['p999_ms'])} ms errors {r['errors']}")
+            if cores == 0.2:
+                out["max_rate_p99_under_10ms"] = {
+                    name: self.max_rate(p, g) for name, (p, g) in targets.items()}
+            for p, _ in targets.values():
+                self.stop(p)
+            summary = {k: summarize(v, ("rps", "p50_ms", "p99_ms", "p999_ms")) for k, v in runs.items()}
+            for k, v in runs.items():
+                summary[k]["errors"] = sum(x["errors"] for x in v)
+                summary[k]["requests"] = sum(x["requests"] for x in v)
+            out["by_cpu"][str(cores)] = {"summary": summary, "runs": runs}
+        m = out.get("max_rate_p99_under_10ms", {})
+        if m.get("nginx") and m.get("gateway"):
+            out["max_rate_ratio"] = m["gateway"]["rate"] / m["nginx"]["rate"] if m["nginx"]["rate"] else None
+        return out
+
+    def max_rate(self, p, group):
+        """Highest fixed rate with p99 < 10 ms and no errors: grow by 1.5x
+        until it fails, then bisect."""
+        a = self.args
+        dur = max(1, a.duration // 2)
+        tried = []
+
+        def ok(rate):
+            r = self.load.run(self.url(p), dur, a.seed_conns, rate=rate)
+            good = (r["p99_ms"] is not None and r["p99_ms"] < 10.0 and r["errors"] == 0
+                    and r["rps"] >= 0.95 * rate)
+            tried.append({"rate": rate, "p99_ms": r["p99_ms"], "rps": r["rps"], "errors": r["errors"], "ok": good})
+            log(f"max-rate {p.name} {rate}/s: p99 {fmt(r['p99_ms'])} ms, {r['rps']:.0f} req/s, "
+                f"errors {r['errors']} -> {'ok' if good else 'fail'}")
+            return good
+        lo, hi = 0, None
+        rate = a.max_rate_start
+        for _ in range(a.max_rate_steps):
+            if ok(rate):
+                lo = rate
+                rate = int(rate * 1.5)
+            else:
+                hi = rate
+                break
+        if hi is not None:
+            for _ in range(a.bisect_steps):
+                mid = (lo + hi) // 2
+                if hi - lo <= max(10, lo // 20):
+                    break
+                if ok(mid):
+                    lo = mid
+                else:
+                    hi = mid
+        return {"rate": lo, "first_failing": hi, "tried": tried}
+
+    def quota(self):
+        a = self.args
+        if not self.cgroups:
+            return {"skipped": "cgroup v1 cpu controller not writable here"}
+        out = {"connections": 50, "by_cpu": {}}
+        for cores in a.quota_levels:
+            workers = max(1, math.ceil(cores - 1e-9))
+            cpus = self.proxy_cpu if workers == 1 else self.all_cpus
+            gn, gg = self.group("quota-nginx"), self.group("quota-gateway")
+            gn.set(cores)
+            gg.set(cores)
+            targets = {"nginx": (self.start_nginx(workers=workers, cpus=cpus, group=gn), gn),
+                       "gateway": (self.start_gateway(kong_config(self.upstream_port, 1), workers=workers,
+                                                      cpus=cpus, group=gg), gg)}
+            runs = {k: [] for k in targets}
+            for rnd in range(a.rounds):
+                for name, (p, g) in targets.items():
+                    r = self.measured(p, a.duration, 50, group=g)
+                    runs[name].append(r)
+                    log(f"quota {cores} CPU round {rnd + 1} {name}: {r['rps']:.0f} req/s p99 {fmt(r['p99_ms'])} ms")
+            for p, _ in targets.values():
+                self.stop(p)
+            summary = {k: summarize(v, ("rps", "p50_ms", "p99_ms", "cpu_s_per_10k")) for k, v in runs.items()}
+            out["by_cpu"][str(cores)] = {"workers": workers, "cpus": cpus, "summary": summary,
+                                         "ratio": ratios(summary["gateway"], summary["nginx"], ("rps",))}
+        # Linearity: throughput per core against the 1-CPU figure.
+        base = out["by_cpu"].get("1") or out["by_cpu"].get("1.0")
+        if base:
+            for cores, v in out["by_cpu"].items():
+                v["per_core_vs_1cpu"] = {
+                    k: (v["summary"][k]["rps"] / float(cores)) / base["summary"][k]["rps"]
+                    if base["summary"][k]["rps"] else None for k in ("nginx", "gateway")}
+        return out
+
+    def routes(self):
+        a = self.args
+        targets = {"10 routes": self.start_gateway(kong_config(self.upstream_port, 10)),
+                   f"{a.routes} routes": self.start_gateway(kong_config(self.upstream_port, a.routes))}
+        runs = {k: [] for k in targets}
+        for rnd in range(a.rounds):
+            for name, p in targets.items():
+                if a.warmup:
+                    self.load.run(self.url(p), a.warmup, 50)
+                r = self.measured(p, a.duration, 50)
+                runs[name].append(r)
+                log(f"routes round {rnd + 1} {name}: {r['rps']:.0f} req/s p99 {fmt(r['p99_ms'])} ms")
+        for p in targets.values():
+            self.stop(p)
+        summary = {k: summarize(v, ("rps", "p50_ms", "p99_ms", "cpu_s_per_10k")) for k, v in runs.items()}
+        small, big = summary["10 routes"], summary[f"{a.routes} routes"]
+        return {"summary": summary, "runs": runs,
+                "throughput_ratio": big["rps"] / small["rps"] if small["rps"] else None}
+
+    def apply(self):
+        a = self.args
+        out = {"rate": a.apply_rate, "connections": 100, "routes": a.routes}
+        # SIGHUP: the file is rewritten, then the gateway told to reload it.
+        p = self.start_gateway(kong_config(self.upstream_port, 10))
+        rows = []
+        for rnd in range(a.rounds):
+            write_json(p.config_path, kong_config(self.upstream_port, 10))
+            os.kill(p.pid, signal.SIGHUP)
+            wait_log(p, r"declarative config reloaded", count=2 * rnd + 1, timeout=30)
+            base = self.load.run(self.url(p), a.apply_duration, 100, rate=a.apply_rate)
+            write_json(p.config_path, kong_config(self.upstream_port, a.routes))
+
+            def hup():
+                os.kill(p.pid, signal.SIGHUP)
+            r = self.during(p, hup)
+            took = wait_log(p, r"declarative config reloaded .* in (\d+) ms", count=2 * rnd + 2, timeout=60)
+            r["apply_ms"] = float(took) if took else None
+            r["baseline_p99_ms"] = base["p99_ms"]
+            rows.append(r)
+            log(f"apply (SIGHUP) round {rnd + 1}: {r['apply_ms']} ms, errors {r['errors']}, "
+                f"p99 {fmt(r['p99_ms'])} ms (baseline {fmt(base['p99_ms'])} ms)")
+        self.stop(p)
+        out["sighup"] = {"summary": {**summarize(rows, ("apply_ms", "p99_ms", "baseline_p99_ms", "p999_ms")),
+                                     "errors": sum(x["errors"] for x in rows)}, "runs": rows}
+        # Control-plane push over the hybrid protocol.
+        cp = self.start_cp()
+        if cp is None:
+            out["cp_push"] = {"skipped": "bench-cp binary not built"}
+            return out
+        try:
+            cp_send(cp, f"push 10 {self.upstream_port}")
+            p = self.start_gateway(env_extra=cp.env, wait=True)
+            rows = []
+            for rnd in range(a.rounds):
+                h = cp_send(cp, f"push {11 + rnd} {self.upstream_port}")["hash"]
+                cp_send(cp, f"wait-ping {h} 20")
+                base = self.load.run(self.url(p, "/a"), a.apply_duration, 100, rate=a.apply_rate)
+                r = self.during(p, lambda: cp_send(cp, f"push {a.routes + rnd} {self.upstream_port}"), path="/a")
+                took = wait_log(p, r"applied config \w+ in (\d+) ms", count=2 * rnd + 3, timeout=60)
+                r["apply_ms"] = float(took) if took else None
+                r["baseline_p99_ms"] = base["p99_ms"]
+                rows.append(r)
+                log(f"apply (CP push) round {rnd + 1}: {r['apply_ms']} ms, errors {r['errors']}, "
+                    f"p99 {fmt(r['p99_ms'])} ms (baseline {fmt(base['p99_ms'])} ms)")
+            self.stop(p)
+            out["cp_push"] = {"summary": {**summarize(rows, ("apply_ms", "p99_ms", "baseline_p99_ms", "p999_ms")),
+                                          "errors": sum(x["errors"] for x in rows)}, "runs": rows}
+        finally:
+            self.stop(cp)
+        return out
+
+    def during(self, p, action, path=BENCH_PATH):
+        """A fixed-rate run with `action` fired a third of the way in."""
+        a = self.args
+        result = {}
+
+        def drive():
+            result.update(self.load.run(self.url(p, path), a.apply_duration, 100, rate=a.apply_rate))
+        t = threading.Thread(target=drive)
+        t.start()
+        time.sleep(a.apply_duration / 3)
+        action()
+        t.join()
+        return result
+
+    def start_cp(self):
+        if not os.path.exists(self.bin("bench-cp")):
+            return None
+        cp = self.start(self.uniq("bench-cp"), [self.bin("bench-cp")], stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE)
+        line = cp.p.stdout.readline()
+        info = json.loads(line)
+        cp.env = info["env"]
+        return cp
+
+    def memory(self):
+        out = {}
+        rounds = []
+        for rnd in range(self.args.rounds):
+            row = {}
+            for name, start in (("nginx", lambda: self.start_nginx()),
+                                ("gateway", lambda: self.start_gateway(kong_config(self.upstream_port, 1)))):
+                p = start()
+                get(p.port, BENCH_PATH)
+                time.sleep(0.5)
+                row[f"{name} idle"] = proc_kb(p.pids(), "VmRSS")
+                socks = open_conns(p.port, self.args.mem_conns)
+                time.sleep(0.5)
+                row[f"{name} {self.args.mem_conns} conns"] = proc_kb(p.pids(), "VmRSS")
+                for s in socks:
+                    s.close()
+                self.stop(p)
+            p = self.start_gateway(kong_config(self.upstream_port, self.args.routes))
+            get(p.port, BENCH_PATH)
+            time.sleep(0.5)
+            row[f"gateway idle, {self.args.routes} routes"] = proc_kb(p.pids(), "VmRSS")
+            self.stop(p)
+            rounds.append(row)
+            log(f"memory round {rnd + 1}: " + ", ".join(f"{k} {v / 1024:.1f} MiB" for k, v in row.items()))
+        out["rss_kib"] = {k: median([r[k] for r in rounds]) for k in rounds[0]}
+        out["runs"] = rounds
+        n = self.args.mem_conns
+        g, ng = out["rss_kib"][f"gateway {n} conns"], out["rss_kib"][f"nginx {n} conns"]
+        out["ratio_conns"] = g / ng if ng else None
+        return out
+
+    def coldstart(self):
+        a = self.args
+        out = {"routes": a.routes}
+        # Declarative file.
+        cfg = os.path.join(self.dir, "coldstart.json")
+        write_json(cfg, kong_config(self.upstream_port, a.routes))
+        times = []
+        for _ in range(a.rounds):
+            times.append(self.time_to_ready({"KONG_DECLARATIVE_CONFIG": cfg}, "cold-file"))
+        out["declarative_file_ms"] = {"median": median(times), "runs": times}
+        # Cached control-plane config: a DP gets the config once and writes
+        # its cache; later starts find the CP gone and serve the cache.
+        cp = self.start_cp()
+        if cp is None:
+            out["cp_cache_ms"] = {"skipped": "bench-cp binary not built"}
+            return out
+        prefix = "cold-cache"
+        try:
+            h = cp_send(cp, f"push {a.routes} {self.upstream_port}")["hash"]
+            env = dict(cp.env)
+            p = self.start_gateway(env_extra=env, prefix_name=prefix, wait=True)
+            cp_send(cp, f"wait-ping {h} 30")
+            wait_log(p, r"persisted config", timeout=30)
+            self.stop(p)
+        finally:
+            self.stop(cp)
+        env = dict(cp.env)  # the CP is gone: its port refuses
+        times = []
+        for _ in range(a.rounds):
+            times.append(self.time_to_ready(env, "cold-cache", prefix_name=prefix))
+        out["cp_cache_ms"] = {"median": median(times), "runs": times}
+        return out
+
+    def time_to_ready(self, env_extra, name, prefix_name=None):
+        port, status_port = free_port(), free_port()
+        pname = self.uniq(name)
+        env = self.gateway_env(prefix_name or pname, port, status_port, 1, env_extra)
+        t0 = time.monotonic()
+        p = self.start(pname, [self.bin("gateway")], env=env, cpus=self.proxy_cpu)
+        ok = wait_ready(status_port, 60, interval=0.001)
+        took = (time.monotonic() - t0) * 1000
+        self.stop(p)
+        if not ok:
+            sys.exit(f"gateway did not become ready; see {p.stderr_path}")
+        log(f"coldstart {name}: {took:.1f} ms")
+        return took
+
+
+# ---------------------------------------------------------------------------
+# Small helpers.
+
+def nginx_bin():
+    for p in ("/usr/sbin/nginx", shutil.which("nginx")):
+        if p and os.path.exists(p):
+            return p
+    sys.exit("nginx not found (scripts/setup installs nginx-light)")
+
+
+def get(port, path, timeout=2.0):
+    """Status of one GET, or None when it cannot connect."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while b"\r\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            return int(data.split(b" ", 2)[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def wait_ready(status_port, timeout, interval=0.01):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if get(status_port, "/status/ready", timeout=1.0) == 200:
+            return True
+        time.sleep(interval)
+    return False
+
+
+def wait_log(p, pattern, count=1, timeout=30):
+    """Waits for the `count`-th match of `pattern` in p's log; returns its
+    first group (or True)."""
+    rx = re.compile(pattern)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        found = list(rx.finditer(p.log_text()))
+        if len(found) >= count:
+            m = found[count - 1]
+            return m.group(1) if m.groups() else True
+        time.sleep(0.05)
+    log(f"warning: '{pattern}' (#{count}) not seen in {p.stderr_path}")
+    return None
+
+
+def open_conns(port, n):
+    """`n` keep-alive client connections, each after one full request."""
+    socks = []
+    req = f"GET {BENCH_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(req)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+        want = int(m.group(1)) if m else 0
+        while len(body) < want:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        socks.append(s)
+    return socks
+
+
+def cp_send(cp, line):
+    cp.p.stdin.write(line + "\n")
+    cp.p.stdin.flush()
+    answer = json.loads(cp.p.stdout.readline())
+    if "error" in answer:
+        raise RuntimeError(answer["error"])
+    return answer
+
+
+def summarize(rows, keys):
+    return {k: median([r.get(k) for r in rows]) for k in keys}
+
+
+def ratios(a, b, keys):
+    return {k: (a[k] / b[k] if a.get(k) and b.get(k) else None) for k in keys}
+
+
+def fmt(v, digits=2):
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+# ---------------------------------------------------------------------------
+# Report.
+
+def markdown(res):
+    L = []
+    meta = res["meta"]
+    L.append(f"Run of {meta['date']} on {meta['host']} ({meta['cpus']} CPUs), driver {meta['driver']}, "
+             f"{meta['rounds']} alternated rounds of {meta['duration_s']} s, medians.")
+    L.append("")
+    t = res.get("throughput")
+    if t:
+        L.append("**1. Max throughput, 50 connections, 1 worker each, proxy pinned to one CPU**")
+        L.append("")
+        L.append("| proxy | req/s | p50 ms | p99 ms | CPU s / 10k req | peak RSS MiB |")
+        L.append("|---|---|---|---|---|---|")
+        for name, s in t["summary"].items():
+            L.append(f"| {name} | {fmt(s['rps'], 0)} | {fmt(s['p50_ms'])} | {fmt(s['p99_ms'])} | "
+                     f"{fmt(s['cpu_s_per_10k'], 3)} | {fmt((s['peak_rss_kib'] or 0) / 1024, 1)} |")
+        r = t["ratio"]
+        L.append(f"| **gateway / nginx** | {fmt(r['rps'])}× | {fmt(r['p50_ms'])}× | {fmt(r['p99_ms'])}× | "
+                 f"**{fmt(r['cpu_s_per_10k'])}×** | {fmt(r['peak_rss_kib'])}× |")
+        L.append("")
+    s = res.get("seed")
+    if s and "by_cpu" in s:
+        L.append(f"**2. Seed scenario: fixed {s['rate']} QPS over {s['connections']} connections, "
+                 "proxy in a CPU cgroup**")
+        L.append("")
+        L.append("| CPU limit | proxy | achieved req/s | p50 ms | p99 ms | p99.9 ms | errors |")
+        L.append("|---|---|---|---|---|---|---|")
+        for cores, v in s["by_cpu"].items():
+            for name, x in v["summary"].items():
+                L.append(f"| {cores} | {name} | {fmt(x['rps'], 0)} | {fmt(x['p50_ms'])} | {fmt(x['p99_ms'])} | "
+                         f"{fmt(x['p999_ms'])} | {x['errors']} |")
+        m = s.get("max_rate_p99_under_10ms")
+        if m:
+            L.append("")
+            L.append("Highest fixed rate at 0.2 CPU with p99 < 10 ms and no errors: " + ", ".join(
+                f"{k} {v['rate']}/s" for k, v in m.items())
+                + (f" (gateway / nginx {fmt(s.get('max_rate_ratio'))}×)" if s.get("max_rate_ratio") else ""))
+        L.append("")
+    q = res.get("quota")
+    if q and "by_cpu" in q:
+        L.append("**3. CPU-limit scaling: max throughput, 50 connections (workers = ceil(limit))**")
+        L.append("")
+        L.append("| CPU limit | nginx req/s | gateway req/s | gateway / nginx | gateway req/s per core vs 1 CPU |")
+        L.append("|---|---|---|---|---|")
+        for cores, v in q["by_cpu"].items():
+            pc = (v.get("per_core_vs_1cpu") or {}).get("gateway")
+            L.append(f"| {cores} | {fmt(v['summary']['nginx']['rps'], 0)} | {fmt(v['summary']['gateway']['rps'], 0)} | "
+                     f"{fmt(v['ratio']['rps'])}× | {fmt(pc)} |")
+        L.append("")
+    r = res.get("routes")
+    if r:
+        L.append("**4. Route count: gateway max throughput, 50 connections**")
+        L.append("")
+        L.append("| routes | req/s | p99 ms | CPU s / 10k req |")
+        L.append("|---|---|---|---|")
+        for name, x in r["summary"].items():
+            L.append(f"| {name} | {fmt(x['rps'], 0)} | {fmt(x['p99_ms'])} | {fmt(x['cpu_s_per_10k'], 3)} |")
+        L.append(f"| **ratio** | **{fmt(r['throughput_ratio'])}** | | |")
+        L.append("")
+    a = res.get("apply")
+    if a:
+        L.append(f"**5. Applying a {a['routes']}-route config during a fixed {a['rate']} QPS run**")
+        L.append("")
+        L.append("| how | apply ms | failed requests | p99 ms during | p99 ms without apply |")
+        L.append("|---|---|---|---|---|")
+        for how in ("sighup", "cp_push"):
+            x = a.get(how)
+            if x and "summary" in x:
+                y = x["summary"]
+                L.append(f"| {how} | {fmt(y['apply_ms'], 0)} | {y['errors']} | {fmt(y['p99_ms'])} | "
+                         f"{fmt(y['baseline_p99_ms'])} |")
+        L.append("")
+    m = res.get("memory")
+    if m:
+        L.append("**6. Memory (RSS)**")
+        L.append("")
+        L.append("| state | RSS MiB |")
+        L.append("|---|---|")
+        for k, v in m["rss_kib"].items():
+            L.append(f"| {k} | {fmt(v / 1024, 1)} |")
+        L.append(f"| **gateway / nginx with open connections** | **{fmt(m['ratio_conns'])}×** |")
+        L.append("")
+    c = res.get("coldstart")
+    if c:
+        L.append(f"**7. Start to `/status/ready` 200 with {c['routes']} routes**")
+        L.append("")
+        L.append("| from | ms |")
+        L.append("|---|---|")
+        if "median" in c.get("cp_cache_ms", {}):
+            L.append(f"| cached control-plane config | {fmt(c['cp_cache_ms']['median'], 0)} |")
+        L.append(f"| declarative file | {fmt(c['declarative_file_ms']['median'], 0)} |")
+        L.append("")
+    return "\n".join(L)
+
+
+def chart(res, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib not available: no chart (scripts/bench installs it in a venv)")
+        return False
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+    ax = axes[0][0]
+    t = res.get("throughput")
+    if t:
+        names = list(t["summary"])
+        ax.bar(names, [t["summary"][n]["cpu_s_per_10k"] or 0 for n in names],
+               color=["#888" if n == "nginx" else "#2a7" for n in names])
+        ax.set_title("CPU s per 10k requests (lower is better)")
+        ax.tick_params(axis="x", labelrotation=20)
+    ax = axes[0][1]
+    s = res.get("seed")
+    if s and "by_cpu" in s:
+        labels, vals, colors = [], [], []
+        for cores, v in s["by_cpu"].items():
+            for name, x in v["summary"].items():
+                labels.append(f"{name}\n{cores} CPU")
+                vals.append(x["p99_ms"] or 0)
+                colors.append("#888" if name == "nginx" else "#2a7")
+        ax.bar(labels, vals, color=colors)
+        ax.set_yscale("log")
+        ax.set_title(f"p99 ms at {s['rate']} QPS / {s['connections']} conns")
+    ax = axes[0][2]
+    q = res.get("quota")
+    if q and "by_cpu" in q:
+        xs = [float(c) for c in q["by_cpu"]]
+        for name, color in (("nginx", "#888"), ("gateway", "#2a7")):
+            ax.plot(xs, [v["summary"][name]["rps"] or 0 for v in q["by_cpu"].values()], "o-",
+                    color=color, label=name)
+        ax.set_xlabel("CPU limit (cores)")
+        ax.set_title("max req/s by CPU limit")
+        ax.legend()
+    ax = axes[1][0]
+    r = res.get("routes")
+    if r:
+        names = list(r["summary"])
+        ax.bar(names, [r["summary"][n]["rps"] or 0 for n in names], color="#2a7")
+        ax.set_title("gateway req/s by route count")
+    ax = axes[1][1]
+    m = res.get("memory")
+    if m:
+        names = list(m["rss_kib"])
+        ax.barh(names, [m["rss_kib"][n] / 1024 for n in names],
+                color=["#888" if n.startswith("nginx") else "#2a7" for n in names])
+        ax.set_title("RSS MiB")
+    ax = axes[1][2]
+    c = res.get("coldstart")
+    a = res.get("apply")
+    labels, vals = [], []
+    if c:
+        if "median" in c.get("cp_cache_ms", {}):
+            labels.append("start→ready\n(CP cache)")
+            vals.append(c["cp_cache_ms"]["median"])
+        labels.append("start→ready\n(file)")
+        vals.append(c["declarative_file_ms"]["median"])
+    if a:
+        for how in ("sighup", "cp_push"):
+            x = a.get(how)
+            if x and "summary" in x and x["summary"]["apply_ms"] is not None:
+                labels.append(f"apply\n({how})")
+                vals.append(x["summary"]["apply_ms"])
+    if labels:
+        ax.bar(labels, vals, color="#2a7")
+        ax.set_title(f"ms with {res.get('meta', {}).get('routes')} routes")
+    fig.suptitle(f"gateway vs nginx, {res['meta']['date']} ({res['meta']['driver']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    return True
+
+
+def update_benchmarks_md(path, md, png_rel):
+    begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+    with open(path) as f:
+        text = f.read()
+    block = f"{begin}\n{md}\n![benchmark chart]({png_rel})\n{end}"
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin-dir", required=True, help="where gateway, minimal-pingora, bench-cp, httpbin are")
+    ap.add_argument("--out", default=os.path.join(HERE, "..", "results"))
+    ap.add_argument("--only", default=",".join(ALL_SCENARIOS), help="comma-separated scenarios")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=8)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--upstream", choices=("nginx", "httpbin"), default="nginx")
+    ap.add_argument("--minimal", action="store_true", help="also measure the do-nothing Pingora proxy")
+    ap.add_argument("--oha", default=None, help="path to oha (default: PATH or ~/.cargo/bin)")
+    ap.add_argument("--no-oha", action="store_true", help="use the wrk / Python fallbacks")
+    ap.add_argument("--seed-rate", type=int, default=1000)
+    ap.add_argument("--seed-conns", type=int, default=800)
+    ap.add_argument("--max-rate-start", type=int, default=400)
+    ap.add_argument("--max-rate-steps", type=int, default=8)
+    ap.add_argument("--bisect-steps", type=int, default=4)
+    ap.add_argument("--quota-levels", default="0.2,0.5,1,2")
+    ap.add_argument("--routes", type=int, default=10000)
+    ap.add_argument("--apply-rate", type=int, default=1000)
+    ap.add_argument("--apply-duration", type=int, default=6)
+    ap.add_argument("--mem-conns", type=int, default=800)
+    ap.add_argument("--update-benchmarks-md", default=None, help="replace the marked block in this file")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir with logs")
+    ap.add_argument("--smoke", action="store_true", help="seconds-long run of every scenario")
+    args = ap.parse_args()
+    if args.smoke:
+        args.rounds, args.duration, args.warmup = 1, 1, 0
+        args.seed_rate, args.seed_conns = 100, 20
+        args.max_rate_start, args.max_rate_steps, args.bisect_steps = 100, 1, 0
+        args.quota_levels = "0.5,1"
+        args.routes, args.apply_rate, args.apply_duration, args.mem_conns = 300, 100, 2, 50
+    args.quota_levels = [float(x) for x in args.quota_levels.split(",")]
+    scenarios = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(scenarios) - set(ALL_SCENARIOS)
+    if unknown:
+        sys.exit(f"unknown scenarios {sorted(unknown)}; known: {ALL_SCENARIOS}")
+    if os.geteuid() != 0 and not CpuGroup.available():
+        log("note: cgroup v1 CPU groups not writable; CPU-limit scenarios will be skipped")
+
+    bench = Bench(args)
+    res = {"meta": {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "host": socket.gethostname(),
+                    "cpus": os.cpu_count(), "driver": bench.load.driver, "rounds": args.rounds,
+                    "duration_s": args.duration, "smoke": args.smoke, "routes": args.routes,
+                    "upstream": args.upstream,
+                    "pinning": {"proxies": bench.proxy_cpu, "load_and_upstream": bench.load_cpu}}}
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1) or sys.exit(1))
+    try:
+        bench.start_upstream()
+        for s in scenarios:
+            log(f"== {s}")
+            t0 = time.monotonic()
+            res[s] = getattr(bench, s)()
+            res[s]["took_s"] = round(time.monotonic() - t0, 1)
+    finally:
+        bench.close()
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "bench.json"), "w") as f:
+        json.dump(res, f, indent=2)
+    md = markdown(res)
+    with open(os.path.join(args.out, "bench.md"), "w") as f:
+        f.write(md + "\n")
+    png = os.path.join(args.out, "bench.png")
+    drew = chart(res, png)
+    print(md)
+    if args.update_benchmarks_md:
+        rel = os.path.relpath(png, os.path.dirname(os.path.abspath(args.update_benchmarks_md)))
+        update_benchmarks_md(args.update_benchmarks_md, md, rel if drew else "")
+    log(f"results in {os.path.abspath(args.out)}")
+
+
+if __name__ == "__main__":
+    main()
