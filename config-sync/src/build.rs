@@ -16,7 +16,7 @@ use crate::validate::*;
 const COMMON: &[&str] = &["created_at", "updated_at", "ws_id", "_comment", "_ignore"];
 
 pub(crate) fn build_all(
-    items: &[Item],
+    items: &[Item<'_>],
     opts: &ParseOptions,
     cfg: &mut DeclarativeConfig,
     errs: &mut Vec<ConfigError>,
@@ -24,7 +24,10 @@ pub(crate) fn build_all(
     for item in items {
         match item.kind {
             Kind::Service => cfg.services.push(service(item, errs)),
-            Kind::Route => cfg.routes.push(route(item, errs)),
+            Kind::Route => {
+                let r = route(item, &mut cfg.regexes, errs);
+                cfg.routes.push(r);
+            }
             Kind::Upstream => cfg.upstreams.push(upstream(item, errs)),
             Kind::Target => cfg.targets.push(target(item, errs)),
             Kind::Plugin => cfg.plugins.push(plugin(item, opts, errs)),
@@ -38,8 +41,9 @@ pub(crate) fn build_all(
     }
 }
 
-fn reader<'a>(item: &'a Item, errs: &'a mut Vec<ConfigError>) -> Reader<'a> {
+fn reader<'a>(item: &'a Item<'_>, errs: &'a mut Vec<ConfigError>) -> Reader<'a> {
     let mut r = Reader::new(&item.obj, errs, item.kind.singular(), &item.ident);
+    r.detach(item.detached());
     r.accept(COMMON);
     for (fk, _) in item.kind.foreign_keys() {
         r.accept(&[fk]);
@@ -136,20 +140,23 @@ fn expand_url(url: &str) -> Map<String, Value> {
     out
 }
 
-fn service(item: &Item, errs: &mut Vec<ConfigError>) -> Service {
+fn service(item: &Item<'_>, errs: &mut Vec<ConfigError>) -> Service {
     // The shorthand overrides the fields it expands to.
     let expanded;
-    let obj = match item.obj.get("url") {
+    let mut r = match item.obj.get("url") {
         Some(Value::String(url)) => {
-            let mut m = item.obj.clone();
+            let mut m = item.fields_map();
             m.remove("url");
             m.extend(expand_url(url));
             expanded = m;
-            &expanded
+            Reader::new(&expanded, errs, item.kind.singular(), &item.ident)
         }
-        _ => &item.obj,
+        _ => {
+            let mut r = Reader::new(&item.obj, errs, item.kind.singular(), &item.ident);
+            r.detach(item.detached());
+            r
+        }
     };
-    let mut r = Reader::new(obj, errs, item.kind.singular(), &item.ident);
     r.accept(COMMON);
     r.accept(&["client_certificate", "tls_sans"]);
     if r.raw("url").is_some() {
@@ -288,7 +295,7 @@ fn cidr_ports(r: &mut Reader<'_>, key: &str) -> Option<Vec<CidrPort>> {
     Some(out)
 }
 
-fn route(item: &Item, errs: &mut Vec<ConfigError>) -> Route {
+fn route(item: &Item<'_>, regexes: &mut CompiledRegexes, errs: &mut Vec<ConfigError>) -> Route {
     let mut r = reader(item, errs);
     r.accept(&["priority"]);
     if let Some(e) = r.raw("expression") {
@@ -353,14 +360,14 @@ fn route(item: &Item, errs: &mut Vec<ConfigError>) -> Route {
     let destinations = cidr_ports(&mut r, "destinations");
     let methods = r.checked_list("methods", true, validate_method);
     let hosts = r.checked_list("hosts", false, validate_route_host);
-    let paths = r.checked_list("paths", false, validate_router_path);
+    let paths = r.checked_list("paths", false, |p| check_router_path(p, Some(regexes)));
     let headers = r.headers("headers", validate_route_header_name);
     let regex_priority = r.int("regex_priority", i64::MIN, i64::MAX).unwrap_or(0);
     let path_handling = r.one_of("path_handling", &["v0", "v1"], "v0");
 
     // Entity checks look at what was given, even if some elements were
     // invalid (those are already reported), so one typo gives one error.
-    let given = |k: &str| match item.obj.get(k) {
+    let given = |k: &str| match r.peek(k) {
         Some(Value::Array(a)) => !a.is_empty(),
         Some(Value::Object(m)) => !m.is_empty(),
         _ => false,
@@ -637,7 +644,7 @@ fn passive_check(r: &mut Reader<'_>) -> PassiveHealthcheck {
     }
 }
 
-fn upstream(item: &Item, errs: &mut Vec<ConfigError>) -> Upstream {
+fn upstream(item: &Item<'_>, errs: &mut Vec<ConfigError>) -> Upstream {
     let mut r = reader(item, errs);
     let name = r
         .required_string("name")
@@ -810,7 +817,7 @@ fn upstream(item: &Item, errs: &mut Vec<ConfigError>) -> Upstream {
 
 /// Reports a missing required foreign key (a dangling one is reported when
 /// references are resolved).
-fn required_fk(r: &mut Reader<'_>, item: &Item, field: &str) -> Option<Uuid> {
+fn required_fk(r: &mut Reader<'_>, item: &Item<'_>, field: &str) -> Option<Uuid> {
     let id = item.fks.get(field).copied();
     if id.is_none() && !r.has(field) {
         r.err(field, "required field missing");
@@ -818,7 +825,7 @@ fn required_fk(r: &mut Reader<'_>, item: &Item, field: &str) -> Option<Uuid> {
     id
 }
 
-fn target(item: &Item, errs: &mut Vec<ConfigError>) -> Target {
+fn target(item: &Item<'_>, errs: &mut Vec<ConfigError>) -> Target {
     let mut r = reader(item, errs);
     let upstream = required_fk(&mut r, item, "upstream");
     let target = r
@@ -842,7 +849,7 @@ fn target(item: &Item, errs: &mut Vec<ConfigError>) -> Target {
     }
 }
 
-fn plugin(item: &Item, opts: &ParseOptions, errs: &mut Vec<ConfigError>) -> Plugin {
+fn plugin(item: &Item<'_>, opts: &ParseOptions, errs: &mut Vec<ConfigError>) -> Plugin {
     let mut r = reader(item, errs);
     r.accept(&["ordering", "consumer_group"]);
     let name = r.required_string("name").unwrap_or_default();
@@ -887,7 +894,7 @@ fn plugin(item: &Item, opts: &ParseOptions, errs: &mut Vec<ConfigError>) -> Plug
     }
 }
 
-fn consumer(item: &Item, errs: &mut Vec<ConfigError>) -> Consumer {
+fn consumer(item: &Item<'_>, errs: &mut Vec<ConfigError>) -> Consumer {
     let mut r = reader(item, errs);
     let username = r.string("username");
     let custom_id = r.string("custom_id");
@@ -912,10 +919,10 @@ fn auto_value() -> Value {
     Value::String(Uuid::new_v4().simple().to_string())
 }
 
-fn credential(item: &Item, errs: &mut Vec<ConfigError>) -> Credential {
+fn credential(item: &Item<'_>, errs: &mut Vec<ConfigError>) -> Credential {
     let mut r = reader(item, errs);
     r.accept(&["tags"]);
-    let mut fields = item.obj.clone();
+    let mut fields = item.fields_map();
     for (fk, _) in item.kind.foreign_keys() {
         fields.remove(*fk);
     }
@@ -987,7 +994,7 @@ fn credential(item: &Item, errs: &mut Vec<ConfigError>) -> Credential {
     }
 }
 
-fn certificate(item: &Item, errs: &mut Vec<ConfigError>) -> Certificate {
+fn certificate(item: &Item<'_>, errs: &mut Vec<ConfigError>) -> Certificate {
     let mut r = reader(item, errs);
     let cert = r.required_string("cert");
     let key = r.required_string("key");
@@ -1021,7 +1028,7 @@ fn certificate(item: &Item, errs: &mut Vec<ConfigError>) -> Certificate {
     }
 }
 
-fn sni(item: &Item, errs: &mut Vec<ConfigError>) -> Sni {
+fn sni(item: &Item<'_>, errs: &mut Vec<ConfigError>) -> Sni {
     let mut r = reader(item, errs);
     let certificate = required_fk(&mut r, item, "certificate");
     let name = if r.has("name") {
@@ -1039,7 +1046,7 @@ fn sni(item: &Item, errs: &mut Vec<ConfigError>) -> Sni {
     }
 }
 
-fn ca_certificate(item: &Item, errs: &mut Vec<ConfigError>) -> CaCertificate {
+fn ca_certificate(item: &Item<'_>, errs: &mut Vec<ConfigError>) -> CaCertificate {
     const TAG: &str = "-----BEGIN CERTIFICATE-----";
     let mut r = reader(item, errs);
     let cert = r.required_string("cert");
@@ -1064,7 +1071,11 @@ fn ca_certificate(item: &Item, errs: &mut Vec<ConfigError>) -> CaCertificate {
 // ---------------------------------------------------------------------------
 // cross-entity checks
 
-pub(crate) fn cross_checks(items: &[Item], cfg: &DeclarativeConfig, errs: &mut Vec<ConfigError>) {
+pub(crate) fn cross_checks(
+    items: &[Item<'_>],
+    cfg: &DeclarativeConfig,
+    errs: &mut Vec<ConfigError>,
+) {
     // `build_all` keeps item order within each kind, so zipping pairs each
     // typed entity with its source item.
     let of = |kind: Kind| items.iter().filter(move |i| i.kind == kind);

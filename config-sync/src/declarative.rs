@@ -11,7 +11,9 @@
 //! Field-level checks live in `build.rs` / `validate.rs`; this module does the
 //! structure, identity and cross-entity checks. Every error is collected.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -113,6 +115,11 @@ impl Kind {
         Kind::Oauth2,
         Kind::MtlsAuth,
     ];
+
+    /// Position in [`Kind::ALL`].
+    pub(crate) fn idx(self) -> usize {
+        self as usize
+    }
 
     /// DAO table name (top-level key).
     pub(crate) fn table(self) -> &'static str {
@@ -221,6 +228,29 @@ impl Kind {
         }
     }
 
+    /// Keys detached from an entity's object before its fields are read:
+    /// the nested children (in [`Kind::children`] order), then `id`.
+    pub(crate) fn detached_keys(self) -> &'static [&'static str] {
+        match self {
+            Kind::Service => &["routes", "plugins", "id"],
+            Kind::Route => &["plugins", "id"],
+            Kind::Consumer => &[
+                "plugins",
+                "keyauth_credentials",
+                "basicauth_credentials",
+                "jwt_secrets",
+                "hmacauth_credentials",
+                "acls",
+                "oauth2_credentials",
+                "mtls_auth_credentials",
+                "id",
+            ],
+            Kind::Upstream => &["targets", "id"],
+            Kind::Certificate => &["snis", "id"],
+            _ => &["id"],
+        }
+    }
+
     /// Foreign-key fields and the entity type they reference.
     pub(crate) fn foreign_keys(self) -> &'static [(&'static str, Kind)] {
         match self {
@@ -263,27 +293,70 @@ impl Kind {
     }
 }
 
+/// Foreign keys resolved for one entity (at most three per kind).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Fks(Vec<(&'static str, Uuid)>);
+
+impl Fks {
+    pub(crate) fn get(&self, field: &str) -> Option<&Uuid> {
+        self.0.iter().find(|(f, _)| *f == field).map(|(_, id)| id)
+    }
+
+    fn insert(&mut self, field: &'static str, id: Uuid) {
+        match self.0.iter_mut().find(|(f, _)| *f == field) {
+            Some(slot) => slot.1 = id,
+            None => self.0.push((field, id)),
+        }
+    }
+}
+
 /// One entity after flattening, before typed conversion.
+///
+/// `obj` borrows the entity's object from the parsed document: nothing is
+/// copied. Its nested children and its `id` are still in it; they are the
+/// keys [`Item::detached`] lists, which the readers skip (Kong's loader
+/// removes them from the entity before validating its fields).
 #[derive(Debug, Clone)]
-pub(crate) struct Item {
+pub(crate) struct Item<'a> {
     pub kind: Kind,
-    /// The entity's own fields (without `id` and nested children).
-    pub obj: Map<String, Value>,
+    /// The entity's fields, plus the detached keys.
+    pub obj: Cow<'a, Map<String, Value>>,
     pub id: Uuid,
     /// Name used in error messages.
     pub ident: String,
     /// Foreign key implied by nesting: (fk field, parent id).
     pub parent: Option<(&'static str, Uuid)>,
     /// Resolved foreign keys by field name.
-    pub fks: HashMap<&'static str, Uuid>,
+    pub fks: Fks,
     /// Already reported as a uniqueness violation.
     pub duplicate: bool,
 }
 
-impl Item {
+impl Item<'_> {
     pub(crate) fn err(&self, field: &str, reason: impl Into<String>) -> ConfigError {
-        ConfigError::new(self.kind.singular(), self.ident.clone(), field, reason)
+        entity_err(self.kind, &self.ident, field, reason)
     }
+
+    /// Keys of `obj` that are not fields of the entity (nested children,
+    /// `id`), in the order they were detached.
+    pub(crate) fn detached(&self) -> &'static [&'static str] {
+        self.kind.detached_keys()
+    }
+
+    /// The entity's fields as an owned map, exactly as detaching the
+    /// children and the id by `swap_remove` leaves them (key order
+    /// included). Only for the few entities that need a modified copy.
+    pub(crate) fn fields_map(&self) -> Map<String, Value> {
+        let mut m = self.obj.as_ref().clone();
+        for k in self.detached() {
+            m.remove(*k);
+        }
+        m
+    }
+}
+
+fn entity_err(kind: Kind, ident: &str, field: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::new(kind.singular(), ident, field, reason)
 }
 
 /// Parses YAML or JSON text. JSON is tried first when the text looks like a
@@ -305,7 +378,7 @@ pub fn text_to_value(text: &str) -> Result<Value, ConfigErrors> {
         ))
     };
     if text.trim_start().starts_with('{') {
-        match serde_json::from_str::<Value>(text) {
+        match crate::json::from_str(text) {
             Ok(v) => return Ok(v),
             Err(json_err) => {
                 // Flow-style YAML also starts with '{'; only report the
@@ -335,14 +408,24 @@ pub fn parse_declarative_value(
     v: Value,
     opts: &ParseOptions,
 ) -> Result<DeclarativeConfig, ConfigErrors> {
-    let mut errs: Vec<ConfigError> = Vec::new();
     let Value::Object(top) = &v else {
         return Err(ConfigErrors::single(ConfigError::top(
             "",
             "expected a record",
         )));
     };
+    let mut cfg = parse_top(top, opts)?;
+    cfg.raw = v;
+    Ok(cfg)
+}
 
+/// Everything but `raw`: the entities borrow from `top` while they are
+/// checked, and only the typed config outlives them.
+fn parse_top(
+    top: &Map<String, Value>,
+    opts: &ParseOptions,
+) -> Result<DeclarativeConfig, ConfigErrors> {
+    let mut errs: Vec<ConfigError> = Vec::new();
     let format_version = match top.get("_format_version") {
         None | Some(Value::Null) => {
             errs.push(ConfigError::top(
@@ -392,11 +475,12 @@ pub fn parse_declarative_value(
     }
 
     // 1. Flatten: collect every entity with an id.
-    let mut items: Vec<Item> = Vec::new();
+    let mut items: Vec<Item<'_>> = Vec::new();
     for kind in Kind::ALL {
         match top.get(kind.table()) {
             None | Some(Value::Null) => {}
             Some(Value::Array(list)) => {
+                items.reserve(list.len());
                 for (i, entry) in list.iter().enumerate() {
                     collect(kind, entry, i + 1, None, &mut items, &mut errs);
                 }
@@ -426,6 +510,7 @@ pub fn parse_declarative_value(
         snis: Vec::new(),
         ca_certificates: Vec::new(),
         raw: Value::Null,
+        regexes: Default::default(),
     };
     build::build_all(&items, opts, &mut cfg, &mut errs);
     build::cross_checks(&items, &cfg, &mut errs);
@@ -433,42 +518,46 @@ pub fn parse_declarative_value(
     if !errs.is_empty() {
         return Err(ConfigErrors { errors: errs });
     }
-    cfg.raw = v;
     Ok(cfg)
 }
 
 /// Parent context while flattening nested entities.
-struct Parent<'a> {
+struct Parent<'p> {
     fk: &'static str,
     id: Uuid,
-    ident: &'a str,
+    ident: &'p str,
     table: &'static str,
 }
 
-fn collect(
-    kind: Kind,
-    entry: &Value,
-    pos: usize,
-    parent: Option<&Parent<'_>>,
-    items: &mut Vec<Item>,
-    errs: &mut Vec<ConfigError>,
-) {
-    let positional = match parent {
+/// `#N` for a top-level entity, `parent.table#N` for a nested one: the name
+/// of an entity that has neither a name nor an id.
+fn positional(parent: Option<&Parent<'_>>, pos: usize) -> String {
+    match parent {
         Some(p) => format!("{}.{}#{pos}", p.ident, p.table),
         None => format!("#{pos}"),
-    };
-    let mut obj = match entry {
-        Value::Object(m) => m.clone(),
+    }
+}
+
+fn collect<'a>(
+    kind: Kind,
+    entry: &'a Value,
+    pos: usize,
+    parent: Option<&Parent<'_>>,
+    items: &mut Vec<Item<'a>>,
+    errs: &mut Vec<ConfigError>,
+) {
+    let obj: Cow<'a, Map<String, Value>> = match entry {
+        Value::Object(m) => Cow::Borrowed(m),
         // `certificates[].snis` may list bare names.
         Value::String(s) if kind == Kind::Sni && parent.is_some() => {
             let mut m = Map::new();
             m.insert("name".into(), Value::String(s.clone()));
-            m
+            Cow::Owned(m)
         }
         _ => {
             errs.push(ConfigError::new(
                 kind.singular(),
-                positional,
+                positional(parent, pos),
                 "@entity",
                 "expected a record",
             ));
@@ -476,19 +565,26 @@ fn collect(
         }
     };
 
-    // Detach nested children; they are flattened after the parent has an id.
-    let mut nested: Vec<(&'static str, Kind, &'static str, Vec<Value>)> = Vec::new();
+    // Nested children are flattened after the parent has an id; they stay
+    // in the parent's object, detached (see `Item::detached`).
+    let mut nested: Vec<(&'static str, Kind, &'static str, &'a Vec<Value>)> = Vec::new();
     let mut nested_errs: Vec<(&'static str, &'static str)> = Vec::new();
-    for (key, child_kind, fk) in kind.children() {
-        match obj.remove(*key) {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(list)) => nested.push((key, *child_kind, fk, list)),
-            Some(_) => nested_errs.push((key, "expected an array")),
+    let (obj, given_id) = match obj {
+        Cow::Borrowed(m) => {
+            for (key, child_kind, fk) in kind.children() {
+                match m.get(*key) {
+                    None | Some(Value::Null) => {}
+                    Some(Value::Array(list)) => nested.push((key, *child_kind, fk, list)),
+                    Some(_) => nested_errs.push((key, "expected an array")),
+                }
+            }
+            (Cow::Borrowed(m), m.get("id"))
         }
-    }
+        // A bare SNI name: no children, no id.
+        owned @ Cow::Owned(_) => (owned, None),
+    };
 
-    let given_id = obj.remove("id");
-    let ident = ident_for(kind, &obj, given_id.as_ref(), &positional);
+    let ident = ident_for(kind, &obj, given_id, parent, pos);
     for (key, reason) in nested_errs {
         errs.push(ConfigError::new(
             kind.singular(),
@@ -499,7 +595,7 @@ fn collect(
     }
 
     let id = match given_id {
-        Some(Value::String(s)) => match Uuid::parse_str(&s) {
+        Some(Value::String(s)) => match Uuid::parse_str(s) {
             Ok(u) => u,
             Err(_) => {
                 errs.push(ConfigError::new(
@@ -523,13 +619,18 @@ fn collect(
         }
     };
 
+    let children_ident = if nested.is_empty() {
+        String::new()
+    } else {
+        ident.clone()
+    };
     items.push(Item {
         kind,
         obj,
         id,
-        ident: ident.clone(),
+        ident,
         parent: parent.map(|p| (p.fk, p.id)),
-        fks: HashMap::new(),
+        fks: Fks::default(),
         duplicate: false,
     });
 
@@ -537,16 +638,23 @@ fn collect(
         let p = Parent {
             fk,
             id,
-            ident: &ident,
+            ident: &children_ident,
             table: key,
         };
+        items.reserve(list.len());
         for (i, child) in list.iter().enumerate() {
             collect(child_kind, child, i + 1, Some(&p), items, errs);
         }
     }
 }
 
-fn ident_for(kind: Kind, obj: &Map<String, Value>, id: Option<&Value>, positional: &str) -> String {
+fn ident_for(
+    kind: Kind,
+    obj: &Map<String, Value>,
+    id: Option<&Value>,
+    parent: Option<&Parent<'_>>,
+    pos: usize,
+) -> String {
     for f in kind.ident_field() {
         if let Some(Value::String(s)) = obj.get(*f) {
             if !s.is_empty() {
@@ -557,14 +665,22 @@ fn ident_for(kind: Kind, obj: &Map<String, Value>, id: Option<&Value>, positiona
     if let Some(Value::String(s)) = id {
         return s.clone();
     }
-    positional.to_string()
+    positional(parent, pos)
 }
 
-fn ws_of(obj: &Map<String, Value>) -> String {
+fn ws_of(obj: &Map<String, Value>) -> &str {
     match obj.get("ws_id") {
-        Some(Value::String(s)) => s.clone(),
-        _ => "*".to_string(),
+        Some(Value::String(s)) => s,
+        _ => "*",
     }
+}
+
+/// `entity_uuid` for a known entity type, with its namespace computed once.
+fn kind_uuid(kind: Kind, key: &str) -> Uuid {
+    static NAMESPACES: std::sync::OnceLock<[Uuid; 16]> = std::sync::OnceLock::new();
+    let ns = NAMESPACES
+        .get_or_init(|| Kind::ALL.map(|k| Uuid::new_v5(&ENTITIES_NS, k.table().as_bytes())));
+    Uuid::new_v5(&ns[kind.idx()], key.as_bytes())
 }
 
 /// Kong's deterministic id for an entity declared without one: UUIDv5 of
@@ -580,48 +696,77 @@ fn generate_id(kind: Kind, obj: &Map<String, Value>, parent: Option<&Parent<'_>>
     if let Some(fields) = kind.cache_key() {
         // Kong's `build_cache_key`: entity:ws:values..., giving up (random id)
         // when a needed value is not known yet.
-        let mut parts = vec![kind.table().to_string(), ws_of(obj)];
+        let mut key = String::with_capacity(64);
+        key.push_str(kind.table());
+        key.push(':');
+        key.push_str(ws_of(obj));
         for f in fields {
             if kind.is_auto(f) {
                 return Uuid::new_v4();
             }
             match obj.get(*f) {
-                Some(Value::String(s)) => parts.push(s.clone()),
+                Some(Value::String(s)) => {
+                    key.push(':');
+                    key.push_str(s);
+                }
                 None => match parent {
-                    Some(p) if p.fk == *f => parts.push(p.id.to_string()),
+                    Some(p) if p.fk == *f => {
+                        key.push(':');
+                        key.push_str(p.id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+                    }
                     _ if kind.is_required(f) => return Uuid::new_v4(),
-                    _ => parts.push(String::new()),
+                    _ => key.push(':'),
                 },
                 // Kong skips values that are neither strings nor absent.
                 Some(_) => {}
             }
         }
-        return entity_uuid(kind.table(), &parts.join(":"));
+        return kind_uuid(kind, &key);
     }
     if let Some(key) = kind.unique_endpoint_key() {
         if let Some(Value::String(s)) = obj.get(key) {
-            return entity_uuid(kind.table(), s);
+            return kind_uuid(kind, s);
         }
     }
     Uuid::new_v4()
 }
 
-/// Lookup tables: ids and unique endpoint keys per entity type.
+/// Small non-keyed hasher for the id sets: ids are uniformly random or
+/// SHA-1 derived, so SipHash buys nothing there.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut buf = [0u8; 8];
+            buf[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(buf))
+                .wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type IdSet = HashSet<Uuid, BuildHasherDefault<IdHasher>>;
+
+/// Lookup tables: ids and unique endpoint keys per entity type (indexed
+/// by [`Kind::idx`]).
 pub(crate) struct Index {
-    by_id: HashMap<Kind, HashSet<Uuid>>,
-    by_key: HashMap<Kind, HashMap<String, Uuid>>,
+    by_id: Vec<IdSet>,
+    by_key: Vec<HashMap<String, Uuid>>,
 }
 
 impl Index {
     fn find(&self, kind: Kind, key: &str) -> Option<Uuid> {
-        if let Some(id) = self.by_key.get(&kind).and_then(|m| m.get(key)) {
+        if let Some(id) = self.by_key[kind.idx()].get(key) {
             return Some(*id);
         }
         let id = Uuid::parse_str(key).ok()?;
-        self.by_id
-            .get(&kind)
-            .filter(|s| s.contains(&id))
-            .map(|_| id)
+        self.by_id[kind.idx()].contains(&id).then_some(id)
     }
 }
 
@@ -632,16 +777,26 @@ fn uniqueness_msg(kind: Kind, field: &str, value: &str) -> String {
     )
 }
 
-fn build_index(items: &mut [Item], errs: &mut Vec<ConfigError>) -> Index {
+fn build_index(items: &mut [Item<'_>], errs: &mut Vec<ConfigError>) -> Index {
     let mut index = Index {
-        by_id: HashMap::new(),
-        by_key: HashMap::new(),
+        by_id: Kind::ALL.iter().map(|_| IdSet::default()).collect(),
+        by_key: Kind::ALL.iter().map(|_| HashMap::new()).collect(),
     };
+    let mut counts = [0usize; Kind::ALL.len()];
+    for item in items.iter() {
+        counts[item.kind.idx()] += 1;
+    }
+    for (k, n) in counts.into_iter().enumerate() {
+        index.by_id[k].reserve(n);
+        if Kind::ALL[k].unique_endpoint_key().is_some() {
+            index.by_key[k].reserve(n);
+        }
+    }
     for item in items.iter_mut() {
         let mut failed = false;
         if let Some(key_field) = item.kind.unique_endpoint_key() {
             if let Some(Value::String(key)) = item.obj.get(key_field) {
-                let keys = index.by_key.entry(item.kind).or_default();
+                let keys = &mut index.by_key[item.kind.idx()];
                 if keys.contains_key(key) {
                     errs.push(item.err(key_field, uniqueness_msg(item.kind, key_field, key)));
                     failed = true;
@@ -650,7 +805,7 @@ fn build_index(items: &mut [Item], errs: &mut Vec<ConfigError>) -> Index {
                 }
             }
         }
-        let ids = index.by_id.entry(item.kind).or_default();
+        let ids = &mut index.by_id[item.kind.idx()];
         if !ids.insert(item.id) && !failed {
             errs.push(item.err(
                 "id",
@@ -663,35 +818,42 @@ fn build_index(items: &mut [Item], errs: &mut Vec<ConfigError>) -> Index {
     index
 }
 
-fn resolve_references(items: &mut [Item], index: &Index, errs: &mut Vec<ConfigError>) {
+fn resolve_references(items: &mut [Item<'_>], index: &Index, errs: &mut Vec<ConfigError>) {
     for item in items.iter_mut() {
-        for (field, target) in item.kind.foreign_keys() {
-            let value = item.obj.get(*field).filter(|v| !v.is_null()).cloned();
-            let from_parent = item.parent.filter(|(fk, _)| fk == field).map(|(_, id)| id);
+        let Item {
+            kind,
+            obj,
+            ident,
+            parent,
+            fks,
+            ..
+        } = item;
+        for (field, target) in kind.foreign_keys() {
+            let value = obj.get(*field).filter(|v| !v.is_null());
+            let from_parent = parent.filter(|(fk, _)| fk == field).map(|(_, id)| id);
             if let Some(v) = value {
-                let key = match &v {
-                    Value::String(s) => Some(s.clone()),
+                let key = match v {
+                    Value::String(s) => Some(s.as_str()),
                     // Flat form `{"id": ...}`; `{"name": ...}` is a convenience.
                     Value::Object(m) => ["id", "name", "username"]
                         .iter()
-                        .find_map(|k| m.get(*k).and_then(Value::as_str))
-                        .map(str::to_string),
+                        .find_map(|k| m.get(*k).and_then(Value::as_str)),
                     _ => None,
                 };
                 if key.is_none() && !v.is_object() {
-                    errs.push(item.err(field, "expected a string"));
+                    errs.push(entity_err(*kind, ident, field, "expected a string"));
                     continue;
                 }
-                match key.as_deref().and_then(|k| index.find(*target, k)) {
-                    Some(id) => {
-                        item.fks.insert(field, id);
-                    }
+                match key.and_then(|k| index.find(*target, k)) {
+                    Some(id) => fks.insert(field, id),
                     None => {
-                        let shown = match &v {
+                        let shown = match v {
                             Value::String(s) => s.clone(),
                             other => other.to_string(),
                         };
-                        errs.push(item.err(
+                        errs.push(entity_err(
+                            *kind,
+                            ident,
                             field,
                             format!(
                                 "invalid reference '{field}: {shown}' (no such entry in '{}')",
@@ -703,7 +865,7 @@ fn resolve_references(items: &mut [Item], index: &Index, errs: &mut Vec<ConfigEr
             }
             // Nesting wins over an explicit value, as in Kong.
             if let Some(id) = from_parent {
-                item.fks.insert(field, id);
+                fks.insert(field, id);
             }
         }
     }
@@ -757,7 +919,11 @@ mod tests {
 
     #[test]
     fn kinds_are_consistent() {
-        for k in Kind::ALL {
+        for (i, k) in Kind::ALL.into_iter().enumerate() {
+            assert_eq!(k.idx(), i);
+            let mut detached: Vec<&str> = k.children().iter().map(|(key, _, _)| *key).collect();
+            detached.push("id");
+            assert_eq!(k.detached_keys(), detached.as_slice());
             assert_eq!(Kind::from_table(k.table()), Some(k));
             assert_eq!(format!("{}s", k.singular()), k.table());
         }

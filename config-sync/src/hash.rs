@@ -49,12 +49,14 @@ pub fn config_hashes(v: &Value) -> ConfigHashes {
             let upstreams = part("upstreams");
             let targets = part("targets");
             let rest = match v {
+                // The hash of the object without the five keys (no copy).
                 Value::Object(m) => {
-                    let mut rest = m.clone();
-                    for k in SPLIT {
-                        rest.remove(k);
-                    }
-                    hash_value(&Value::Object(rest))
+                    let mut buf = Vec::new();
+                    canonical_members(
+                        m.iter().filter(|(k, _)| !SPLIT.contains(&k.as_str())),
+                        &mut buf,
+                    );
+                    hex::encode(Md5::digest(&buf))
                 }
                 other => hash_value(other),
             };
@@ -94,11 +96,7 @@ pub fn hash_value(v: &Value) -> String {
 
 /// Appends Kong's canonical (`to_sorted_string`) form of `v` to `buf`.
 pub fn canonical(v: &Value, buf: &mut Vec<u8>) {
-    if buf.len() > SQUASH_THRESHOLD {
-        let digest = Md5::digest(&buf[..]);
-        buf.clear();
-        buf.extend_from_slice(&digest);
-    }
+    squash(buf);
     match v {
         Value::Null => buf.extend_from_slice(b"/null/"),
         Value::String(s) => buf.extend_from_slice(s.as_bytes()),
@@ -106,10 +104,9 @@ pub fn canonical(v: &Value, buf: &mut Vec<u8>) {
         Value::Number(n) => {
             // LuaJIT holds every JSON number as a double.
             let f = n.as_f64().unwrap_or(0.0);
-            buf.extend_from_slice(format_g14(f).as_bytes());
+            write_g14(f, buf);
         }
         Value::Array(a) if a.is_empty() => buf.extend_from_slice(b"{}"),
-        Value::Object(o) if o.is_empty() => buf.extend_from_slice(b"{}"),
         Value::Array(a) => {
             if a.len() <= 5 {
                 for (i, item) in a.iter().enumerate() {
@@ -125,19 +122,69 @@ pub fn canonical(v: &Value, buf: &mut Vec<u8>) {
                 }
             }
         }
-        Value::Object(o) => {
-            let mut keys: Vec<&String> = o.keys().collect();
-            keys.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-            for k in keys {
-                buf.extend_from_slice(k.as_bytes());
-                buf.push(b':');
-                if let Some(val) = o.get(k) {
-                    canonical(val, buf);
-                }
-                buf.push(b';');
-            }
-        }
+        Value::Object(o) => members(o.iter(), buf),
     }
+}
+
+/// Kong squashes the buffer into its raw MD5 once it is past the threshold
+/// (checked each time a value starts).
+fn squash(buf: &mut Vec<u8>) {
+    if buf.len() > SQUASH_THRESHOLD {
+        let digest = Md5::digest(&buf[..]);
+        buf.clear();
+        buf.extend_from_slice(&digest);
+    }
+}
+
+/// [`canonical`] of an object made of `entries` (distinct keys).
+fn canonical_members<'a>(
+    entries: impl Iterator<Item = (&'a String, &'a Value)>,
+    buf: &mut Vec<u8>,
+) {
+    squash(buf);
+    members(entries, buf);
+}
+
+/// An object's members sorted by key (bytewise), `key:value;` each; `{}`
+/// for none.
+fn members<'a>(entries: impl Iterator<Item = (&'a String, &'a Value)>, buf: &mut Vec<u8>) {
+    let mut entries: Vec<(&String, &Value)> = entries.collect();
+    if entries.is_empty() {
+        buf.extend_from_slice(b"{}");
+        return;
+    }
+    // Keys of one object are distinct: an unstable sort is exact.
+    entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    for (k, val) in entries {
+        buf.extend_from_slice(k.as_bytes());
+        buf.push(b':');
+        canonical(val, buf);
+        buf.push(b';');
+    }
+}
+
+/// Appends [`format_g14`] of `x`; integers (the common case: ports,
+/// timeouts, timestamps) without going through a formatted float.
+fn write_g14(x: f64, buf: &mut Vec<u8>) {
+    // Below 1e14 an integral double has at most 14 significant digits, so
+    // `%.14g` prints it as a plain integer. (Zero keeps its sign there.)
+    if x.fract() == 0.0 && x.abs() < 1e14 && x != 0.0 {
+        let mut n = x as i64;
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        let neg = n < 0;
+        while n != 0 {
+            i -= 1;
+            digits[i] = b'0' + (n % 10).unsigned_abs() as u8;
+            n /= 10;
+        }
+        if neg {
+            buf.push(b'-');
+        }
+        buf.extend_from_slice(&digits[i..]);
+        return;
+    }
+    buf.extend_from_slice(format_g14(x).as_bytes());
 }
 
 /// C's `printf("%.14g", x)`, which is how LuaJIT turns numbers into strings.
@@ -205,6 +252,43 @@ mod tests {
         assert_eq!(format_g14(999999999999999.0), "1e+15");
         assert_eq!(format_g14(-2.5), "-2.5");
         assert_eq!(format_g14(1.0 / 3.0), "0.33333333333333");
+    }
+
+    #[test]
+    fn integer_fast_path_matches_g14() {
+        let mut xs = vec![
+            1.0,
+            -1.0,
+            7.0,
+            10.0,
+            80.0,
+            -80.0,
+            65535.0,
+            1_700_000_000.0,
+            99_999_999_999_999.0,
+            -99_999_999_999_999.0,
+            100_000_000_000_000.0,
+            123_456_789_012_345.0,
+            9_007_199_254_740_993.0,
+            0.0,
+            -0.0,
+            0.5,
+            -2.5,
+            1e15,
+            f64::MAX,
+        ];
+        let mut x = 1.0f64;
+        while x < 1e16 {
+            xs.push(x);
+            xs.push(x - 1.0);
+            xs.push(-x + 1.0);
+            x *= 7.0;
+        }
+        for x in xs {
+            let mut buf = Vec::new();
+            write_g14(x, &mut buf);
+            assert_eq!(String::from_utf8(buf).unwrap(), format_g14(x), "{x}");
+        }
     }
 
     #[test]

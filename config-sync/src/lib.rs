@@ -9,6 +9,7 @@ pub mod settings;
 pub mod validate;
 
 mod build;
+mod json;
 
 pub use declarative::{
     entity_uuid, parse_declarative_str, parse_declarative_value, text_to_value, ParseOptions,

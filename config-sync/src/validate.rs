@@ -5,12 +5,12 @@
 //! Error reasons reuse Kong's wording (`kong/db/schema/init.lua`) so that
 //! operators see familiar messages.
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 
 use serde_json::{Map, Value};
 
 use crate::error::ConfigError;
+use crate::model::CompiledRegexes;
 
 /// Kong's `constants.PROTOCOLS` (sorted).
 pub const PROTOCOLS: &[&str] = &[
@@ -35,12 +35,15 @@ pub const MAX_TIMEOUT: i64 = (1 << 31) - 2;
 /// Explicit JSON `null` is treated like an absent field ("use the default"),
 /// which is how a control plane's export marks unset columns.
 pub struct Reader<'a> {
-    obj: &'a Map<String, Value>,
+    /// The object's members in order, each with whether it was read or
+    /// accepted. Entity objects are small: a scan beats hashing the key.
+    fields: Vec<(&'a str, &'a Value, bool)>,
     errs: &'a mut Vec<ConfigError>,
     entity: &'a str,
     ident: &'a str,
     prefix: String,
-    seen: HashSet<String>,
+    /// Keys of the object that are not fields (see [`Reader::detach`]).
+    detached: &'static [&'static str],
 }
 
 impl<'a> Reader<'a> {
@@ -51,13 +54,37 @@ impl<'a> Reader<'a> {
         ident: &'a str,
     ) -> Self {
         Reader {
-            obj,
+            fields: obj.iter().map(|(k, v)| (k.as_str(), v, false)).collect(),
             errs,
             entity,
             ident,
             prefix: String::new(),
-            seen: HashSet::new(),
+            detached: &[],
         }
+    }
+
+    /// Treats `keys` as removed from the object, in this order, by
+    /// `Map::remove` (a `swap_remove`): they are never reported, and the
+    /// unknown fields are reported in the order the removals leave. Must
+    /// not name a key this reader reads.
+    pub(crate) fn detach(&mut self, keys: &'static [&'static str]) {
+        self.detached = keys;
+    }
+
+    fn find(&self, key: &str) -> Option<usize> {
+        self.fields.iter().position(|(k, _, _)| *k == key)
+    }
+
+    /// Records `key` as known if the object has it.
+    fn mark(&mut self, key: &str) {
+        if let Some(i) = self.find(key) {
+            self.fields[i].2 = true;
+        }
+    }
+
+    /// The value of `key` as given (null included), without marking it.
+    pub(crate) fn peek(&self, key: &str) -> Option<&'a Value> {
+        self.find(key).map(|i| self.fields[i].1)
     }
 
     /// Full dotted path of `key` inside this (possibly nested) record.
@@ -89,21 +116,23 @@ impl<'a> Reader<'a> {
     /// Marks keys as known without reading them (e.g. timestamps).
     pub fn accept(&mut self, keys: &[&str]) {
         for k in keys {
-            self.seen.insert((*k).to_string());
+            self.mark(k);
         }
     }
 
     /// Whether the key is present with a non-null value (does not consume it).
     pub fn has(&self, key: &str) -> bool {
-        matches!(self.obj.get(key), Some(v) if !v.is_null())
+        matches!(self.peek(key), Some(v) if !v.is_null())
     }
 
     /// The value if present and not null; marks the key as known.
     pub fn raw(&mut self, key: &str) -> Option<&'a Value> {
-        self.seen.insert(key.to_string());
-        match self.obj.get(key) {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(v),
+        let i = self.find(key)?;
+        let field = &mut self.fields[i];
+        field.2 = true;
+        match field.1 {
+            Value::Null => None,
+            v => Some(v),
         }
     }
 
@@ -125,7 +154,7 @@ impl<'a> Reader<'a> {
     /// A required string: reports "required field missing" when absent.
     pub fn required_string(&mut self, key: &str) -> Option<String> {
         if !self.has(key) {
-            self.seen.insert(key.to_string());
+            self.mark(key);
             self.err(key, "required field missing");
             return None;
         }
@@ -243,7 +272,7 @@ impl<'a> Reader<'a> {
         &mut self,
         key: &str,
         set: bool,
-        check: impl Fn(&str) -> Result<(), String>,
+        mut check: impl FnMut(&str) -> Result<(), String>,
     ) -> Option<Vec<String>> {
         let v = self.raw(key)?;
         let Value::Array(items) = v else {
@@ -257,20 +286,20 @@ impl<'a> Reader<'a> {
             );
             return None;
         };
-        let mut out = Vec::with_capacity(items.len());
+        let mut out: Vec<String> = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
-            let field = format!("{key}.{}", i + 1);
+            let field = || format!("{key}.{}", i + 1);
             match item {
-                Value::String(s) if s.is_empty() => self.err(&field, "length must be at least 1"),
+                Value::String(s) if s.is_empty() => self.err(&field(), "length must be at least 1"),
                 Value::String(s) => match check(s) {
                     Ok(()) => {
                         if !(set && out.contains(s)) {
                             out.push(s.clone());
                         }
                     }
-                    Err(e) => self.err(&field, e),
+                    Err(e) => self.err(&field(), e),
                 },
-                _ => self.err(&field, "expected a string"),
+                _ => self.err(&field(), "expected a string"),
             }
         }
         Some(out)
@@ -299,16 +328,15 @@ impl<'a> Reader<'a> {
                 self.err(key, e);
                 continue;
             }
-            let field = format!("{key}.{name}");
             let Value::Array(items) = values else {
-                self.err(&field, "expected an array");
+                self.err(&format!("{key}.{name}"), "expected an array");
                 continue;
             };
             let mut vals = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
                 match item {
                     Value::String(s) => vals.push(s.clone()),
-                    _ => self.err(&format!("{field}.{}", i + 1), "expected a string"),
+                    _ => self.err(&format!("{key}.{name}.{}", i + 1), "expected a string"),
                 }
             }
             out.push((name.clone(), vals));
@@ -330,14 +358,8 @@ impl<'a> Reader<'a> {
             return None;
         };
         let prefix = self.path(key);
-        let mut sub = Reader {
-            obj: m,
-            errs: &mut *self.errs,
-            entity: self.entity,
-            ident: self.ident,
-            prefix,
-            seen: HashSet::new(),
-        };
+        let mut sub = Reader::new(m, &mut *self.errs, self.entity, self.ident);
+        sub.prefix = prefix;
         let out = f(&mut sub);
         sub.accept(known);
         sub.finish();
@@ -346,14 +368,21 @@ impl<'a> Reader<'a> {
 
     /// Reports every key that was neither read nor accepted as "unknown field".
     pub fn finish(mut self) {
-        let unknown: Vec<String> = self
-            .obj
-            .keys()
-            .filter(|k| !self.seen.contains(k.as_str()))
-            .cloned()
-            .collect();
-        for k in unknown {
-            self.err(&k, "unknown field");
+        let detached = self.detached;
+        let unknown = |(k, _, seen): &(&str, &Value, bool)| !seen && !detached.contains(k);
+        if !self.fields.iter().any(unknown) {
+            return;
+        }
+        // In the order the object's members have once the detached keys
+        // are swap-removed (what a copy without them would iterate).
+        let mut order: Vec<(&str, &Value, bool)> = self.fields.clone();
+        for d in detached {
+            if let Some(i) = order.iter().position(|(k, _, _)| k == d) {
+                order.swap_remove(i);
+            }
+        }
+        for (k, _, _) in order.into_iter().filter(|f| unknown(f)) {
+            self.err(k, "unknown field");
         }
     }
 }
@@ -851,6 +880,26 @@ pub fn pcre_to_rust_regex(re: &str) -> String {
 /// A route path: `/prefix` (normalised, properly percent-encoded) or
 /// `~/regex` (must compile with the `regex` crate, as the router uses it).
 pub fn validate_router_path(path: &str) -> Result<(), String> {
+    check_router_path(path, None)
+}
+
+/// The pattern the router compiles for a regex path (`~...`): Kong's
+/// `transform.lua` drops the `~`, anchors with `^` and rewrites `?<` to
+/// `?P<` textually.
+pub fn router_path_pattern(path: &str) -> Option<String> {
+    let re = path.strip_prefix('~')?;
+    let mut out = String::with_capacity(re.len() + 4);
+    out.push('^');
+    out.push_str(&re.replace("?<", "?P<"));
+    Some(out)
+}
+
+/// [`validate_router_path`], keeping the regexes it compiles in `compiled`
+/// (keyed by [`router_path_pattern`]) when that is the pattern it checks.
+pub(crate) fn check_router_path(
+    path: &str,
+    compiled: Option<&mut CompiledRegexes>,
+) -> Result<(), String> {
     if !(path.starts_with('/') || path.starts_with("~/")) {
         return Err("should start with: / (fixed path) or ~/ (regex path)".into());
     }
@@ -864,6 +913,21 @@ pub fn validate_router_path(path: &str) -> Result<(), String> {
     }
     if let Some(re) = path.strip_prefix('~') {
         let translated = pcre_to_rust_regex(re);
+        if let (Some(cache), Some(pattern)) = (compiled, router_path_pattern(path)) {
+            // When the router's pattern is this one anchored, compiling it
+            // checks this one too (`^` changes neither the syntax nor,
+            // beyond one state, the size), and the router can reuse it. If
+            // it fails, the check below gives the exact verdict and message.
+            if pattern[1..] == translated {
+                if cache.contains(&pattern) {
+                    return Ok(());
+                }
+                if let Ok(r) = regex::Regex::new(&pattern) {
+                    cache.insert(r);
+                    return Ok(());
+                }
+            }
+        }
         if let Err(e) = regex::Regex::new(&translated) {
             let msg = e
                 .to_string()
@@ -872,6 +936,11 @@ pub fn validate_router_path(path: &str) -> Result<(), String> {
                 .join(" ");
             return Err(format!("invalid regex: '{re}' (regex error: {msg})"));
         }
+        return Ok(());
+    }
+    // Without '%' nothing is decoded and without "/." there is no dot
+    // segment ("//" is refused above): the path is its own normal form.
+    if !path.contains('%') && !path.contains("/.") {
         return Ok(());
     }
     let normalized = normalize_uri(path);

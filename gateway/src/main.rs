@@ -12,6 +12,7 @@ use gateway::kong::KONG_VERSION;
 use gateway::server::{self, Shared};
 use gateway::{cluster, loader, plugins};
 
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -120,6 +121,12 @@ fn spawn_reloader(path: PathBuf, plugins: Vec<String>, shared: Shared) -> anyhow
 }
 
 fn main() -> anyhow::Result<()> {
+    // Where the host enables transparent huge pages for every mapping
+    // ("always"), the allocator's mostly empty arenas would still be backed
+    // in 2 MiB pages; opt this process out (mimalloc's `no_thp` covers the
+    // "madvise" setting). Best effort: an old kernel without it changes
+    // nothing but memory use.
+    let _ = nix::sys::prctl::set_thp_disable(true);
     let argv: Vec<String> = std::env::args().collect();
     let as_kong = argv
         .first()

@@ -132,7 +132,6 @@ impl RequestSample {
         let proxied = ctx.tries > 0;
         let kong_ms = if proxied {
             ctx.proxy_latency_ms
-                .map(|v| u64::try_from(v).unwrap_or(u64::MAX))
                 .or_else(|| {
                     ctx.upstream_start
                         .map(|t| ms(t.saturating_duration_since(ctx.start)))

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use config_sync::settings::{ListenAddr, Settings};
-use pingora::listeners::TcpSocketOptions;
+use pingora::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::listening::Service;
@@ -72,6 +72,22 @@ fn socket_options(l: &ListenAddr) -> TcpSocketOptions {
     o
 }
 
+/// A plain-HTTP listener without Pingora's 64 KiB per-connection L4 read
+/// buffer. Every reader of these streams brings its own buffer (the h1
+/// front's head buffer, Pingora's header and body buffers), so the L4 one
+/// only added a copy per read, and a zero-filled 64 KiB allocation per
+/// accepted connection (resident in full whenever the allocator hands out
+/// reused memory, as after a burst). The small write buffer stays: it
+/// coalesces a response head with a small body into one `sendto`.
+fn plain_listener(l: &ListenAddr) -> ListenerConfig {
+    ListenerConfig::tcp(l.bind_address())
+        .tcp_socket_options(socket_options(l))
+        .l4_buffer(L4BufferSettings {
+            read: Some(0),
+            write: None,
+        })
+}
+
 /// Worker threads: `nginx_worker_processes`; `auto` is sized to the
 /// container's CPU quota (cgroup v1 or v2), not the host's cores.
 pub fn worker_threads(s: &Settings) -> usize {
@@ -100,7 +116,13 @@ pub fn build(settings: &Settings, shared: &Shared) -> anyhow::Result<Built> {
     let pids = settings.prefix.join("pids");
     let conf = ServerConf {
         threads,
-        work_stealing: true,
+        // One worker thread has nothing to steal from: Pingora then runs it
+        // as a tokio current-thread runtime, which skips the multi-thread
+        // scheduler's cross-thread bookkeeping on every wake-up (about 10%
+        // less CPU per request measured, and a lower p99 under a 0.2 CPU
+        // quota with 800 connections). Several threads keep work stealing so
+        // a few busy keep-alive connections cannot pin one thread.
+        work_stealing: threads > 1,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(10),
         upstream_keepalive_pool_size: settings.upstream_keepalive_pool_size.max(1) as usize,
@@ -145,7 +167,7 @@ pub fn build(settings: &Settings, shared: &Shared) -> anyhow::Result<Built> {
             );
             continue;
         }
-        proxy_service.add_tcp_with_settings(&l.bind_address(), socket_options(l));
+        proxy_service.add_listener(plain_listener(l));
         listening += 1;
     }
     if listening == 0 {
@@ -161,6 +183,9 @@ pub fn build(settings: &Settings, shared: &Shared) -> anyhow::Result<Built> {
             metrics: shared.metrics.clone(),
         };
         let mut status = Service::new("kong status".to_string(), api);
+        // Scrapes and probes are a trickle: one thread, not one per proxy
+        // worker (each idle thread costs a stack and an allocator heap).
+        status.threads = Some(1);
         for l in &settings.status_listen {
             if l.ssl {
                 log::warn!(
@@ -169,7 +194,7 @@ pub fn build(settings: &Settings, shared: &Shared) -> anyhow::Result<Built> {
                 );
                 continue;
             }
-            status.add_tcp_with_settings(&l.bind_address(), socket_options(l));
+            status.add_listener(plain_listener(l));
         }
         server.add_service(status);
     }

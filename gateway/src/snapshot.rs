@@ -14,7 +14,7 @@ use config_sync::model::{self, DeclarativeConfig};
 use uuid::Uuid;
 
 use crate::balancer::{Background, Balancer, TargetAddr};
-use crate::router::{RouteSpec, Router};
+use crate::router::{RouteView, Router};
 
 /// Kong's hash of an empty configuration (`DECLARATIVE_EMPTY_CONFIG_HASH`).
 pub const EMPTY_CONFIG_HASH: &str = "00000000000000000000000000000000";
@@ -203,21 +203,20 @@ impl Snapshot {
                 strip_path: r.strip_path,
                 preserve_host: r.preserve_host,
             });
-            specs.push(RouteSpec {
+            specs.push(RouteView {
                 id: r.id,
-                name: r.name.clone(),
-                protocols: r.protocols.clone(),
-                methods: r.methods.clone(),
-                hosts: r.hosts.clone(),
-                paths: r.paths.clone(),
-                headers: r.headers.clone(),
-                snis: r.snis.clone(),
+                name: r.name.as_deref(),
+                methods: &r.methods,
+                hosts: r.hosts.as_deref(),
+                paths: &r.paths,
+                headers: &r.headers,
+                snis: &r.snis,
                 regex_priority: r.regex_priority,
-                strip_path: r.strip_path,
                 index,
             });
         }
-        let router = Router::new(specs)?;
+        // Regex paths were compiled while validating: reuse them.
+        let router = Router::from_views(&specs, &|p| cfg.regexes.get(p).cloned())?;
         let has_entities = !cfg.services.is_empty()
             || !cfg.routes.is_empty()
             || !cfg.upstreams.is_empty()
@@ -344,6 +343,25 @@ impl ConfigHandle {
         snapshot.activate(&self.background, &old);
         let old = self.current.swap(snapshot);
         old.deactivate();
+        drop_elsewhere(old);
+    }
+}
+
+/// Frees a replaced snapshot (a router over thousands of routes takes
+/// milliseconds to free) on a short-lived thread, so the apply that
+/// replaced it returns without paying for it. Requests still holding it
+/// keep it alive as before.
+fn drop_elsewhere(old: Arc<Snapshot>) {
+    // Small ones (and ones requests still hold) are not worth a thread.
+    if Arc::strong_count(&old) > 1 || old.routes.len() < 1_000 {
+        return;
+    }
+    // If the thread cannot start, the closure and `old` are freed here.
+    let spawned = std::thread::Builder::new()
+        .name("config-drop".into())
+        .spawn(move || drop(old));
+    if let Err(e) = spawned {
+        log::debug!("freed the replaced config inline: {e}");
     }
 }
 

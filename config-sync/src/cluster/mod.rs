@@ -76,6 +76,26 @@ pub struct ClusterStatus {
     last_apply_duration_us: AtomicU64,
     last_hash: Mutex<Option<String>>,
     last_error: Mutex<Option<String>>,
+    /// The last frame applied (or found unchanged) and the hash it
+    /// carried: the same bytes again need no decoding.
+    last_frame: Mutex<Option<(FrameDigest, String)>>,
+}
+
+/// Identity of a received frame: its length and MD5.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FrameDigest {
+    len: usize,
+    md5: [u8; 16],
+}
+
+impl FrameDigest {
+    pub(crate) fn of(frame: &[u8]) -> FrameDigest {
+        use md5::Digest;
+        FrameDigest {
+            len: frame.len(),
+            md5: md5::Md5::digest(frame).into(),
+        }
+    }
 }
 
 impl ClusterStatus {
@@ -117,6 +137,18 @@ impl ClusterStatus {
         self.last_apply_duration_us
             .store(took.as_micros() as u64, Ordering::Relaxed);
         *lock(&self.last_hash) = Some(hash.to_string());
+    }
+
+    /// The hash carried by `digest`'s frame, if it is the last one kept.
+    pub(crate) fn known_frame(&self, digest: &FrameDigest) -> Option<String> {
+        match &*lock(&self.last_frame) {
+            Some((d, hash)) if d == digest => Some(hash.clone()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn remember_frame(&self, digest: FrameDigest, hash: &str) {
+        *lock(&self.last_frame) = Some((digest, hash.to_string()));
     }
 
     pub(crate) fn record_reject(&self, reason: &str) {

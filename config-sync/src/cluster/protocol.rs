@@ -163,7 +163,7 @@ pub enum Inbound {
 
 /// Parses inflated message bytes.
 pub fn parse_message(json: &[u8]) -> Result<Inbound, DecodeError> {
-    let v: Value = serde_json::from_slice(json).map_err(|e| DecodeError::Json(e.to_string()))?;
+    let v = crate::json::from_slice(json).map_err(|e| DecodeError::Json(e.to_string()))?;
     let Value::Object(mut m) = v else {
         return Err(DecodeError::Shape("message is not a JSON object".into()));
     };

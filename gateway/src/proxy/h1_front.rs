@@ -47,13 +47,18 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::ctx::new_request_id;
-use super::h1_guard::{check_request_head, HeadInfo, HeadLimits, Reject};
+use super::h1_guard::{check_request_head, is_tchar, HeadInfo, HeadLimits, Reject};
 use super::response::{self, ErrorFormat};
 use super::{HeaderToggles, ProxyOptions};
 use crate::kong::SERVER_TOKEN;
 
 /// Socket read size while collecting a head.
 const READ_CHUNK: usize = 8 * 1024;
+/// First read of a head into an empty buffer, nginx's default
+/// `client_header_buffer_size`: most heads fit, and an idle keep-alive
+/// connection then holds 1 KiB instead of `READ_CHUNK` (or more) while it
+/// waits. A longer head grows the buffer by `READ_CHUNK` steps.
+const FIRST_READ: usize = 1024;
 /// At most this many bytes of a pipelined request are buffered while the
 /// current one is still being served; the rest waits in the socket.
 const PIPELINE_MAX: usize = 64 * 1024;
@@ -130,12 +135,17 @@ where
         }
         let reuse_limit = opts.and_then(|o| o.keepalive_request_limit);
         let mut shutdown = shutdown.clone();
-        let mut conn = Prefixed::new(stream);
+        // Boxed once: Pingora takes the stream as `Box<dyn IO>` per request
+        // and hands the same box back on reuse.
+        let mut conn = Box::new(Prefixed::new(stream));
         let mut settings = None;
         let mut reused = false;
         loop {
             let started = Instant::now();
-            match self.read_head(&mut conn, reused, &mut shutdown).await {
+            match self
+                .read_head(&mut conn, reused, &mut shutdown, started)
+                .await
+            {
                 Head::Ready => {}
                 Head::Close => return None,
                 Head::Refuse(r) => {
@@ -143,7 +153,7 @@ where
                     return None;
                 }
             }
-            let mut session = ServerSession::new_http1(Box::new(conn));
+            let mut session = ServerSession::new_http1(conn);
             match settings.take() {
                 Some(s) => pingora::apps::HttpPersistentSettings::apply_to_session(s, &mut session),
                 // What Pingora's own h1 loop sets on a new connection.
@@ -157,7 +167,7 @@ where
             let reusable = self.inner.process_new_http(session, &shutdown).await?;
             let (stream, next) = reusable.consume();
             conn = match stream.into_any().downcast::<Prefixed>() {
-                Ok(c) => *c,
+                Ok(c) => c,
                 Err(_) => {
                     log::error!("h1 front: reused stream is not ours; closing");
                     return None;
@@ -188,6 +198,7 @@ impl<A> H1Front<A> {
         conn: &mut Prefixed,
         reused: bool,
         shutdown: &mut ShutdownWatch,
+        started: Instant,
     ) -> Head {
         conn.left = Some(0);
         let wait = if reused && conn.buf.is_empty() {
@@ -195,8 +206,16 @@ impl<A> H1Front<A> {
         } else {
             self.header_timeout
         };
-        let mut deadline = tokio::time::Instant::now() + wait;
+        // Pingora's coarse timer wheel (10 ms ticks), not tokio's: arming a
+        // tokio timer that is earlier than the driver's next wake-up writes
+        // to the runtime's eventfd, one extra syscall (and epoll wake-up)
+        // per request on a keep-alive connection.
+        let mut deadline = started + wait;
         let mut waiting_first_byte = reused && conn.buf.is_empty();
+        // A buffer that grew for a long head is not kept across idle time.
+        if conn.buf.is_empty() && conn.buf.capacity() > FIRST_READ {
+            conn.buf = BytesMut::new();
+        }
         let mut scanned = 0;
         loop {
             if conn.skip_empty_lines() {
@@ -229,9 +248,10 @@ impl<A> H1Front<A> {
             if conn.buf.is_empty() && *shutdown.borrow() {
                 return Head::Close;
             }
-            conn.buf.reserve(READ_CHUNK);
             let idle = conn.buf.is_empty();
-            let read = tokio::time::timeout_at(deadline, conn.inner.read_buf(&mut conn.buf));
+            conn.buf.reserve(if idle { FIRST_READ } else { READ_CHUNK });
+            let left = deadline.saturating_duration_since(Instant::now());
+            let read = pingora::time::timeout(left, conn.inner.read_buf(&mut conn.buf));
             tokio::select! {
                 biased;
                 r = read => match r {
@@ -239,7 +259,7 @@ impl<A> H1Front<A> {
                     Ok(Ok(_)) => {
                         if waiting_first_byte {
                             waiting_first_byte = false;
-                            deadline = tokio::time::Instant::now() + self.header_timeout;
+                            deadline = Instant::now() + self.header_timeout;
                         }
                     }
                     Ok(Err(e)) => {
@@ -410,10 +430,6 @@ fn trim_ows(mut v: &[u8]) -> &[u8] {
     v
 }
 
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
 /// The lines of a head without their line ends, request line first.
 fn head_lines(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
     raw.split(|&b| b == b'\n')
@@ -560,6 +576,11 @@ fn plan_head(raw: &[u8]) -> Result<Plan, Reject> {
         if fields > PINGORA_MAX_HEADERS {
             return Err(TOO_MANY_FIELDS);
         }
+        // Only `Upgrade` and `Connection` matter here: skip the other lines
+        // by their first byte instead of splitting each at its colon.
+        if !matches!(line.first(), Some(b'u' | b'U' | b'c' | b'C')) {
+            continue;
+        }
         let Some((name, value)) = field(line) else {
             continue;
         };
@@ -649,7 +670,7 @@ impl Prefixed {
         Prefixed {
             inner,
             head: Bytes::new(),
-            buf: BytesMut::with_capacity(READ_CHUNK),
+            buf: BytesMut::new(),
             left: Some(0),
             eof: false,
         }
@@ -704,7 +725,13 @@ impl Prefixed {
     /// upstream work, which wakes the task.
     fn poll_boundary(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.eof && self.buf.len() < PIPELINE_MAX {
-            self.buf.reserve(READ_CHUNK);
+            // Usually this only learns "nothing yet" (or EOF): no big buffer.
+            let want = if self.buf.is_empty() {
+                FIRST_READ
+            } else {
+                READ_CHUNK
+            };
+            self.buf.reserve(want);
             match tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut self.buf) {
                 Poll::Ready(Ok(0)) => self.eof = true,
                 Poll::Ready(Ok(_)) => {}

@@ -14,6 +14,7 @@ pub mod ctx;
 pub mod forwarded;
 pub mod h1_front;
 pub mod h1_guard;
+pub mod hdr;
 pub mod response;
 
 use std::net::IpAddr;
@@ -24,6 +25,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{self, HeaderName};
+use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::protocols::l4::socket::SocketAddr as PSocketAddr;
@@ -33,7 +35,6 @@ use pingora::{Error, ErrorSource, ErrorType, Result, RetryType};
 use crate::access_log::AccessLog;
 use crate::balancer::health::passive::Outcome;
 use crate::balancer::{Balancer, HashInput};
-use crate::kong::SERVER_TOKEN;
 use crate::router::{self, RequestInfo};
 use crate::snapshot::{ConfigHandle, Scheme, ServiceTarget};
 use crate::stats::Stats;
@@ -115,8 +116,8 @@ const MSG_NO_SERVICE: &str = "no Service found with those values";
 const MSG_NO_PEER: &str = "failure to get a peer from the ring-balancer";
 const MSG_NAME_RESOLUTION: &str = "name resolution failed";
 
-fn millis(d: std::time::Duration) -> u128 {
-    d.as_millis()
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl KongProxy {
@@ -167,25 +168,25 @@ impl KongProxy {
         if ctx.tries > 0 {
             if h.upstream_latency {
                 let waited = ctx.upstream_start.map(|t| millis(t.elapsed())).unwrap_or(0);
-                let _ = resp.insert_header("X-Kong-Upstream-Latency", waited.to_string());
+                let _ = resp.insert_header("X-Kong-Upstream-Latency", HeaderValue::from(waited));
             }
             if h.proxy_latency {
-                let v = ctx.proxy_latency_ms.unwrap_or(0).to_string();
+                let v = HeaderValue::from(ctx.proxy_latency_ms.unwrap_or(0));
                 let _ = resp.insert_header("X-Kong-Proxy-Latency", v);
             }
             if h.via {
-                let _ = resp.insert_header("Via", format!("1.1 {SERVER_TOKEN}"));
+                let _ = resp.insert_header("Via", hdr::via("1.1"));
             }
             if h.server {
-                let _ = resp.insert_header("Server", SERVER_TOKEN);
+                let _ = resp.insert_header("Server", hdr::SERVER.clone());
             }
         } else {
             if h.response_latency {
-                let v = millis(ctx.start.elapsed()).to_string();
+                let v = HeaderValue::from(millis(ctx.start.elapsed()));
                 let _ = resp.insert_header("X-Kong-Response-Latency", v);
             }
             if h.server {
-                let _ = resp.insert_header("Server", SERVER_TOKEN);
+                let _ = resp.insert_header("Server", hdr::SERVER.clone());
             } else {
                 resp.remove_header(&header::SERVER);
             }
@@ -365,16 +366,22 @@ fn local_port(addr: Option<&PSocketAddr>) -> u16 {
 
 /// Header names a `Connection` header lists as hop-by-hop (Kong keeps
 /// `keep-alive`, `close` and `upgrade` themselves out of that list).
+/// Nearly every upstream response carries `Connection: keep-alive`, so the
+/// common tokens are compared in place rather than lower-cased into a new
+/// string each (`HeaderName::from_bytes` lower-cases the rest itself).
 fn connection_listed(headers: &http::HeaderMap) -> Vec<HeaderName> {
     let mut out = Vec::new();
     for v in headers.get_all(header::CONNECTION) {
         let Ok(s) = v.to_str() else { continue };
         for tok in s.split(',').map(str::trim) {
-            let l = tok.to_ascii_lowercase();
-            if l.is_empty() || l == "keep-alive" || l == "close" || l == "upgrade" {
+            if tok.is_empty()
+                || tok.eq_ignore_ascii_case("keep-alive")
+                || tok.eq_ignore_ascii_case("close")
+                || tok.eq_ignore_ascii_case("upgrade")
+            {
                 continue;
             }
-            if let Ok(n) = HeaderName::from_bytes(l.as_bytes()) {
+            if let Ok(n) = HeaderName::from_bytes(tok.as_bytes()) {
                 out.push(n);
             }
         }
@@ -408,6 +415,11 @@ impl ProxyHttp for KongProxy {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx::new()
     }
+
+    // Pingora's default adds its response-compression module at level 0,
+    // where it changes nothing (no compression, no decompression) but still
+    // costs a module context and two boxed filter calls per request.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     // A marker carried to the next request on a keep-alive connection tells
     // the first request of a connection from the others (for `/status`).
@@ -505,14 +517,15 @@ impl ProxyHttp for KongProxy {
         ctx.peer_ip = peer;
         ctx.trusted = peer.is_some_and(|ip| trust.is_trusted(ip));
         ctx.client_ip = peer.map(|ip| trust.real_ip(ip, &req.headers));
+        // A trusted client's value is kept as sent (a shared `Bytes`, no copy).
         let fwd_proto = if ctx.trusted {
             req.headers
-                .get("x-forwarded-proto")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("http")
-                .to_string()
+                .get(&hdr::X_FORWARDED_PROTO)
+                .filter(|v| v.to_str().is_ok())
+                .cloned()
+                .unwrap_or_else(|| hdr::HTTP.clone())
         } else {
-            "http".to_string()
+            hdr::HTTP.clone()
         };
 
         // An https-only route over plain http answers 426 or redirects.
@@ -592,7 +605,11 @@ impl ProxyHttp for KongProxy {
         };
         let uri =
             router::upstream_uri_v0(&path, stripped, route.strip_path, service.path.as_deref());
-        let mut upstream_uri = router::escape_uri(&uri).into_owned();
+        // `escape_uri` borrows when nothing needs escaping: keep `uri` then.
+        let mut upstream_uri = match router::escape_uri(&uri) {
+            std::borrow::Cow::Borrowed(_) => uri,
+            std::borrow::Cow::Owned(escaped) => escaped,
+        };
         let (_, query) = raw_path_only(req.raw_path());
         if let Some(q) = query {
             upstream_uri.push('?');
@@ -635,17 +652,19 @@ impl ProxyHttp for KongProxy {
                 }
             },
         };
-        ctx.balancer.try_start = Some(Instant::now());
+        let now = Instant::now();
+        ctx.balancer.try_start = Some(now);
         ctx.balancer.upstream_status = None;
         ctx.tries += 1;
         if ctx.upstream_start.is_none() {
-            ctx.upstream_start = Some(Instant::now());
+            ctx.upstream_start = Some(now);
         }
         ctx.upstream_addr = Some(addr);
+        // Only used without `preserve_host`: an unusable value fails there.
         ctx.upstream_host = if port == service.scheme.default_port() {
-            host_name.clone()
+            hdr::text(&host_name).ok()
         } else {
-            format!("{host_name}:{port}")
+            hdr::host_port(&host_name, port).ok()
         };
         let tls = service.scheme == Scheme::Https;
         let sni = if tls { host_name } else { String::new() };
@@ -735,12 +754,12 @@ impl ProxyHttp for KongProxy {
             .get(header::UPGRADE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-        upstream.remove_header("proxy");
+        upstream.remove_header(&hdr::PROXY);
         if websocket {
             upstream.insert_header("Connection", "keep-alive, Upgrade")?;
             upstream.insert_header("Upgrade", "websocket")?;
         } else {
-            upstream.insert_header("Connection", "keep-alive")?;
+            upstream.insert_header("Connection", hdr::KEEP_ALIVE_VALUE.clone())?;
         }
         ctx.client_te_trailers = req
             .headers
@@ -759,68 +778,101 @@ impl ProxyHttp for KongProxy {
         }
 
         if !ctx.preserve_host {
-            upstream.insert_header("Host", ctx.upstream_host.as_str())?;
+            // Set by `upstream_peer` for this try (one call each per try).
+            match ctx.upstream_host.take() {
+                Some(h) => upstream.insert_header("Host", h)?,
+                None => {
+                    return Error::e_explain(
+                        ErrorType::InvalidHTTPHeader,
+                        "invalid value while insert",
+                    )
+                }
+            }
         }
 
-        let host_hdr = req.headers.get(header::HOST).and_then(|v| v.to_str().ok());
-        let incoming = |name: &str| -> Option<String> {
+        // A trusted client's forwarded value is passed on as sent: cloning
+        // the parsed `HeaderValue` shares its bytes instead of copying them.
+        let incoming = |name: &HeaderName| -> Option<HeaderValue> {
             if !ctx.trusted {
                 return None;
             }
             req.headers
                 .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
+                .filter(|v| v.to_str().is_ok())
+                .cloned()
         };
-        let peer = ctx.peer_ip.map(|ip| ip.to_string()).unwrap_or_default();
-        let client = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
-        let mut xff = String::new();
-        for v in req.headers.get_all("x-forwarded-for") {
+        let client = match ctx.client_ip {
+            Some(ip) => hdr::ip(ip)?,
+            None => HeaderValue::from_static(""),
+        };
+        // X-Forwarded-For: the client's list (all its lines) plus the peer,
+        // or just the client address when it sent none.
+        let mut xff: Vec<u8> = Vec::new();
+        for v in req.headers.get_all(&hdr::X_FORWARDED_FOR) {
             if let Ok(s) = v.to_str() {
                 if !xff.is_empty() {
-                    xff.push_str(", ");
+                    xff.extend_from_slice(b", ");
                 }
-                xff.push_str(s);
+                xff.extend_from_slice(s.as_bytes());
             }
         }
         let xff = if xff.is_empty() {
             client.clone()
         } else {
-            format!("{xff}, {peer}")
+            xff.extend_from_slice(b", ");
+            if let Some(ip) = ctx.peer_ip {
+                hdr::push_ip(&mut xff, ip);
+            }
+            hdr::value(Bytes::from(xff))?
         };
-        let fwd_host =
-            incoming("x-forwarded-host").unwrap_or_else(|| forwarded::nginx_host(host_hdr));
-        let fwd_port = incoming("x-forwarded-port").unwrap_or_else(|| ctx.host_port.to_string());
-        let fwd_path = incoming("x-forwarded-path").unwrap_or_else(|| {
-            let (p, _) = raw_path_only(req.raw_path());
-            String::from_utf8_lossy(p).into_owned()
-        });
-        let fwd_prefix = incoming("x-forwarded-prefix").or_else(|| ctx.forwarded_prefix.clone());
+        let fwd_host = match incoming(&hdr::X_FORWARDED_HOST) {
+            Some(v) => v,
+            None => {
+                let host_hdr = req.headers.get(header::HOST).and_then(|v| v.to_str().ok());
+                hdr::value(Bytes::from(forwarded::nginx_host(host_hdr)))?
+            }
+        };
+        let fwd_port =
+            incoming(&hdr::X_FORWARDED_PORT).unwrap_or_else(|| HeaderValue::from(ctx.host_port));
+        let fwd_path = match incoming(&hdr::X_FORWARDED_PATH) {
+            Some(v) => v,
+            None => {
+                let (p, _) = raw_path_only(req.raw_path());
+                hdr::text(&String::from_utf8_lossy(p))?
+            }
+        };
+        let fwd_prefix = match incoming(&hdr::X_FORWARDED_PREFIX) {
+            Some(v) => Some(v),
+            None => match &ctx.forwarded_prefix {
+                Some(p) => Some(hdr::text(p)?),
+                None => None,
+            },
+        };
         let version = match req.version {
             http::Version::HTTP_10 => "1.0",
             http::Version::HTTP_2 => "2",
             _ => "1.1",
         };
-        let via = match req.headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
-            Some(v) => format!("{v}, {version} {SERVER_TOKEN}"),
-            None => format!("{version} {SERVER_TOKEN}"),
+        let via = match req.headers.get(header::VIA).filter(|v| v.to_str().is_ok()) {
+            Some(v) => hdr::via_appended(v.as_bytes(), version)?,
+            None => hdr::via(version),
         };
 
         upstream.insert_header("X-Forwarded-For", xff)?;
-        upstream.insert_header("X-Forwarded-Proto", ctx.forwarded_proto.as_str())?;
+        upstream.insert_header("X-Forwarded-Proto", ctx.forwarded_proto.clone())?;
         upstream.insert_header("X-Forwarded-Host", fwd_host)?;
         upstream.insert_header("X-Forwarded-Port", fwd_port)?;
         upstream.insert_header("X-Forwarded-Path", fwd_path)?;
         match fwd_prefix {
             Some(p) => upstream.insert_header("X-Forwarded-Prefix", p)?,
             None => {
-                upstream.remove_header("x-forwarded-prefix");
+                upstream.remove_header(&hdr::X_FORWARDED_PREFIX);
             }
         }
         upstream.insert_header("X-Real-IP", client)?;
         upstream.insert_header("Via", via)?;
         if self.options.headers.upstream_request_id {
-            upstream.insert_header("X-Kong-Request-Id", ctx.request_id.as_str())?;
+            upstream.insert_header("X-Kong-Request-Id", hdr::text(&ctx.request_id)?)?;
         }
         ctx.proxy_latency_ms = Some(millis(ctx.start.elapsed()));
         Ok(())
@@ -852,14 +904,14 @@ impl ProxyHttp for KongProxy {
                 resp.remove_header(&n);
             }
             resp.remove_header(&header::CONNECTION);
-            resp.remove_header("keep-alive");
+            resp.remove_header(&hdr::KEEP_ALIVE);
             resp.remove_header(&header::UPGRADE);
         }
         if !ctx.client_te_trailers {
             resp.remove_header(&header::TRAILER);
         }
         if h.upstream_status {
-            let status = resp.status.as_u16().to_string();
+            let status = HeaderValue::from(resp.status.as_u16());
             resp.insert_header("X-Kong-Upstream-Status", status)?;
         }
         if h.upstream_latency {
@@ -867,26 +919,26 @@ impl ProxyHttp for KongProxy {
                 (Some(a), Some(b)) => millis(b.saturating_duration_since(a)),
                 _ => 0,
             };
-            resp.insert_header("X-Kong-Upstream-Latency", waited.to_string())?;
+            resp.insert_header("X-Kong-Upstream-Latency", HeaderValue::from(waited))?;
         }
         if h.proxy_latency {
             resp.insert_header(
                 "X-Kong-Proxy-Latency",
-                ctx.proxy_latency_ms.unwrap_or(0).to_string(),
+                HeaderValue::from(ctx.proxy_latency_ms.unwrap_or(0)),
             )?;
         }
         if h.via {
-            let via = match resp.headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
-                Some(v) => format!("{v}, 1.1 {SERVER_TOKEN}"),
-                None => format!("1.1 {SERVER_TOKEN}"),
+            let via = match resp.headers.get(header::VIA).filter(|v| v.to_str().is_ok()) {
+                Some(v) => hdr::via_appended(v.as_bytes(), "1.1")?,
+                None => hdr::via("1.1"),
             };
             resp.insert_header("Via", via)?;
         }
         if h.server && !resp.headers.contains_key(header::SERVER) {
-            resp.insert_header("Server", SERVER_TOKEN)?;
+            resp.insert_header("Server", hdr::SERVER.clone())?;
         }
         if h.request_id {
-            resp.insert_header("X-Kong-Request-Id", ctx.request_id.as_str())?;
+            resp.insert_header("X-Kong-Request-Id", hdr::text(&ctx.request_id)?)?;
         }
         if ctx.debug_header {
             self.add_debug_headers(resp, ctx);

@@ -2,12 +2,13 @@
 //! predicates, following `transform.get_expression` / `get_priority`.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use regex::Regex;
 use uuid::Uuid;
 
-use super::{MatchedPrefix, RequestInfo, RouteSpec, RouterError};
+use super::{MatchedPrefix, RequestInfo, RouteView, RouterError};
 
 /// How a host or SNI pattern compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,15 +272,15 @@ fn header_value_ok(v: &str, vals: &[HeaderVal]) -> bool {
     })
 }
 
-pub(crate) fn route_label(spec: &RouteSpec) -> String {
-    match &spec.name {
+pub(crate) fn route_label(spec: &RouteView<'_>) -> String {
+    match spec.name {
         Some(n) => format!("{n:?} ({})", spec.id),
         None => spec.id.to_string(),
     }
 }
 
 fn invalid(
-    spec: &RouteSpec,
+    spec: &RouteView<'_>,
     field: &'static str,
     value: &str,
     reason: impl ToString,
@@ -319,37 +320,79 @@ fn group_paths(paths: &[String]) -> Vec<Vec<&str>> {
     groups
 }
 
+/// Regexes of one router build, by pattern: each distinct pattern is
+/// compiled once (routes often repeat a header regex), or taken from
+/// `known` (regexes compiled by the caller for exactly that pattern, e.g.
+/// while validating the config).
+pub(crate) struct RegexCache<'k> {
+    built: HashMap<String, Regex>,
+    known: &'k dyn Fn(&str) -> Option<Regex>,
+}
+
+impl<'k> RegexCache<'k> {
+    pub(crate) fn new(known: &'k dyn Fn(&str) -> Option<Regex>) -> RegexCache<'k> {
+        RegexCache {
+            built: HashMap::new(),
+            known,
+        }
+    }
+
+    /// `Regex::new(pattern)`, compiled at most once per build.
+    fn get(&mut self, pattern: &str) -> Result<Regex, regex::Error> {
+        if let Some(re) = self.built.get(pattern) {
+            return Ok(re.clone());
+        }
+        let re = match (self.known)(pattern) {
+            Some(re) if re.as_str() == pattern => re,
+            _ => Regex::new(pattern)?,
+        };
+        self.built.insert(pattern.to_owned(), re.clone());
+        Ok(re)
+    }
+}
+
 /// Compiles `spec` (at position `pos`) into one matcher per path group.
 pub(crate) fn compile_route(
-    spec: &RouteSpec,
+    spec: &RouteView<'_>,
     pos: usize,
     out: &mut Vec<Matcher>,
+    regexes: &mut RegexCache<'_>,
 ) -> Result<(), RouterError> {
-    for p in &spec.paths {
+    for p in spec.paths {
         if p.is_empty() {
             return Err(invalid(spec, "paths", p, "empty path"));
         }
     }
-    let groups = group_paths(&spec.paths);
+    let groups = group_paths(spec.paths);
     if spec.paths.len() > 1 && groups.len() > 1 {
         for (i, g) in groups.iter().enumerate() {
             let id = Uuid::new_v5(
                 &SPLIT_NAMESPACE,
                 format!("{}#{}", spec.id, i + 1).as_bytes(),
             );
-            out.push(compile_matcher(spec, pos, id, g)?);
+            out.push(compile_matcher(spec, pos, id, g, regexes)?);
         }
     } else {
         let paths: Vec<&str> = spec.paths.iter().map(String::as_str).collect();
-        out.push(compile_matcher(spec, pos, spec.id, &paths)?);
+        out.push(compile_matcher(spec, pos, spec.id, &paths, regexes)?);
     }
     Ok(())
 }
 
-fn compile_path_regex(spec: &RouteSpec, p: &str) -> Result<Regex, RouterError> {
-    // transform.lua: drop '~', anchor with '^', and rewrite "?<" textually.
-    let pattern = format!("^{}", p[1..].replace("?<", "?P<"));
-    Regex::new(&pattern).map_err(|e| invalid(spec, "paths", p, e))
+/// The pattern compiled for a regex path: transform.lua drops '~', anchors
+/// with '^' and rewrites "?<" textually.
+pub fn path_regex_pattern(p: &str) -> String {
+    format!("^{}", p[1..].replace("?<", "?P<"))
+}
+
+fn compile_path_regex(
+    spec: &RouteView<'_>,
+    p: &str,
+    regexes: &mut RegexCache<'_>,
+) -> Result<Regex, RouterError> {
+    regexes
+        .get(&path_regex_pattern(p))
+        .map_err(|e| invalid(spec, "paths", p, e))
 }
 
 fn host_pattern(h: &str, with_port: bool) -> HostPat {
@@ -406,17 +449,18 @@ fn sni_pattern(s: &str) -> HostPat {
 }
 
 fn compile_matcher(
-    spec: &RouteSpec,
+    spec: &RouteView<'_>,
     pos: usize,
     id: Uuid,
     paths: &[&str],
+    regexes: &mut RegexCache<'_>,
 ) -> Result<Matcher, RouterError> {
     let path_pred = if paths.is_empty() {
         None
     } else if is_regex(paths[0]) {
         let rs = paths
             .iter()
-            .map(|p| compile_path_regex(spec, p))
+            .map(|p| compile_path_regex(spec, p, regexes))
             .collect::<Result<Vec<_>, _>>()?;
         Some(PathPred::Regexes(rs))
     } else {
@@ -427,13 +471,13 @@ fn compile_matcher(
 
     let hosts: Vec<HostPat> = spec
         .hosts
-        .iter()
+        .into_iter()
         .flatten()
         .map(|h| host_pattern(h, true))
         .collect();
 
     let mut headers = Vec::with_capacity(spec.headers.len());
-    for (name, values) in &spec.headers {
+    for (name, values) in spec.headers {
         let norm = name.to_ascii_lowercase().replace('_', "-");
         let hname = http::HeaderName::from_bytes(norm.as_bytes())
             .map_err(|e| invalid(spec, "headers", name, e))?;
@@ -452,7 +496,8 @@ fn compile_matcher(
         for v in values {
             if let Some(re) = v.strip_prefix("~*") {
                 // Kong lower-cases the pattern itself too (so `\S` becomes `\s`).
-                let re = Regex::new(&re.to_ascii_lowercase())
+                let re = regexes
+                    .get(&re.to_ascii_lowercase())
                     .map_err(|e| invalid(spec, "headers", v, e))?;
                 vals.push(HeaderVal::Re(re));
             } else {
@@ -498,7 +543,7 @@ fn compile_matcher(
 /// sign-extended when OR-ed with the 64-bit PLAIN_HOST_ONLY / REGEX_URL bits
 /// (or converted to `uintptr_t` for atc-router). So weight ≥ 4 or a negative
 /// regex_priority set all bits 32..63.
-pub(crate) fn priority(spec: &RouteSpec, paths: &[&str]) -> u64 {
+pub(crate) fn priority(spec: &RouteView<'_>, paths: &[&str]) -> u64 {
     const PLAIN_HOST_ONLY_BIT: u64 = 1 << 60;
     const REGEX_URL_BIT: u64 = 1 << 51;
 

@@ -17,6 +17,7 @@ mod tests;
 
 use std::sync::Arc;
 
+pub use matcher::path_regex_pattern;
 pub use uri::{escape_uri, normalize_path, upstream_uri_v0};
 
 use index::Index;
@@ -40,6 +41,38 @@ pub struct RouteSpec {
     pub regex_priority: i64,
     pub strip_path: bool,
     /// Opaque: the caller's index of this route.
+    pub index: usize,
+}
+
+impl RouteSpec {
+    /// This route as the router reads it.
+    pub fn view(&self) -> RouteView<'_> {
+        RouteView {
+            id: self.id,
+            name: self.name.as_deref(),
+            methods: &self.methods,
+            hosts: self.hosts.as_deref(),
+            paths: &self.paths,
+            headers: &self.headers,
+            snis: &self.snis,
+            regex_priority: self.regex_priority,
+            index: self.index,
+        }
+    }
+}
+
+/// The fields of a [`RouteSpec`] that matching depends on, borrowed (so a
+/// caller holding routes in another form need not copy them).
+#[derive(Debug, Clone, Copy)]
+pub struct RouteView<'a> {
+    pub id: uuid::Uuid,
+    pub name: Option<&'a str>,
+    pub methods: &'a [String],
+    pub hosts: Option<&'a [String]>,
+    pub paths: &'a [String],
+    pub headers: &'a [(String, Vec<String>)],
+    pub snis: &'a [String],
+    pub regex_priority: i64,
     pub index: usize,
 }
 
@@ -139,16 +172,38 @@ pub struct Router {
 impl Router {
     /// Compiles `routes`. Errors name the route (name or id) and the bad field.
     pub fn new(routes: Vec<RouteSpec>) -> Result<Router, RouterError> {
+        Router::with_compiled(routes, &|_| None)
+    }
+
+    /// [`Router::new`], taking already compiled regexes from `compiled`: for
+    /// a pattern the router would compile (a regex path's
+    /// [`path_regex_pattern`], a lower-cased header regex), `compiled` may
+    /// return `Regex::new(pattern)`, e.g. built while validating the config.
+    /// Anything else it returns is ignored.
+    pub fn with_compiled(
+        routes: Vec<RouteSpec>,
+        compiled: &dyn Fn(&str) -> Option<regex::Regex>,
+    ) -> Result<Router, RouterError> {
+        let views: Vec<RouteView<'_>> = routes.iter().map(RouteSpec::view).collect();
+        Router::from_views(&views, compiled)
+    }
+
+    /// [`Router::with_compiled`] on borrowed routes.
+    pub fn from_views(
+        routes: &[RouteView<'_>],
+        compiled: &dyn Fn(&str) -> Option<regex::Regex>,
+    ) -> Result<Router, RouterError> {
         let mut metas = Vec::with_capacity(routes.len());
         let mut matchers = Vec::with_capacity(routes.len());
         let mut seen = std::collections::HashSet::with_capacity(routes.len());
+        let mut regexes = matcher::RegexCache::new(compiled);
         for (pos, spec) in routes.iter().enumerate() {
             if !seen.insert(spec.id) {
                 return Err(RouterError::DuplicateId {
                     route: matcher::route_label(spec),
                 });
             }
-            matcher::compile_route(spec, pos, &mut matchers)?;
+            matcher::compile_route(spec, pos, &mut matchers, &mut regexes)?;
             metas.push(RouteMeta {
                 index: spec.index,
                 id: spec.id,

@@ -1387,7 +1387,10 @@ fn priority_emulates_luajit_32bit_shifts() {
     // Values checked against LuaJIT 2.1 running transform.lua's arithmetic.
     let spec = |f: fn(R) -> R| f(r(1)).0;
     let p = |s: &RouteSpec| {
-        matcher::priority(s, &s.paths.iter().map(String::as_str).collect::<Vec<_>>())
+        matcher::priority(
+            &s.view(),
+            &s.paths.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
     };
     assert_eq!(p(&spec(|r| r.paths(&["/abcd"]))), 536_870_917);
     assert_eq!(

@@ -271,3 +271,54 @@ fn empty_config_reports_zero_hash() {
         }
     );
 }
+
+#[test]
+fn the_same_frame_again_is_not_decoded_again() {
+    let sink = TestSink::default();
+    let status = ClusterStatus::default();
+    let frame = |hash: &str, body: &str| match push(hash, body) {
+        Message::Binary(b) => b,
+        _ => unreachable!(),
+    };
+    let a = frame(
+        "55555555555555555555555555555555",
+        r#"{"services":[{"host":"a"}]}"#,
+    );
+    let b = frame(
+        "66666666666666666666666666666666",
+        r#"{"services":[{"host":"b"}]}"#,
+    );
+    let applied = |hash: &str| Outcome::Applied { hash: hash.into() };
+    let unchanged = |hash: &str| Outcome::Unchanged { hash: hash.into() };
+    assert_eq!(
+        process_frame(&a, &sink, &status, 1 << 20, None),
+        applied("55555555555555555555555555555555")
+    );
+    // An inflate cap of 0 would reject anything that gets decoded: the
+    // same bytes are recognised before that.
+    assert_eq!(
+        process_frame(&a, &sink, &status, 0, None),
+        unchanged("55555555555555555555555555555555")
+    );
+    assert_eq!(
+        process_frame(&b, &sink, &status, 1 << 20, None),
+        applied("66666666666666666666666666666666")
+    );
+    // `a` is no longer the running config: decoded (and applied) again.
+    assert!(matches!(
+        process_frame(&a, &sink, &status, 0, None),
+        Outcome::Rejected { .. }
+    ));
+    assert_eq!(
+        process_frame(&a, &sink, &status, 1 << 20, None),
+        applied("55555555555555555555555555555555")
+    );
+    // The running hash changed behind the link's back (a reload): the
+    // kept frame no longer proves anything.
+    *lock(&sink.hash) = Some("77777777777777777777777777777777".into());
+    assert_eq!(
+        process_frame(&a, &sink, &status, 1 << 20, None),
+        applied("55555555555555555555555555555555")
+    );
+    assert_eq!(lock(&sink.applied).len(), 4);
+}
