@@ -68,7 +68,7 @@ fn route_fields(j: usize) -> Map<String, Value> {
                 json!([format!("api{}.example.com", j % 200)]),
             );
             r.insert("paths".into(), json!([format!("/v{}/res{j}", j % 3)]));
-            if j % 2 == 0 {
+            if j.is_multiple_of(2) {
                 r.insert("methods".into(), json!(["GET", "POST"]));
             }
         }
@@ -120,7 +120,7 @@ fn route_fields(j: usize) -> Map<String, Value> {
             r.insert("https_redirect_status_code".into(), json!(301));
         }
     }
-    if j % 4 == 0 {
+    if j.is_multiple_of(4) {
         r.insert("tags".into(), json!(["team-a", format!("batch-{}", j % 7)]));
     }
     r
@@ -128,7 +128,7 @@ fn route_fields(j: usize) -> Map<String, Value> {
 
 fn service_host(i: usize) -> String {
     // One service in 25 balances over an upstream.
-    if i % 25 == 0 {
+    if i.is_multiple_of(25) {
         format!("up-{}.internal", i % UPSTREAMS)
     } else {
         format!("svc-{i}.internal")

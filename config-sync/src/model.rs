@@ -33,6 +33,40 @@ pub struct DeclarativeConfig {
     pub regexes: CompiledRegexes,
 }
 
+/// Entities from which freeing a config is handed to another thread.
+const FREE_ELSEWHERE_MIN: usize = 1_000;
+
+impl Drop for DeclarativeConfig {
+    /// A large config (its parsed input, every entity) takes milliseconds
+    /// to free: a short-lived thread does it, so that whoever applied the
+    /// config (a control-plane push, a reload) returns without waiting.
+    fn drop(&mut self) {
+        let entities = self.services.len()
+            + self.routes.len()
+            + self.plugins.len()
+            + self.consumers.len()
+            + self.credentials.len()
+            + self.targets.len();
+        if entities < FREE_ELSEWHERE_MIN {
+            return;
+        }
+        let parts = (
+            std::mem::take(&mut self.raw),
+            std::mem::take(&mut self.services),
+            std::mem::take(&mut self.routes),
+            std::mem::take(&mut self.plugins),
+            std::mem::take(&mut self.consumers),
+            std::mem::take(&mut self.credentials),
+            std::mem::take(&mut self.targets),
+            std::mem::take(&mut self.regexes),
+        );
+        // If no thread can start, the closure (and `parts`) is freed here.
+        let _ = std::thread::Builder::new()
+            .name("config-drop".into())
+            .spawn(move || drop(parts));
+    }
+}
+
 /// Regexes compiled while validating route paths, keyed by the exact
 /// pattern compiled: `^` followed by the path without its `~`, with `?<`
 /// rewritten to `?P<`, which is the pattern Kong's router (and ours) builds
