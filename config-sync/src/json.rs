@@ -3,10 +3,12 @@
 //!
 //! With `preserve_order`, every JSON object becomes an `IndexMap` that
 //! `serde_json` grows one insert at a time (rehashing at each doubling).
-//! Here the members of an object are first gathered on one stack shared by
-//! the whole document, then moved into a map sized once. Everything else
-//! (the parser, its errors and recursion limit, numbers, duplicate keys:
-//! the last value wins at the first position) is `serde_json`'s own.
+//! Here a map is sized once: for the objects of an array (entities are
+//! listed by the thousand, all alike) from the size of the previous one,
+//! otherwise by first gathering the members on one stack shared by the
+//! whole document. Everything else (the parser, its errors and recursion
+//! limit, numbers, duplicate keys: the last value wins at the first
+//! position) is `serde_json`'s own.
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
@@ -15,7 +17,7 @@ use serde_json::{Map, Number, Value};
 pub fn from_slice(bytes: &[u8]) -> serde_json::Result<Value> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let mut stack = Vec::new();
-    let v = ValueSeed { stack: &mut stack }.deserialize(&mut de)?;
+    let v = ValueSeed::new(&mut stack).deserialize(&mut de)?;
     de.end()?;
     Ok(v)
 }
@@ -24,7 +26,7 @@ pub fn from_slice(bytes: &[u8]) -> serde_json::Result<Value> {
 pub fn from_str(text: &str) -> serde_json::Result<Value> {
     let mut de = serde_json::Deserializer::from_str(text);
     let mut stack = Vec::new();
-    let v = ValueSeed { stack: &mut stack }.deserialize(&mut de)?;
+    let v = ValueSeed::new(&mut stack).deserialize(&mut de)?;
     de.end()?;
     Ok(v)
 }
@@ -34,6 +36,20 @@ type Stack = Vec<(String, Value)>;
 
 struct ValueSeed<'s> {
     stack: &'s mut Stack,
+    /// Members expected if the value is an object (0: unknown).
+    members: usize,
+    /// Set to the member count if the value is an object.
+    seen: Option<&'s mut usize>,
+}
+
+impl<'s> ValueSeed<'s> {
+    fn new(stack: &'s mut Stack) -> ValueSeed<'s> {
+        ValueSeed {
+            stack,
+            members: 0,
+            seen: None,
+        }
+    }
 }
 
 impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
@@ -89,26 +105,44 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut out = Vec::new();
-        while let Some(v) = seq.next_element_seed(ValueSeed {
-            stack: &mut *self.stack,
-        })? {
+        // Each object element is sized like the previous one.
+        let mut members = 0;
+        loop {
+            let mut seen = 0;
+            let next = seq.next_element_seed(ValueSeed {
+                stack: &mut *self.stack,
+                members,
+                seen: Some(&mut seen),
+            })?;
+            let Some(v) = next else { break };
             out.push(v);
+            members = seen;
         }
         Ok(Value::Array(out))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let start = self.stack.len();
-        while let Some(k) = map.next_key::<String>()? {
-            let v = map.next_value_seed(ValueSeed {
-                stack: &mut *self.stack,
-            })?;
-            self.stack.push((k, v));
+        let m: Map<String, Value> = if self.members > 0 {
+            let mut m = Map::with_capacity(self.members);
+            while let Some(k) = map.next_key::<String>()? {
+                let v = map.next_value_seed(ValueSeed::new(&mut *self.stack))?;
+                m.insert(k, v);
+            }
+            m
+        } else {
+            let start = self.stack.len();
+            while let Some(k) = map.next_key::<String>()? {
+                let v = map.next_value_seed(ValueSeed::new(&mut *self.stack))?;
+                self.stack.push((k, v));
+            }
+            // `Map: FromIterator` reserves for the exact count, then inserts
+            // in order: a repeated key keeps its first slot and takes the
+            // last value, as `Map::insert` does.
+            self.stack.drain(start..).collect()
+        };
+        if let Some(seen) = self.seen {
+            *seen = m.len();
         }
-        // `Map: FromIterator` reserves for the exact count, then inserts in
-        // order (a repeated key keeps its first slot and takes the last value,
-        // as `Map::insert` does).
-        let m: Map<String, Value> = self.stack.drain(start..).collect();
         Ok(Value::Object(m))
     }
 }
@@ -146,6 +180,7 @@ mod tests {
             r#"{"b": 1, "a": [1, {"z": null, "y": [true, false]}], "c": {"d": {}}}"#,
             r#"{"a": 1, "b": 2, "a": 3}"#,
             r#"{"x": {"k": 1, "k": {"n": 2}}, "y": [{"a": 1, "a": 2}]}"#,
+            r#"[{"a": 1, "b": 2, "c": 3}, {"c": 1, "a": 2, "a": 5}, {}, {"z": [{"q": 1}, {"q": 2, "r": 3}]}, 7, {"a": 1, "b": 2, "c": 3, "d": 4, "e": 5}]"#,
             r#"{"a": 1,}"#,
             r#"{"a" 1}"#,
             "[1, 2",
