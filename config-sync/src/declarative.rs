@@ -394,12 +394,62 @@ fn yaml_to_value(text: &str) -> Result<Value, String> {
     let mut y: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
     // Support `<<: *anchor` merge keys, common in hand-written configs.
     y.apply_merge().map_err(|e| e.to_string())?;
-    let v = serde_json::to_value(y).map_err(|e| e.to_string())?;
+    let v = if yaml_is_plain(&y) {
+        yaml_into_json(y)
+    } else {
+        serde_json::to_value(y).map_err(|e| e.to_string())?
+    };
     Ok(match v {
         // An empty document is an empty config (and then lacks a version).
         Value::Null => Value::Object(Map::new()),
         other => other,
     })
+}
+
+/// Whether `y` has only string mapping keys and no tags: then
+/// [`yaml_into_json`] gives exactly what `serde_json::to_value` does (which
+/// also handles, or refuses, the other cases).
+fn yaml_is_plain(y: &serde_yaml::Value) -> bool {
+    use serde_yaml::Value as Y;
+    match y {
+        Y::Null | Y::Bool(_) | Y::Number(_) | Y::String(_) => true,
+        Y::Sequence(items) => items.iter().all(yaml_is_plain),
+        Y::Mapping(m) => m
+            .iter()
+            .all(|(k, v)| matches!(k, Y::String(_)) && yaml_is_plain(v)),
+        Y::Tagged(_) => false,
+    }
+}
+
+/// `serde_json::to_value` of a [`yaml_is_plain`] value, moving its strings
+/// instead of copying them.
+fn yaml_into_json(y: serde_yaml::Value) -> Value {
+    use serde_yaml::Value as Y;
+    match y {
+        Y::Null => Value::Null,
+        Y::Bool(b) => Value::Bool(b),
+        // As serde_yaml serializes numbers: u64, else i64, else f64 (which
+        // serde_json turns into null when not finite).
+        Y::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => Value::from(u),
+            (None, Some(i), _) => Value::from(i),
+            (None, None, Some(f)) => Value::from(f),
+            (None, None, None) => Value::Null,
+        },
+        Y::String(s) => Value::String(s),
+        Y::Sequence(items) => Value::Array(items.into_iter().map(yaml_into_json).collect()),
+        Y::Mapping(m) => {
+            let mut out = Map::with_capacity(m.len());
+            for (k, v) in m {
+                if let Y::String(k) = k {
+                    out.insert(k, yaml_into_json(v));
+                }
+            }
+            Value::Object(out)
+        }
+        // Not plain: never reached from `yaml_to_value`.
+        tagged @ Y::Tagged(_) => serde_json::to_value(tagged).unwrap_or(Value::Null),
+    }
 }
 
 /// Parses a config already decoded to JSON: a user-style file (nested, no
@@ -915,6 +965,35 @@ mod tests {
         assert!(text_to_value("{ \"a\": ").is_err());
         let v = text_to_value("base: &b\n  host: x\nsvc:\n  <<: *b\n  port: 1\n").unwrap();
         assert_eq!(v["svc"]["host"], "x");
+    }
+
+    #[test]
+    fn yaml_conversion_matches_serde_json() {
+        for text in [
+            "a: 1\nb: -2\nc: 18446744073709551615\nd: 1.5\ne: .inf\nf: .nan\ng: ~\nh: [true, 'x', 0x1F]\n",
+            "a: {b: {c: [1, {d: e}]}}\nlist: [[], {}, '']\n",
+            "x: 1\n'1': 2\nz: -9223372036854775808\n",
+            "base: &b {host: x, port: 1}\nsvc:\n  <<: *b\n  port: 2\n",
+            "- 1\n- two\n- 3.0\n- 1e400\n",
+            "1: a\ntrue: b\n",
+            "a: !tagged 1\n",
+        ] {
+            let y: serde_yaml::Value = serde_yaml::from_str(text).unwrap();
+            let mut y2 = y.clone();
+            y2.apply_merge().unwrap();
+            let expected = serde_json::to_value(y2.clone()).map_err(|e| e.to_string());
+            if yaml_is_plain(&y2) {
+                let got = yaml_into_json(y2);
+                assert_eq!(Ok(&got), expected.as_ref(), "{text}");
+                assert_eq!(
+                    got.to_string(),
+                    expected.unwrap().to_string(),
+                    "order: {text}"
+                );
+            }
+        }
+        assert!(!yaml_is_plain(&serde_yaml::from_str("1: a\n").unwrap()));
+        assert!(!yaml_is_plain(&serde_yaml::from_str("a: !t 1\n").unwrap()));
     }
 
     #[test]

@@ -165,7 +165,7 @@ pub fn process_frame(
     // (on every reconnect, e.g. right after a start from the cache): when
     // they are those of the last frame kept, their hash is known and, if it
     // is the running one, decoding them again would only find that out.
-    let digest = super::FrameDigest::of(frame);
+    let digest = status.frame_digest(frame);
     if let Some(hash) = status.known_frame(&digest) {
         if sink.current_hash().as_deref() == Some(hash.as_str()) {
             log::debug!("{LOG} config {hash} is already running");

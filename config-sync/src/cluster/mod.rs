@@ -79,23 +79,16 @@ pub struct ClusterStatus {
     /// The last frame applied (or found unchanged) and the hash it
     /// carried: the same bytes again need no decoding.
     last_frame: Mutex<Option<(FrameDigest, String)>>,
+    /// Keys for [`FrameDigest`], random per process.
+    frame_keys: std::collections::hash_map::RandomState,
 }
 
-/// Identity of a received frame: its length and MD5.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Identity of a received frame: its length and keyed SipHash (random
+/// keys, so a peer cannot make two frames collide on purpose).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FrameDigest {
     len: usize,
-    md5: [u8; 16],
-}
-
-impl FrameDigest {
-    pub(crate) fn of(frame: &[u8]) -> FrameDigest {
-        use md5::Digest;
-        FrameDigest {
-            len: frame.len(),
-            md5: md5::Md5::digest(frame).into(),
-        }
-    }
+    hash: u64,
 }
 
 impl ClusterStatus {
@@ -137,6 +130,14 @@ impl ClusterStatus {
         self.last_apply_duration_us
             .store(took.as_micros() as u64, Ordering::Relaxed);
         *lock(&self.last_hash) = Some(hash.to_string());
+    }
+
+    pub(crate) fn frame_digest(&self, frame: &[u8]) -> FrameDigest {
+        use std::hash::BuildHasher;
+        FrameDigest {
+            len: frame.len(),
+            hash: self.frame_keys.hash_one(frame),
+        }
     }
 
     /// The hash carried by `digest`'s frame, if it is the last one kept.
