@@ -25,7 +25,7 @@ pub(crate) fn build_all(
         match item.kind {
             Kind::Service => cfg.services.push(service(item, errs)),
             Kind::Route => {
-                let r = route(item, &mut cfg.regexes, errs);
+                let r = route(item, errs);
                 cfg.routes.push(r);
             }
             Kind::Upstream => cfg.upstreams.push(upstream(item, errs)),
@@ -295,7 +295,7 @@ fn cidr_ports(r: &mut Reader<'_>, key: &str) -> Option<Vec<CidrPort>> {
     Some(out)
 }
 
-fn route(item: &Item<'_>, regexes: &mut CompiledRegexes, errs: &mut Vec<ConfigError>) -> Route {
+fn route(item: &Item<'_>, errs: &mut Vec<ConfigError>) -> Route {
     let mut r = reader(item, errs);
     r.accept(&["priority"]);
     if let Some(e) = r.raw("expression") {
@@ -360,7 +360,7 @@ fn route(item: &Item<'_>, regexes: &mut CompiledRegexes, errs: &mut Vec<ConfigEr
     let destinations = cidr_ports(&mut r, "destinations");
     let methods = r.checked_list("methods", true, validate_method);
     let hosts = r.checked_list("hosts", false, validate_route_host);
-    let paths = r.checked_list("paths", false, |p| check_router_path(p, Some(regexes)));
+    let paths = r.checked_list("paths", false, validate_router_path);
     let headers = r.headers("headers", validate_route_header_name);
     let regex_priority = r.int("regex_priority", i64::MIN, i64::MAX).unwrap_or(0);
     let path_handling = r.one_of("path_handling", &["v0", "v1"], "v0");

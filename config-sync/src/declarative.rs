@@ -347,11 +347,19 @@ impl Item<'_> {
     /// children and the id by `swap_remove` leaves them (key order
     /// included). Only for the few entities that need a modified copy.
     pub(crate) fn fields_map(&self) -> Map<String, Value> {
-        let mut m = self.obj.as_ref().clone();
+        // Detach on references first: a service's nested routes (often most
+        // of the config) are then never copied.
+        let mut entries: Vec<(&String, &Value)> = self.obj.iter().collect();
         for k in self.detached() {
-            m.remove(*k);
+            if let Some(i) = entries.iter().position(|(key, _)| key.as_str() == *k) {
+                // As `Map::remove` (a swap_remove) reorders.
+                entries.swap_remove(i);
+            }
         }
-        m
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 }
 
@@ -560,7 +568,6 @@ fn parse_top(
         snis: Vec::new(),
         ca_certificates: Vec::new(),
         raw: Value::Null,
-        regexes: Default::default(),
     };
     build::build_all(&items, opts, &mut cfg, &mut errs);
     build::cross_checks(&items, &cfg, &mut errs);

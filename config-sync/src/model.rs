@@ -3,9 +3,6 @@
 //! Every entity carries an id; foreign keys are plain ids. Defaults follow
 //! Kong 3.x schemas (`kong/db/schema/entities/*.lua`).
 
-use std::collections::HashMap;
-use std::fmt;
-
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -28,9 +25,6 @@ pub struct DeclarativeConfig {
     pub ca_certificates: Vec<CaCertificate>,
     /// The parsed input as given, for hashing and caching.
     pub raw: Value,
-    /// Route path regexes compiled while validating, so the router does not
-    /// compile them a second time.
-    pub regexes: CompiledRegexes,
 }
 
 /// Entities from which freeing a config is handed to another thread.
@@ -58,49 +52,11 @@ impl Drop for DeclarativeConfig {
             std::mem::take(&mut self.consumers),
             std::mem::take(&mut self.credentials),
             std::mem::take(&mut self.targets),
-            std::mem::take(&mut self.regexes),
         );
         // If no thread can start, the closure (and `parts`) is freed here.
         let _ = std::thread::Builder::new()
             .name("config-drop".into())
             .spawn(move || drop(parts));
-    }
-}
-
-/// Regexes compiled while validating route paths, keyed by the exact
-/// pattern compiled: `^` followed by the path without its `~`, with `?<`
-/// rewritten to `?P<`, which is the pattern Kong's router (and ours) builds
-/// from a regex path. A user of an entry must look it up by the pattern it
-/// would compile itself: the entry is then exactly `Regex::new(pattern)`.
-#[derive(Clone, Default)]
-pub struct CompiledRegexes(HashMap<String, regex::Regex>);
-
-impl CompiledRegexes {
-    /// The regex compiled for exactly `pattern`, if any.
-    pub fn get(&self, pattern: &str) -> Option<&regex::Regex> {
-        self.0.get(pattern)
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub(crate) fn contains(&self, pattern: &str) -> bool {
-        self.0.contains_key(pattern)
-    }
-
-    pub(crate) fn insert(&mut self, re: regex::Regex) {
-        self.0.insert(re.as_str().to_string(), re);
-    }
-}
-
-impl fmt::Debug for CompiledRegexes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CompiledRegexes({} patterns)", self.0.len())
     }
 }
 

@@ -215,8 +215,7 @@ impl Snapshot {
                 index,
             });
         }
-        // Regex paths were compiled while validating: reuse them.
-        let router = Router::from_views(&specs, &|p| cfg.regexes.get(p).cloned())?;
+        let router = Router::from_views(&specs)?;
         let has_entities = !cfg.services.is_empty()
             || !cfg.routes.is_empty()
             || !cfg.upstreams.is_empty()
@@ -339,11 +338,40 @@ impl ConfigHandle {
     pub fn store(&self, snapshot: Snapshot) {
         let _one_at_a_time = self.swap.lock().unwrap_or_else(|e| e.into_inner());
         let snapshot = Arc::new(snapshot);
-        let old = self.current.load_full();
-        snapshot.activate(&self.background, &old);
-        let old = self.current.swap(snapshot);
+        // Only borrowed: a second reference to the old snapshot alive here
+        // would make `drop_elsewhere` leave its freeing to this thread.
+        snapshot.activate(&self.background, &self.current.load());
+        let old = self.current.swap(snapshot.clone());
         old.deactivate();
         drop_elsewhere(old);
+        self.warm_router(snapshot);
+    }
+
+    /// Compiles the new router's regexes on a short-lived thread: the config
+    /// is live already (a request needing a regex first compiles it), this
+    /// just takes that cost off the requests. Stops if replaced meanwhile.
+    fn warm_router(&self, snapshot: Arc<Snapshot>) {
+        if snapshot.router.regex_count() == 0 {
+            return;
+        }
+        let current = self.current.clone();
+        let spawned = std::thread::Builder::new()
+            .name("router-warm".into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                let live = || Arc::ptr_eq(&current.load(), &snapshot);
+                let n = snapshot.router.warm(&live);
+                if n > 0 {
+                    log::debug!(
+                        "router: compiled {n} regexes in {} ms after config {} went live",
+                        started.elapsed().as_millis(),
+                        snapshot.hash
+                    );
+                }
+            });
+        if let Err(e) = spawned {
+            log::debug!("no thread to warm the router ({e}): regexes compile on first use");
+        }
     }
 }
 

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use regex::{Regex, RegexSet, RegexSetBuilder};
+use super::lazy::{LazyRegex, LazySet};
 
 use super::matcher::{HostKind, Matcher, PathPred, Req};
 
@@ -47,13 +47,13 @@ const REGEX_SET_CHUNK: usize = 32;
 
 #[derive(Debug)]
 enum RegexIdx {
-    List(Vec<(Regex, Box<[u32]>)>),
+    List(Vec<(LazyRegex, Box<[u32]>)>),
     Sets(Vec<SetChunk>),
 }
 
 #[derive(Debug)]
 struct SetChunk {
-    set: RegexSet,
+    set: LazySet,
     /// Owner ranks per pattern of `set`.
     owners: Vec<Box<[u32]>>,
     /// Best owner rank in this chunk.
@@ -81,10 +81,9 @@ impl RegexGroup {
             }
             RegexIdx::Sets(sets) => {
                 for c in sets {
-                    if c.min < *best && c.set.is_match(path) {
-                        for i in c.set.matches(path).iter() {
-                            scan(&c.owners[i], best, check);
-                        }
+                    if c.min < *best {
+                        c.set
+                            .for_each_match(path, |i| scan(&c.owners[i], best, check));
                     }
                 }
             }
@@ -133,7 +132,7 @@ fn literal_prefix(pattern: &str) -> &str {
     lit
 }
 
-fn regex_group(mut regexes: Vec<(Regex, Vec<u32>)>) -> RegexGroup {
+fn regex_group(mut regexes: Vec<(LazyRegex, Vec<u32>)>) -> RegexGroup {
     // Best candidates first, so lookups can stop early.
     regexes.sort_by_key(|(_, o)| o.first().copied().unwrap_or(u32::MAX));
     let min_rank = regexes
@@ -141,43 +140,25 @@ fn regex_group(mut regexes: Vec<(Regex, Vec<u32>)>) -> RegexGroup {
         .and_then(|(_, o)| o.first().copied())
         .unwrap_or(u32::MAX);
     let idx = if regexes.len() >= REGEX_SET_MIN {
-        let mut sets = Vec::new();
-        let mut ok = true;
-        for chunk in regexes.chunks(REGEX_SET_CHUNK) {
-            // Each pattern compiled alone already; a set that fails to
-            // build just falls back to the list form.
-            match RegexSetBuilder::new(chunk.iter().map(|(r, _)| r.as_str()))
-                .size_limit(64 << 20)
-                .build()
-            {
-                Ok(set) => {
-                    let owners: Vec<Box<[u32]>> = chunk
-                        .iter()
-                        .map(|(_, o)| o.clone().into_boxed_slice())
-                        .collect();
-                    let min = owners
-                        .iter()
-                        .filter_map(|o| o.first().copied())
-                        .min()
-                        .unwrap_or(u32::MAX);
-                    sets.push(SetChunk { set, owners, min });
-                }
-                Err(_) => {
-                    ok = false;
-                    break;
-                }
-            }
-        }
-        if ok {
-            RegexIdx::Sets(sets)
-        } else {
-            RegexIdx::List(
-                regexes
-                    .into_iter()
-                    .map(|(r, o)| (r, o.into_boxed_slice()))
-                    .collect(),
-            )
-        }
+        let sets = regexes
+            .chunks(REGEX_SET_CHUNK)
+            .map(|chunk| {
+                let owners: Vec<Box<[u32]>> = chunk
+                    .iter()
+                    .map(|(_, o)| o.clone().into_boxed_slice())
+                    .collect();
+                let min = owners
+                    .iter()
+                    .filter_map(|o| o.first().copied())
+                    .min()
+                    .unwrap_or(u32::MAX);
+                // Built on first use; one that cannot be built tries its
+                // members one by one.
+                let set = LazySet::new(chunk.iter().map(|(r, _)| r.clone()).collect());
+                SetChunk { set, owners, min }
+            })
+            .collect();
+        RegexIdx::Sets(sets)
     } else {
         RegexIdx::List(
             regexes
@@ -187,6 +168,17 @@ fn regex_group(mut regexes: Vec<(Regex, Vec<u32>)>) -> RegexGroup {
         )
     };
     RegexGroup { min_rank, idx }
+}
+
+impl RegexGroup {
+    /// Builds the regex sets (members of list groups belong to matchers,
+    /// which warm them); how many were not built yet.
+    fn warm(&self) -> usize {
+        match &self.idx {
+            RegexIdx::List(_) => 0,
+            RegexIdx::Sets(sets) => sets.iter().filter(|c| c.set.warm()).count(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -209,7 +201,7 @@ struct BucketBuilder {
     nopath: Vec<u32>,
     prefixes: FxMap<Box<str>, Vec<u32>>,
     /// pattern → (compiled, owner ranks)
-    regexes: Vec<(Regex, Vec<u32>)>,
+    regexes: Vec<(LazyRegex, Vec<u32>)>,
     regex_pos: FxMap<String, usize>,
 }
 
@@ -259,7 +251,7 @@ impl BucketBuilder {
             .collect();
 
         let mut any_re = Vec::new();
-        let mut by_lit: FxMap<Box<str>, Vec<(Regex, Vec<u32>)>> = FxMap::default();
+        let mut by_lit: FxMap<Box<str>, Vec<(LazyRegex, Vec<u32>)>> = FxMap::default();
         for (re, owners) in self.regexes {
             let lit = literal_prefix(re.as_str());
             if lit.len() > 1 {
@@ -323,6 +315,17 @@ fn scan(list: &[u32], best: &mut u32, check: &impl Fn(u32) -> bool) {
 }
 
 impl Bucket {
+    fn warm(&self, keep_going: &dyn Fn() -> bool) -> usize {
+        let mut n = 0;
+        for g in self.regex_any.iter().chain(self.regex_lit.values()) {
+            if !keep_going() {
+                break;
+            }
+            n += g.warm();
+        }
+        n
+    }
+
     fn lookup(&self, path: &str, best: &mut u32, check: &impl Fn(u32) -> bool) {
         if self.min_rank >= *best {
             return;
@@ -406,6 +409,17 @@ impl Index {
             prefix: done(prefix),
             other: has_other.then(|| other.build()),
         }
+    }
+
+    /// Builds every regex set not built yet; how many.
+    pub(crate) fn warm(&self, keep_going: &dyn Fn() -> bool) -> usize {
+        std::iter::once(&self.any)
+            .chain(self.exact.values())
+            .chain(self.suffix.values())
+            .chain(self.prefix.values())
+            .chain(self.other.iter())
+            .map(|b| b.warm(keep_going))
+            .sum()
     }
 
     /// Rank of the best matcher whose path predicate holds (by construction)

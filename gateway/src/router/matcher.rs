@@ -8,6 +8,8 @@ use std::sync::Arc;
 use regex::Regex;
 use uuid::Uuid;
 
+use super::lazy::LazyRegex;
+
 use super::{MatchedPrefix, RequestInfo, RouteView, RouterError};
 
 /// How a host or SNI pattern compares.
@@ -41,7 +43,7 @@ impl HostPat {
 #[derive(Debug)]
 pub(crate) enum PathPred {
     Prefixes(Vec<Arc<str>>),
-    Regexes(Vec<Regex>),
+    Regexes(Vec<LazyRegex>),
 }
 
 #[derive(Debug)]
@@ -49,7 +51,7 @@ pub(crate) enum HeaderVal {
     /// Lower-cased (ASCII, like Lua's `string.lower`) expected value.
     Eq(Box<str>),
     /// Unanchored search on the lower-cased request value.
-    Re(Regex),
+    Re(LazyRegex),
 }
 
 #[derive(Debug)]
@@ -179,6 +181,21 @@ impl Matcher {
         })
     }
 
+    /// Compiles this matcher's regexes; how many were not compiled yet.
+    pub(crate) fn warm(&self) -> usize {
+        let paths = match &self.paths {
+            Some(PathPred::Regexes(rs)) => rs.iter().filter(|re| re.warm()).count(),
+            _ => 0,
+        };
+        let headers = self
+            .headers
+            .iter()
+            .flat_map(|h| h.values.iter())
+            .filter(|v| matches!(v, HeaderVal::Re(re) if re.warm()))
+            .count();
+        paths + headers
+    }
+
     /// Every predicate except the path one (the index guarantees that one).
     pub(crate) fn non_path_ok(&self, r: &Req<'_>) -> bool {
         self.methods_ok(r) && self.hosts_ok(r) && self.snis_ok(r) && self.headers_ok(r)
@@ -210,7 +227,7 @@ impl Matcher {
                 _ => (MatchedPrefix::Root, Vec::new()),
             },
             Some(PathPred::Regexes(rs)) => {
-                for re in rs {
+                for re in rs.iter().filter_map(LazyRegex::get) {
                     if let Some(caps) = re.captures(path) {
                         let whole = caps.get(0).map_or("", |m| m.as_str());
                         let prefix = if whole.is_empty() {
@@ -321,31 +338,23 @@ fn group_paths(paths: &[String]) -> Vec<Vec<&str>> {
 }
 
 /// Regexes of one router build, by pattern: each distinct pattern is
-/// compiled once (routes often repeat a header regex), or taken from
-/// `known` (regexes compiled by the caller for exactly that pattern, e.g.
-/// while validating the config).
-pub(crate) struct RegexCache<'k> {
-    built: HashMap<String, Regex>,
-    known: &'k dyn Fn(&str) -> Option<Regex>,
+/// checked once and shared (routes often repeat a header regex).
+#[derive(Default)]
+pub(crate) struct RegexCache {
+    built: HashMap<String, LazyRegex>,
 }
 
-impl<'k> RegexCache<'k> {
-    pub(crate) fn new(known: &'k dyn Fn(&str) -> Option<Regex>) -> RegexCache<'k> {
-        RegexCache {
-            built: HashMap::new(),
-            known,
-        }
+impl RegexCache {
+    pub(crate) fn len(&self) -> usize {
+        self.built.len()
     }
 
-    /// `Regex::new(pattern)`, compiled at most once per build.
-    fn get(&mut self, pattern: &str) -> Result<Regex, regex::Error> {
+    /// `pattern`, syntax-checked; compiled on first use (see [`LazyRegex`]).
+    fn get(&mut self, pattern: &str) -> Result<LazyRegex, String> {
         if let Some(re) = self.built.get(pattern) {
             return Ok(re.clone());
         }
-        let re = match (self.known)(pattern) {
-            Some(re) if re.as_str() == pattern => re,
-            _ => Regex::new(pattern)?,
-        };
+        let re = LazyRegex::new(pattern)?;
         self.built.insert(pattern.to_owned(), re.clone());
         Ok(re)
     }
@@ -356,7 +365,7 @@ pub(crate) fn compile_route(
     spec: &RouteView<'_>,
     pos: usize,
     out: &mut Vec<Matcher>,
-    regexes: &mut RegexCache<'_>,
+    regexes: &mut RegexCache,
 ) -> Result<(), RouterError> {
     for p in spec.paths {
         if p.is_empty() {
@@ -388,8 +397,8 @@ pub fn path_regex_pattern(p: &str) -> String {
 fn compile_path_regex(
     spec: &RouteView<'_>,
     p: &str,
-    regexes: &mut RegexCache<'_>,
-) -> Result<Regex, RouterError> {
+    regexes: &mut RegexCache,
+) -> Result<LazyRegex, RouterError> {
     regexes
         .get(&path_regex_pattern(p))
         .map_err(|e| invalid(spec, "paths", p, e))
@@ -453,7 +462,7 @@ fn compile_matcher(
     pos: usize,
     id: Uuid,
     paths: &[&str],
-    regexes: &mut RegexCache<'_>,
+    regexes: &mut RegexCache,
 ) -> Result<Matcher, RouterError> {
     let path_pred = if paths.is_empty() {
         None

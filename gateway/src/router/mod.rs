@@ -9,6 +9,7 @@
 //! predicates all hold wins.
 
 mod index;
+mod lazy;
 mod matcher;
 mod uri;
 
@@ -167,36 +168,24 @@ pub struct Router {
     /// Header names any route looks at: Kong's router errors out (→ no match)
     /// when one of them carries a non-UTF-8 value.
     header_names: Vec<http::HeaderName>,
+    /// Distinct regex patterns (compiled lazily).
+    regexes: usize,
 }
 
 impl Router {
     /// Compiles `routes`. Errors name the route (name or id) and the bad field.
     pub fn new(routes: Vec<RouteSpec>) -> Result<Router, RouterError> {
-        Router::with_compiled(routes, &|_| None)
-    }
-
-    /// [`Router::new`], taking already compiled regexes from `compiled`: for
-    /// a pattern the router would compile (a regex path's
-    /// [`path_regex_pattern`], a lower-cased header regex), `compiled` may
-    /// return `Regex::new(pattern)`, e.g. built while validating the config.
-    /// Anything else it returns is ignored.
-    pub fn with_compiled(
-        routes: Vec<RouteSpec>,
-        compiled: &dyn Fn(&str) -> Option<regex::Regex>,
-    ) -> Result<Router, RouterError> {
         let views: Vec<RouteView<'_>> = routes.iter().map(RouteSpec::view).collect();
-        Router::from_views(&views, compiled)
+        Router::from_views(&views)
     }
 
-    /// [`Router::with_compiled`] on borrowed routes.
-    pub fn from_views(
-        routes: &[RouteView<'_>],
-        compiled: &dyn Fn(&str) -> Option<regex::Regex>,
-    ) -> Result<Router, RouterError> {
+    /// [`Router::new`] on borrowed routes. Regexes are syntax-checked here
+    /// and compiled on first use, or by [`Router::warm`].
+    pub fn from_views(routes: &[RouteView<'_>]) -> Result<Router, RouterError> {
         let mut metas = Vec::with_capacity(routes.len());
         let mut matchers = Vec::with_capacity(routes.len());
         let mut seen = std::collections::HashSet::with_capacity(routes.len());
-        let mut regexes = matcher::RegexCache::new(compiled);
+        let mut regexes = matcher::RegexCache::default();
         for (pos, spec) in routes.iter().enumerate() {
             if !seen.insert(spec.id) {
                 return Err(RouterError::DuplicateId {
@@ -223,7 +212,27 @@ impl Router {
             matchers,
             index,
             header_names,
+            regexes: regexes.len(),
         })
+    }
+
+    /// Compiles every regex (and regex set) not compiled yet, stopping early
+    /// when `keep_going` says so. Returns how many it compiled. Run once a
+    /// new router is live, so requests rarely pay for a first compile.
+    pub fn warm(&self, keep_going: &dyn Fn() -> bool) -> usize {
+        let mut n = 0;
+        for m in &self.matchers {
+            if !keep_going() {
+                return n;
+            }
+            n += m.warm();
+        }
+        n + self.index.warm(keep_going)
+    }
+
+    /// Distinct regex patterns among the routes' paths and headers.
+    pub fn regex_count(&self) -> usize {
+        self.regexes
     }
 
     /// Number of routes (not of split matchers).

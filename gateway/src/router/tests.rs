@@ -2109,3 +2109,41 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn regexes_compile_lazily_and_warm_compiles_the_rest() {
+    // Six regexes sharing a literal prefix form a lazily built regex set;
+    // one header regex is shared by two routes.
+    let mut routes: Vec<R> = (0..6)
+        .map(|i| r(i).paths(&[&format!(r"~/api/(?<id>\d+)/v{i}$")]))
+        .collect();
+    routes.push(r(10).paths(&["/h"]).header("x-v", &[r"~*^beta-\d+$"]));
+    routes.push(r(11).paths(&["/g"]).header("x-v", &[r"~*^beta-\d+$"]));
+    let rt = router(&routes);
+    assert_eq!(rt.regex_count(), 7);
+    // A match before any warm-up compiles what it needs.
+    assert_eq!(hit(&rt, get("/api/42/v3", "x")), Some(3));
+    let m = find(&rt, &get("/api/42/v3", "x")).expect("a match");
+    assert!(m
+        .captures
+        .iter()
+        .any(|(n, v)| n.as_deref() == Some("id") && v == "42"));
+    // (The test helpers also run the reference matcher, which compiles
+    // every path regex it tries.)
+    let warmed = rt.warm(&|| true);
+    assert!(warmed >= 1, "{warmed}");
+    assert_eq!(rt.warm(&|| true), 0);
+    assert_eq!(hit(&rt, get("/api/7/v5", "x")), Some(5));
+    // A stopped warm-up compiles nothing.
+    let rt = router(&routes);
+    assert_eq!(rt.warm(&|| false), 0);
+}
+
+#[test]
+fn bad_regexes_are_refused_when_the_router_is_built() {
+    let e = Router::new(vec![r(1).paths(&["~/a("]).0]).expect_err("bad path regex");
+    assert!(e.to_string().contains("paths"), "{e}");
+    let e = Router::new(vec![r(1).paths(&["/a"]).header("x", &["~*b("]).0])
+        .expect_err("bad header regex");
+    assert!(e.to_string().contains("headers"), "{e}");
+}
