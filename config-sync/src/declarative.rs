@@ -12,8 +12,7 @@
 //! structure, identity and cross-entity checks. Every error is collected.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -788,27 +787,9 @@ fn generate_id(kind: Kind, obj: &Map<String, Value>, parent: Option<&Parent<'_>>
     Uuid::new_v4()
 }
 
-/// Small non-keyed hasher for the id sets: ids are uniformly random or
-/// SHA-1 derived, so SipHash buys nothing there.
-#[derive(Default, Clone, Copy)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut buf = [0u8; 8];
-            buf[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(buf))
-                .wrapping_mul(0x517c_c1b7_2722_0a95);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type IdSet = HashSet<Uuid, BuildHasherDefault<IdHasher>>;
+/// Id sets with a non-keyed hasher: ids are uniformly random or SHA-1
+/// derived, so SipHash buys nothing there.
+type IdSet = rustc_hash::FxHashSet<Uuid>;
 
 /// Lookup tables: ids and unique endpoint keys per entity type (indexed
 /// by [`Kind::idx`]).

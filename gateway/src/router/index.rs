@@ -7,36 +7,13 @@
 //! a lookup keeps the best rank seen and stops scanning a list as soon as
 //! it cannot improve on it.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
 use super::lazy::{LazyRegex, LazySet};
 
 use super::matcher::{HostKind, Matcher, PathPred, Req};
 
-/// Small non-keyed hasher: keys come from configuration only (requests just
-/// look up), so flooding is not a concern and SipHash would dominate lookups.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct FxHasher(u64);
-
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut buf = [0u8; 8];
-            buf[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(buf))
-                .wrapping_mul(0x517c_c1b7_2722_0a95);
-        }
-    }
-    fn write_u8(&mut self, i: u8) {
-        self.0 = (self.0.rotate_left(5) ^ u64::from(i)).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+/// Keys come from configuration only (requests just look up), so flooding
+/// is not a concern and SipHash would dominate lookups.
+type FxMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
 /// Below this many distinct regexes a group tests them one by one (no
 /// allocation); above, `RegexSet` passes say which ones match.
