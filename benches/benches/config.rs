@@ -282,8 +282,7 @@ fn cp_config(n: usize) -> Value {
     json!({
         "_format_version": "3.0",
         "_transform": false,
-        "workspaces": [{"id": id("workspace", 0), "name": "default", "comment": null,
-                        "config": {}, "meta": {}, "created_at": TS, "updated_at": TS}],
+        "workspaces": default_workspace(),
         "parameters": [{"key": "cluster_id", "value": id("cluster", 0), "created_at": TS}],
         "services": services,
         "routes": routes,
@@ -300,6 +299,12 @@ fn cp_config(n: usize) -> Value {
             "created_at": TS, "updated_at": TS,
         }],
     })
+}
+
+/// The `workspaces` of a CP export: Kong's default one.
+fn default_workspace() -> Value {
+    json!([{"id": id("workspace", 0), "name": "default", "comment": null,
+            "config": {}, "meta": {}, "created_at": TS, "updated_at": TS}])
 }
 
 /// The shape `tests/tests/hybrid.rs` pushes: one service, `n` prefix
@@ -322,8 +327,7 @@ fn simple_cp_config(n: usize) -> Value {
     json!({
         "_format_version": "3.0",
         "_transform": false,
-        "workspaces": [{"id": id("workspace", 0), "name": "default", "comment": null,
-                        "config": {}, "meta": {}, "created_at": TS, "updated_at": TS}],
+        "workspaces": default_workspace(),
         "services": [{
             "id": svc, "name": "echo", "protocol": "http", "host": "127.0.0.1",
             "port": 9000, "path": "/n", "retries": 5, "connect_timeout": 60000,

@@ -183,7 +183,6 @@ mod tests {
         assert_eq!(via("1.1"), "1.1 kong/3.10.0");
         assert_eq!(via("1.0"), "1.0 kong/3.10.0");
         assert_eq!(via("2"), "2 kong/3.10.0");
-        assert_eq!(via("1.1"), "1.1 kong/3.10.0");
         assert_eq!(
             via_appended(b"1.1 squid", "1.1").unwrap(),
             "1.1 squid, 1.1 kong/3.10.0"
