@@ -614,12 +614,22 @@ pub fn validate_wildcard_host(host: &str) -> Result<(), String> {
 
 /// Route `hosts` element: at most one `*`, as a whole leftmost or rightmost
 /// label, optional `:port`.
+///
+/// Unlike Kong's schema (pattern `%.%*$`), a rightmost wildcard may carry a
+/// port too (`example.*:80`): Kong's router handles that form
+/// (`split_host_port` in `kong/router/transform.lua`) and its unit specs use
+/// it, only the schema pattern is anchored too tightly.
 pub fn validate_route_host(host: &str) -> Result<(), String> {
     let stars = host.matches('*').count();
     if stars > 1 {
         return Err("invalid wildcard: must have at most one wildcard".into());
     }
-    if stars == 1 && !(host.starts_with("*.") || host.ends_with(".*")) {
+    // Same port split as `normalize_ip` for names: a trailing `:digits`.
+    let name = match host.rsplit_once(':') {
+        Some((n, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => n,
+        _ => host,
+    };
+    if stars == 1 && !(host.starts_with("*.") || name.ends_with(".*")) {
         return Err("invalid wildcard: must be placed at leftmost or rightmost label".into());
     }
     validate_host_with_optional_port(&host.replace('*', "abc"))
@@ -1006,6 +1016,39 @@ mod tests {
         assert!(validate_route_host("example.*").is_ok());
         assert!(validate_route_host("example.com:8080").is_ok());
         assert!(validate_route_host("*.example.com:8080").is_ok());
+        // Kong's router spec forms (08-router_spec "[wildcard host]").
+        assert!(validate_route_host("*.example.com:8123").is_ok());
+        assert!(validate_route_host("*.route.net:123").is_ok());
+        assert!(validate_route_host("route.*:123").is_ok());
+        assert!(validate_route_host("example.*:80").is_ok());
+        assert!(validate_route_host("example.*:65535").is_ok());
+        assert_eq!(
+            validate_route_host("example.*:65536").unwrap_err(),
+            "invalid port number"
+        );
+        assert_eq!(
+            validate_route_host("*.example.com:99999").unwrap_err(),
+            "invalid port number"
+        );
+        // Only digits make a port: otherwise the `*` is not the last label.
+        for h in [
+            "example.*:",
+            "example.*:http",
+            "example.*x:80",
+            "a.*.com:80",
+            "*:80",
+        ] {
+            assert_eq!(
+                validate_route_host(h).unwrap_err(),
+                "invalid wildcard: must be placed at leftmost or rightmost label",
+                "{h}"
+            );
+        }
+        assert_eq!(
+            validate_route_host("*.example.*:80").unwrap_err(),
+            "invalid wildcard: must have at most one wildcard"
+        );
+        assert!(validate_route_host("*.example.com:8080:1").is_err());
         assert_eq!(
             validate_route_host("*.*.com").unwrap_err(),
             "invalid wildcard: must have at most one wildcard"

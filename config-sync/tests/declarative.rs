@@ -585,6 +585,48 @@ fn route_host_rules() {
     assert_eq!(errs.len(), 4);
 }
 
+/// Wildcard hosts with a port, as Kong's router spec uses them
+/// (`*.route.net:123`, `route.*:80`); kept verbatim for the router.
+#[test]
+fn route_wildcard_hosts_with_port() {
+    let cfg = ok(&doc(
+        "routes:\n  - hosts: [\"*.example.com:8123\", \"example.*:80\", \"route.*:123\"]\n",
+    ));
+    assert_eq!(
+        cfg.routes[0].hosts.as_deref(),
+        Some(
+            &[
+                "*.example.com:8123".to_string(),
+                "example.*:80".into(),
+                "route.*:123".into()
+            ][..]
+        )
+    );
+    let errs = route_errors(
+        "    hosts: [\"example.*:99999\", \"a.*.com:80\", \"*.a.*:80\", \"example.*:x\"]\n",
+    );
+    assert_err(&errs, "route", "hosts.1", "invalid port number");
+    assert_err(
+        &errs,
+        "route",
+        "hosts.2",
+        "invalid wildcard: must be placed at leftmost or rightmost label",
+    );
+    assert_err(
+        &errs,
+        "route",
+        "hosts.3",
+        "invalid wildcard: must have at most one wildcard",
+    );
+    assert_err(
+        &errs,
+        "route",
+        "hosts.4",
+        "invalid wildcard: must be placed at leftmost or rightmost label",
+    );
+    assert_eq!(errs.len(), 4);
+}
+
 #[test]
 fn route_header_method_and_sni_rules() {
     let errs = route_errors("    headers: { Host: [a], \"x y\": [b], x-ok: [c] }\n    methods: [GET, post]\n    protocols: [http]\n    snis: [a.com]\n");

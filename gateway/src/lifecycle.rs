@@ -3,17 +3,22 @@
 //! Kubernetes removes an evicted or scaled-in pod from its Service's
 //! endpoints while it sends SIGTERM, and an NLB takes a while longer to
 //! deregister the target. So on SIGTERM (or SIGQUIT, Kong's graceful quit)
-//! readiness turns 503 at once (signal handlers set `draining`), the
-//! listeners keep accepting for `drain_delay`, and only then does Pingora
-//! stop accepting and finish in-flight requests, up to its graceful
-//! timeout. When `kong quit --wait=N` already drained (the preStop hook),
-//! the delay is skipped. SIGINT stays a fast exit.
+//! readiness turns 503 at once (signal handlers set `draining`) and every
+//! response from then on carries `Connection: close`, so keep-alive clients
+//! move off between requests. The listeners keep accepting for
+//! `drain_delay`; then Pingora stops accepting, idle connections close, and
+//! the process waits for every open connection to be answered, up to the
+//! grace period (`nginx_main_worker_shutdown_timeout`, 30 s by default),
+//! before it exits. When `kong quit --wait=N` already drained (the preStop
+//! hook), the delay is skipped. SIGINT stays a fast exit.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+use crate::stats::Stats;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -40,7 +45,16 @@ pub struct DrainingShutdown {
     /// Set by `kong quit` (SIGUSR1) before its SIGTERM.
     pub quit_requested: Arc<AtomicBool>,
     pub drain_delay: Duration,
+    /// Open proxy connections end the grace period when they reach 0.
+    pub stats: Arc<Stats>,
+    /// When the listeners were told to stop.
+    pub stopping_since: std::sync::OnceLock<std::time::Instant>,
 }
+
+/// After the stop, each listener still accepts what the kernel had queued
+/// for up to about 120 ms (vendored Pingora patch): a count of 0 before
+/// that does not yet mean nothing is left.
+const ACCEPT_DRAIN: Duration = Duration::from_millis(150);
 
 #[async_trait]
 impl ShutdownSignalWatch for DrainingShutdown {
@@ -74,7 +88,15 @@ impl ShutdownSignalWatch for DrainingShutdown {
             }
         }
         log::info!("shutdown: closing listeners, finishing in-flight requests");
+        let _ = self.stopping_since.set(std::time::Instant::now());
         ShutdownSignal::GracefulTerminate
+    }
+
+    fn grace_done(&self) -> bool {
+        self.stopping_since
+            .get()
+            .is_some_and(|t| t.elapsed() >= ACCEPT_DRAIN)
+            && self.stats.connections_active.load(Ordering::SeqCst) == 0
     }
 }
 

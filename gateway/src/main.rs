@@ -241,6 +241,8 @@ fn main() -> anyhow::Result<()> {
         shutdown_signal: Box::new(gateway::lifecycle::DrainingShutdown {
             quit_requested,
             drain_delay,
+            stats: shared.stats.clone(),
+            stopping_since: Default::default(),
         }),
     });
     // In-flight requests are done: write out the access log before exiting.

@@ -61,6 +61,9 @@ pub fn proxy_options(s: &Settings) -> ProxyOptions {
         client_max_body_size: s.nginx_http_client_max_body_size.unwrap_or(0),
         port_maps: s.port_maps.clone(),
         allow_debug_header: s.allow_debug_header,
+        client_header_timeout: s.client_header_timeout,
+        client_body_timeout: s.client_body_timeout,
+        underscores_in_headers: s.underscores_in_headers,
     }
 }
 
@@ -123,8 +126,10 @@ pub fn build(settings: &Settings, shared: &Shared) -> anyhow::Result<Built> {
         // quota with 800 connections). Several threads keep work stealing so
         // a few busy keep-alive connections cannot pin one thread.
         work_stealing: threads > 1,
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(10),
+        // An upper bound: the grace period ends as soon as no connection is
+        // open (`DrainingShutdown::grace_done`, a vendored-Pingora patch).
+        grace_period_seconds: Some(settings.worker_shutdown_timeout.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(5),
         upstream_keepalive_pool_size: settings.upstream_keepalive_pool_size.max(1) as usize,
         pid_file: pids.join("gateway.pid").display().to_string(),
         upgrade_sock: pids.join("gateway_upgrade.sock").display().to_string(),
@@ -152,12 +157,16 @@ pub fn build(settings: &Settings, shared: &Shared) -> anyhow::Result<Built> {
         stats: shared.stats.clone(),
         access_log: access_log.clone(),
         metrics: shared.metrics.clone(),
+        draining: shared.draining.clone(),
     };
     // The HTTP/1 front checks each request head before Pingora parses it;
     // `http_proxy` does what `http_proxy_service_with_name` did (init modules).
     let options = proxy.options.clone();
     let proxy = pingora::proxy::http_proxy(&server.configuration, proxy);
-    let mut proxy_service = Service::new("kong proxy".to_string(), H1Front::new(proxy, &options));
+    let mut proxy_service = Service::new(
+        "kong proxy".to_string(),
+        H1Front::new(proxy, &options, shared.stats.clone()),
+    );
     let mut listening = 0;
     for l in &settings.proxy_listen {
         if l.ssl {

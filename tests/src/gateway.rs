@@ -26,6 +26,10 @@ use crate::{bin_path, free_port, try_request, Proc, Response};
 /// How long a gateway gets to come up.
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Placeholder for the proxy listener port in environment values given to
+/// [`Gateway::start_with`] and friends.
+pub const PROXY_PORT: &str = "{PROXY_PORT}";
+
 /// Replaces `{UPSTREAM}` with `127.0.0.1:<port>` and `{UPSTREAM_PORT}` with
 /// the port.
 pub fn fill(yml: &str, upstream_port: u16) -> String {
@@ -127,7 +131,9 @@ impl Gateway {
     }
 
     /// Like [`Gateway::start`] with extra `KONG_*` environment (overrides the
-    /// defaults this harness sets).
+    /// defaults this harness sets). [`PROXY_PORT`] in a value stands for the
+    /// proxy port, which is only picked at launch (e.g.
+    /// `("KONG_PORT_MAPS", "80:{PROXY_PORT}")`).
     pub fn start_with(kong_yml: &str, env: &[(&str, &str)]) -> Gateway {
         match Gateway::launch(kong_yml, env, &[], &[]) {
             Ok(g) => g,
@@ -225,7 +231,7 @@ impl Gateway {
                 cmd.env(k, v);
             }
             for (k, v) in env {
-                cmd.env(k, v);
+                cmd.env(k, v.replace(PROXY_PORT, &port.to_string()));
             }
             let mut proc = Proc::spawn(cmd);
             match wait_started(&mut proc, port, status_port, START_TIMEOUT) {

@@ -492,3 +492,294 @@ fn connect_method_is_refused() {
     assert!(matches!(r.status, 400 | 405 | 501), "{}", r.status);
     assert_eq!(s.up.count(), before);
 }
+
+fn start_env(env: &[(&str, &str)]) -> S {
+    let up = Recorder::start();
+    let gw = Gateway::start_with(
+        &fill_ports(
+            "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://{UP0}\n  routes:\n  - paths: [/]\n    strip_path: false\n",
+            &[up.port],
+        ),
+        env,
+    );
+    S { gw, up }
+}
+
+/// nginx (`ngx_http_parse_complex_uri`) answers 400 for a path that climbs
+/// above the root once dot segments are resolved, with escapes decoded once
+/// (`%2e` is a dot, `%2f` a slash), and for a bad or NUL escape; the
+/// request is never routed or forwarded.
+#[test]
+fn paths_above_the_root_and_bad_escapes_are_refused_before_routing() {
+    let s = start();
+    for path in [
+        "/../etc/passwd",
+        "/..",
+        "/a/../../x",
+        "/%2e%2e/etc/passwd",
+        "/%2E%2E/etc/passwd",
+        "/.%2E/x",
+        "/%2e./x",
+        "/a/%2e%2e/%2E%2e/x",
+        "/a%2f..%2f..%2fx",
+        "//../x",
+        "/a/./../../x?q=1",
+        "/bad%zz",
+        "/bad%2",
+        "/nul%00x",
+    ] {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n");
+        let r = s.rejects(path, req.as_bytes(), 400);
+        assert_kong_shaped(path, &r, "Bad request");
+    }
+    // Absolute-form targets get the same check on their path.
+    s.rejects(
+        "absolute-form traversal",
+        b"GET http://a/x/../../etc/passwd HTTP/1.1\r\nHost: a\r\n\r\n",
+        400,
+    );
+    // Inside the root they are fine, and forwarded normalised.
+    let (r, _) = s.raw(b"GET /a/b/%2e%2e/c/./d HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.unwrap().status, 200);
+    assert_eq!(s.up.last().target, "/a/c/d");
+}
+
+/// Kong runs nginx with `underscores_in_headers on`, so `api_key` reaches
+/// the upstream. But a name that reads as a framing or forwarding header
+/// once `_` is taken for `-` (as CGI-style upstreams do) is dropped:
+/// `Transfer_Encoding: chunked` must never reach an upstream.
+#[test]
+fn underscore_spellings_of_framing_and_forwarding_headers_never_reach_the_upstream() {
+    let s = start();
+    let (r, _) = s.raw(
+        b"POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer_Encoding: chunked\r\nContent_Length: 0\r\nX_Forwarded_For: 6.6.6.6\r\nx_real_ip: 6.6.6.6\r\nAPI_Key: secret\r\nX.Dotted: 1\r\nConnection: close\r\n\r\nhello",
+    );
+    assert_eq!(r.unwrap().status, 200);
+    let got = s.up.last();
+    assert_eq!(got.body, b"hello");
+    let names: Vec<String> = got
+        .headers
+        .iter()
+        .map(|(k, _)| k.to_ascii_lowercase())
+        .collect();
+    for gone in [
+        "transfer_encoding",
+        "content_length",
+        "x_forwarded_for",
+        "x_real_ip",
+        "x.dotted",
+    ] {
+        assert!(
+            !names.iter().any(|n| n == gone),
+            "{gone} forwarded: {names:?}"
+        );
+    }
+    assert_eq!(got.header("api_key"), Some("secret"));
+    assert_eq!(got.header("x-forwarded-for"), Some("127.0.0.1"));
+
+    // `nginx_proxy_underscores_in_headers = off`: nginx's own default.
+    let s = start_env(&[("KONG_NGINX_PROXY_UNDERSCORES_IN_HEADERS", "off")]);
+    let (r, _) = s.raw(
+        b"GET /u HTTP/1.1\r\nHost: a\r\nAPI_Key: secret\r\nX-Ok: 1\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.unwrap().status, 200);
+    let got = s.up.last();
+    assert_eq!(got.header("api_key"), None);
+    assert_eq!(got.header("x-ok"), Some("1"));
+}
+
+/// A fold is a 400 in any header, Transfer-Encoding included (it used to be
+/// read as an empty, unknown coding: 501).
+#[test]
+fn obs_fold_in_transfer_encoding_is_400() {
+    let s = start();
+    for (name, req) in [
+        ("te-fold-value", &b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n"[..]),
+        ("te-fold-list", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\t, identity\r\n\r\n0\r\n\r\n"),
+        ("te-unknown-then-fold", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nX-A: 1\r\n continued\r\n\r\n"),
+    ] {
+        let r = s.rejects(name, req, 400);
+        assert_kong_shaped(name, &r, "Bad request");
+    }
+}
+
+/// Malformed chunked framing gets a prompt 400 (never a stall), whether it
+/// arrives with the head or later; valid framing (extensions, trailers) is
+/// served. The answer comes well before any timeout.
+#[test]
+fn malformed_chunk_framing_is_answered_at_once() {
+    let s = start();
+    let head = b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for (name, body) in [
+        ("chunk-ext-bare-lf", &b"3;ext=1\nabc\r\n0\r\n\r\n"[..]),
+        ("chunk-size-bare-lf", b"3\nabc\r\n0\r\n\r\n"),
+        ("chunk-data-bare-lf", b"3\r\nabc\n0\r\n\r\n"),
+        ("chunk-size-junk", b"3x\r\nabc\r\n0\r\n\r\n"),
+        ("chunk-data-too-long", b"3\r\nabcdef\r\n0\r\n\r\n"),
+        ("chunk-size-overflow", b"ffffffffffffffffff\r\n"),
+        ("trailer-bare-lf", b"0\r\nX-T: 1\n\r\n"),
+    ] {
+        // With the head: refused by the front before anything is forwarded.
+        let started = std::time::Instant::now();
+        let r = s.rejects(name, &[&head[..], body].concat(), 400);
+        assert_kong_shaped(name, &r, "Bad request");
+        // After the head: the body read fails at the bad byte.
+        let mut c = Conn::open(s.gw.port);
+        c.send(head).unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+        c.send(body).unwrap();
+        let r = c
+            .read_response(T)
+            .unwrap_or_else(|| panic!("{name}: no answer"));
+        assert_eq!(r.status, 400, "{name} (late)");
+        assert_eq!(r.body_str().lines().next(), Some("Bad request"), "{name}");
+        assert!(c.is_closed(Duration::from_secs(3)), "{name}: left open");
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{name}: answered only after {:?}",
+            started.elapsed()
+        );
+    }
+    let (r, _) = s.raw(b"POST /ok HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3;name=v\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\n");
+    assert_eq!(r.unwrap().status, 200);
+    assert_eq!(s.up.last().body, b"abc");
+}
+
+/// A TLS ClientHello (or any bytes that cannot start a request) sent to a
+/// plain-HTTP listener is answered 400 and closed at once, as nginx does.
+#[test]
+fn tls_and_binary_junk_on_a_plain_listener_get_400_at_once() {
+    let s = start();
+    let client_hello: &[u8] = &[
+        0x16, 0x03, 0x01, 0x00, 0xf1, 0x01, 0x00, 0x00, 0xed, 0x03, 0x03, 0x5a, 0x5a, 0x5a, 0x5a,
+    ];
+    for (name, junk) in [
+        ("tls-client-hello", client_hello),
+        ("ssh-banner", &b"SSH-2.0-OpenSSH_9.2p1\r\n"[..]),
+        ("nul-bytes", &[0u8, 0, 0, 0][..]),
+    ] {
+        let started = std::time::Instant::now();
+        let r = s.rejects(name, junk, 400);
+        assert_kong_shaped(name, &r, "Bad request");
+        assert!(started.elapsed() < Duration::from_secs(5), "{name}: slow");
+    }
+}
+
+/// `client_header_timeout` and `client_body_timeout` (Kong's
+/// `nginx_http_*` / `nginx_proxy_*` settings, nginx's 60 s by default) cut
+/// off a head that never ends and a body that stops half-way, with 408.
+#[test]
+fn slow_heads_and_bodies_are_cut_off_with_408() {
+    let s = start_env(&[
+        ("KONG_NGINX_HTTP_CLIENT_HEADER_TIMEOUT", "1s"),
+        ("KONG_NGINX_PROXY_CLIENT_BODY_TIMEOUT", "1s"),
+    ]);
+    let cases: [(&str, &[u8]); 3] = [
+        ("slow-head", b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: "),
+        (
+            "slow-body-cl",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhalf",
+        ),
+        (
+            "slow-body-chunked",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+        ),
+    ];
+    for (name, bytes) in cases {
+        let started = std::time::Instant::now();
+        let mut c = Conn::open(s.gw.port);
+        c.send(bytes).unwrap();
+        let r = c
+            .read_response(T)
+            .unwrap_or_else(|| panic!("{name}: no answer"));
+        let waited = started.elapsed();
+        assert_eq!(r.status, 408, "{name}");
+        assert_kong_shaped(name, &r, "Request timeout");
+        assert!(
+            waited >= Duration::from_millis(900) && waited < Duration::from_secs(6),
+            "{name}: after {waited:?}"
+        );
+        assert!(c.is_closed(Duration::from_secs(3)), "{name}: left open");
+    }
+    // A connection that sent nothing is closed quietly (nginx sends no 408).
+    let mut c = Conn::open(s.gw.port);
+    assert!(c.is_closed(Duration::from_secs(4)));
+    assert!(c.pending().is_empty());
+    assert_eq!(s.up.count(), 0, "{:?}", s.up.requests());
+}
+
+/// `client_max_body_size` counts the decoded chunked body too: 413 as soon
+/// as a chunk size takes the total past the limit.
+#[test]
+fn client_max_body_size_applies_to_chunked_bodies() {
+    let s = start_env(&[("KONG_NGINX_HTTP_CLIENT_MAX_BODY_SIZE", "10")]);
+    let r = s.rejects(
+        "chunked-413-with-head",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n6\r\nghijkl\r\n0\r\n\r\n",
+        413,
+    );
+    assert_kong_shaped("chunked-413", &r, "Payload too large");
+    let mut c = Conn::open(s.gw.port);
+    c.send(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    c.send(b"6\r\nghijkl\r\n0\r\n\r\n").unwrap();
+    let r = c.read_response(T).expect("413");
+    assert_eq!(r.status, 413);
+    assert_eq!(r.body_str().lines().next(), Some("Payload too large"));
+    // Within the limit: served.
+    let (r, _) = s.raw(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nabcde\r\n5\r\nfghij\r\n0\r\n\r\n");
+    assert_eq!(r.unwrap().status, 200);
+    assert_eq!(s.up.last().body, b"abcdefghij");
+}
+
+/// The root cause of the CL+TE request that once reached the upstream past
+/// the HTTP/1 front: after a chunked request, or an `Upgrade` request that
+/// got no 101, the front used to hand the connection to Pingora without a
+/// limit, so the next request's bytes reached Pingora's parser unchecked.
+/// The front now frames every request itself; the single head check meets
+/// every request on the connection.
+#[test]
+fn requests_pipelined_after_chunked_or_upgrade_requests_are_checked() {
+    let s = start();
+    let clte: &[u8] = b"POST /smuggled HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG";
+    let firsts: [(&str, &[u8]); 3] = [
+        ("chunked", b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
+        ("upgrade", b"GET /u HTTP/1.1\r\nHost: a\r\nUpgrade: foo\r\nConnection: Upgrade\r\n\r\n"),
+        ("upgrade-with-body", b"POST /u HTTP/1.1\r\nHost: a\r\nUpgrade: foo\r\nContent-Length: 3\r\n\r\nabc"),
+    ];
+    for (name, first) in firsts {
+        for split in [false, true] {
+            let mut c = Conn::open(s.gw.port);
+            if split {
+                c.send(first).unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+                c.send(clte).unwrap();
+            } else {
+                c.send(&[first, clte].concat()).unwrap();
+            }
+            let r1 = c
+                .read_response(T)
+                .unwrap_or_else(|| panic!("{name}: no first answer"));
+            assert_eq!(r1.status, 200, "{name}");
+            let r2 = c
+                .read_response(T)
+                .unwrap_or_else(|| panic!("{name}/{split}: CL+TE not answered"));
+            assert_eq!(r2.status, 400, "{name}/{split}");
+            assert!(c.is_closed(Duration::from_secs(3)));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        s.up.requests().iter().all(|r| r.target != "/smuggled"),
+        "{:?}",
+        s.up.requests()
+    );
+    // And a valid request pipelined after a chunked one is served.
+    let mut c = Conn::open(s.gw.port);
+    c.send(b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\nGET /after HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    assert_eq!(c.read_response(T).expect("first").status, 200);
+    assert_eq!(c.read_response(T).expect("pipelined").status, 200);
+    assert_eq!(s.up.last().target, "/after");
+}

@@ -271,3 +271,113 @@ fn access_log_is_flushed_on_shutdown() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// SIGTERM with busy keep-alive clients that do not stop, as NLB clients
+/// keep their connections through a pod's termination: during the drain
+/// every response says `Connection: close`, a connection is closed only
+/// between requests, and in-flight requests finish. Clients reconnect after
+/// each `close` until the listener is gone (connect refused). No request
+/// written to the gateway may go unanswered.
+#[test]
+fn sigterm_with_busy_keepalive_clients_loses_no_request() {
+    use gw_tests::Conn;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let (_up, up_port) = start_httpbin("up");
+    let mut gw = Gateway::start_with(&fill(KONG_YML, up_port), &[("KONG_DRAIN_DELAY", "1.5")]);
+    let port = gw.port;
+    let term_sent = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let closes = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let term_at = Arc::new(Mutex::new(None::<Instant>));
+    let mut clients = Vec::new();
+    for id in 0..8 {
+        let (term_sent, ok, closes, failures, term_at) = (
+            term_sent.clone(),
+            ok.clone(),
+            closes.clone(),
+            failures.clone(),
+            term_at.clone(),
+        );
+        clients.push(std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut conn: Option<Conn> = None;
+            let mut reused = false;
+            while Instant::now() < deadline {
+                let c = match conn.as_mut() {
+                    Some(c) => c,
+                    None => match Conn::try_open(port) {
+                        Ok(c) => {
+                            reused = false;
+                            conn.insert(c)
+                        }
+                        // The listener is gone: the load balancer's job now.
+                        Err(_) if term_sent.load(Ordering::SeqCst) => return,
+                        Err(e) => {
+                            failures.lock().unwrap().push(format!("{id}: connect: {e}"));
+                            return;
+                        }
+                    },
+                };
+                let sent = c.send(b"GET /delay/0.02 HTTP/1.1\r\nHost: busy.test\r\n\r\n");
+                let send_failed = sent.is_err();
+                let answer = if send_failed {
+                    None
+                } else {
+                    c.read_response(Duration::from_secs(10))
+                };
+                match answer {
+                    Some(r) if r.status == 200 => {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                        let close = r
+                            .header("connection")
+                            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+                        if close {
+                            closes.fetch_add(1, Ordering::SeqCst);
+                            conn = None;
+                        } else {
+                            reused = true;
+                        }
+                    }
+                    Some(r) => {
+                        failures.lock().unwrap().push(format!("{id}: status {}", r.status));
+                        conn = None;
+                    }
+                    None => {
+                        failures.lock().unwrap().push(format!(
+                            "{id}: request on a {} connection got no answer (send failed: {send_failed}, {:?} after SIGTERM)",
+                            if reused { "kept-alive" } else { "new" },
+                            term_at.lock().unwrap().map(|t| t.elapsed()),
+                        ));
+                        conn = None;
+                    }
+                }
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    let before = ok.load(Ordering::SeqCst);
+    assert_eq!(closes.load(Ordering::SeqCst), 0, "closes before SIGTERM");
+    term_sent.store(true, Ordering::SeqCst);
+    *term_at.lock().unwrap() = Some(Instant::now());
+    assert!(gw.proc.signal("TERM"));
+    for c in clients {
+        c.join().unwrap();
+    }
+    let status = gw.proc.wait_exit(Duration::from_secs(15));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "clean exit: {status:?}"
+    );
+    let failures = failures.lock().unwrap().clone();
+    let (ok, closes) = (ok.load(Ordering::SeqCst), closes.load(Ordering::SeqCst));
+    println!(
+        "busy keep-alive through SIGTERM: {ok} answered ({before} before SIGTERM), {closes} with Connection: close, failures: {failures:?}"
+    );
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(ok > before, "nothing served while draining");
+    // Each client got at least its drain-time answers with `close`.
+    assert!(closes >= 8, "{closes} responses with Connection: close");
+}

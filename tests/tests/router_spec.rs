@@ -1096,6 +1096,109 @@ fn host_with_listener_port_matches_host_without_port() {
     assert_eq!(r.status, 200, "{}", r.body_str());
 }
 
+/// Wildcard hosts with a port (unit spec "matches port-specific routes",
+/// "prefers port-specific even for http default port", "matches a
+/// [wildcard host + port] even if a [wildcard host] matched"): they load,
+/// `example.*:80` included, and match on the Host port, else on the
+/// listener's. Ids are Kong's fixture ids: compat gives the port no
+/// priority, a tie with a port-less wildcard goes to the larger id.
+#[test]
+fn wildcard_hosts_with_port() {
+    let s = Setup::new(
+        5,
+        r#"_format_version: "3.0"
+services:
+- name: s0
+  url: http://{UP0}
+  routes:
+  - id: e8fb37f1-102d-461e-9c51-6608a6bb8101
+    hosts: ["*.route.com"]
+- name: s1
+  url: http://{UP1}
+  routes:
+  - id: e8fb37f1-102d-461e-9c51-6608a6bb8102
+    hosts: ["route.*"]
+- name: s2
+  url: http://{UP2}
+  routes:
+  - id: e8fb37f1-102d-461e-9c51-6608a6bb8103
+    hosts: ["*.route.net:8123"]
+- name: s3
+  url: http://{UP3}
+  routes:
+  - id: e8fb37f1-102d-461e-9c51-6608a6bb8104
+    hosts: ["route.*:8123"]
+- name: s4
+  url: http://{UP4}
+  routes:
+  - id: e8fb37f1-102d-461e-9c51-6608a6bb8105
+    hosts: ["route.*:80", "*.route.com:80"]
+"#,
+    );
+    assert_eq!(s.routed("/", &[("Host", "foo.route.net:8123")]).0, 2);
+    s.assert_no_route("GET", "/", &[("Host", "foo.route.net:456")]);
+    // No port in Host: the listener port (not 8123) decides.
+    s.assert_no_route("GET", "/", &[("Host", "foo.route.net")]);
+    assert_eq!(s.routed("/", &[("Host", "route.org:8123")]).0, 3);
+    assert_eq!(s.routed("/", &[("Host", "route.org:123")]).0, 1);
+    assert_eq!(s.routed("/", &[("Host", "route.org")]).0, 1);
+    assert_eq!(s.routed("/", &[("Host", "route.org:80")]).0, 4);
+    assert_eq!(s.routed("/", &[("Host", "a.route.com:80")]).0, 4);
+    assert_eq!(s.routed("/", &[("Host", "a.route.com:81")]).0, 0);
+}
+
+const PORT_MAPPED: &str = r#"_format_version: "3.0"
+services:
+- name: s0
+  url: http://{UP0}
+  routes:
+  - hosts: ["example.com:80"]
+- name: s1
+  url: http://{UP1}
+  routes:
+  - hosts: ["*.wild.test:80"]
+- name: s2
+  url: http://{UP2}
+  routes:
+  - hosts: [other.test]
+"#;
+
+/// `port_maps`: `KONG_PORT_MAPS=80:<proxy port>` means clients reach the
+/// proxy port as 80. Kong: `HOST_PORTS[kong_port] = host_port`
+/// (conf_loader/parse.lua), `ctx.host_port = HOST_PORTS[server_port] or
+/// server_port` (runloop/handler.lua rewrite), which becomes
+/// `X-Forwarded-Port` and the router's `net.dst.port` when Host has no port.
+#[test]
+fn port_maps_set_the_host_port() {
+    let s = Setup::with_env(
+        3,
+        PORT_MAPPED,
+        &[("KONG_PORT_MAPS", "8080:1, 80:{PROXY_PORT}")],
+    );
+    let (i, r) = s.routed("/", &[("Host", "example.com")]);
+    assert_eq!(i, 0);
+    assert_eq!(r.header("x-forwarded-port"), Some("80"));
+    assert_eq!(s.routed("/", &[("Host", "example.com:80")]).0, 0);
+    assert_eq!(s.routed("/", &[("Host", "a.wild.test")]).0, 1);
+    s.assert_no_route("GET", "/", &[("Host", "a.wild.test:81")]);
+    let (i, r) = s.routed("/", &[("Host", "other.test")]);
+    assert_eq!(i, 2);
+    assert_eq!(r.header("x-forwarded-port"), Some("80"));
+}
+
+/// The same routes without `port_maps`: the listener port is the host port.
+#[test]
+fn without_port_maps_the_listener_port_is_the_host_port() {
+    let s = Setup::new(3, PORT_MAPPED);
+    s.assert_no_route("GET", "/", &[("Host", "example.com")]);
+    s.assert_no_route("GET", "/", &[("Host", "a.wild.test")]);
+    assert_eq!(s.routed("/", &[("Host", "example.com:80")]).0, 0);
+    let (i, r) = s.routed("/", &[("Host", "other.test")]);
+    assert_eq!(i, 2);
+    let port = s.gw.port.to_string();
+    assert_eq!(r.header("x-forwarded-port"), Some(port.as_str()));
+}
+
 /// Route hosts are compared byte-wise (no case folding; kong-routing.md
 /// gotcha 5).
 #[test]
@@ -1244,15 +1347,19 @@ fn kong_blocks_request_without_https_on_https_only_route() {
     assert_eq!(s.routed("/x", &[("Host", "both.test")]).0, 0);
 }
 
-/// The same case's `Connection: Upgrade` header.
+/// The same case's `Connection: Upgrade` header (06-ssl_spec
+/// `assert.contains("Upgrade", res.headers.connection)`): nginx writes its
+/// own `Connection: keep-alive` line, then Kong's (vendored Pingora patch,
+/// vendor/README.md). The connection stays open for the next request, and
+/// a proxied response still gets only the gateway's own value.
 #[test]
-#[ignore = "Pingora 0.9 always rewrites the downstream Connection header (keep-alive/close) and offers no hook to keep ours"]
 fn kong_426_carries_connection_upgrade() {
     let s = Setup::new(1, HTTPS_ONLY);
     let mut c = Conn::open(s.gw.port);
     let res = c
         .request("GET", "/x", &[("Host", "tls.test")], b"")
         .expect("a response");
+    assert_eq!(res.status, 426, "{}", res.body_str());
     assert!(
         res.header_all("connection")
             .iter()
@@ -1260,6 +1367,42 @@ fn kong_426_carries_connection_upgrade() {
         "{:?}",
         res.headers
     );
+    assert_eq!(res.header_all("connection"), ["keep-alive", "Upgrade"]);
+    assert_eq!(res.header("upgrade"), Some("TLS/1.2, HTTP/1.1"));
+    let res = c
+        .request("GET", "/x", &[("Host", "both.test")], b"")
+        .expect("a response on the same connection");
+    assert_eq!(res.status, 200, "{}", res.body_str());
+    assert_eq!(res.header_all("connection"), ["keep-alive"]);
+    assert_eq!(s.ups[0].count(), 1);
+}
+
+/// An upstream's `Connection: upgrade` / `Upgrade` on a non-101 response
+/// are hop-by-hop and stripped (Kong's header filter; nginx never forwards
+/// them): the kept-`upgrade` rule of the Pingora patch only applies to
+/// responses the gateway builds itself.
+#[test]
+fn proxied_response_connection_upgrade_is_not_forwarded() {
+    let up =
+        Recorder::start_with_headers(&[("Connection", "keep-alive, Upgrade"), ("Upgrade", "h2c")]);
+    let gw = Gateway::start(&fill_ports(
+        r#"_format_version: "3.0"
+services:
+- name: s0
+  url: http://{UP0}
+  routes:
+  - hosts: [up.test]
+"#,
+        &[up.port],
+    ));
+    let mut c = Conn::open(gw.port);
+    let res = c
+        .request("GET", "/", &[("Host", "up.test")], b"")
+        .expect("a response");
+    assert_eq!(res.status, 200, "{}", res.body_str());
+    assert_eq!(res.header_all("connection"), ["keep-alive"]);
+    assert!(res.header("upgrade").is_none(), "{:?}", res.headers);
+    assert_eq!(up.count(), 1);
 }
 
 /// 06-ssl_spec it("returns 301 when route has https_redirect_status_code

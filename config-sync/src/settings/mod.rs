@@ -11,6 +11,7 @@ mod source;
 mod values;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ipnet::IpNet;
 use serde_json::{json, Map, Value};
@@ -62,6 +63,18 @@ const KEYS: &[(&str, Option<&str>)] = &[
     // Not in Kong's defaults (nginx's own defaults apply there).
     ("nginx_http_client_header_buffer_size", Some("1k")),
     ("nginx_http_large_client_header_buffers", Some("4 8k")),
+    // nginx's defaults; the `nginx_proxy_*` forms (Kong injects them into
+    // the proxy server block) win over the `nginx_http_*` ones.
+    ("nginx_http_client_header_timeout", Some("60s")),
+    ("nginx_proxy_client_header_timeout", None),
+    ("nginx_http_client_body_timeout", Some("60s")),
+    ("nginx_proxy_client_body_timeout", None),
+    // Kong's template sets `underscores_in_headers on`.
+    ("nginx_http_underscores_in_headers", Some("on")),
+    ("nginx_proxy_underscores_in_headers", None),
+    // nginx waits for in-flight requests without a bound; ours is 30 s
+    // (Kubernetes' default termination grace period).
+    ("nginx_main_worker_shutdown_timeout", Some("30s")),
     ("port_maps", None),
     ("cluster_control_plane", Some("127.0.0.1:8005")),
     ("cluster_server_name", None),
@@ -185,6 +198,16 @@ pub struct Settings {
     /// Bytes.
     pub nginx_http_client_header_buffer_size: u64,
     pub nginx_http_large_client_header_buffers: LargeHeaderBuffers,
+    /// nginx `client_header_timeout`: the whole request head must arrive within it.
+    pub client_header_timeout: Duration,
+    /// nginx `client_body_timeout`: the longest wait between two reads of a body.
+    pub client_body_timeout: Duration,
+    /// nginx `underscores_in_headers` (Kong: on). Off drops every request
+    /// header whose name holds `_`.
+    pub underscores_in_headers: bool,
+    /// nginx `worker_shutdown_timeout`: how long a graceful shutdown waits
+    /// for open connections to finish.
+    pub worker_shutdown_timeout: Duration,
     /// `(host_port, kong_port)` pairs.
     pub port_maps: Vec<(u16, u16)>,
     pub cluster_control_plane: HostPort,
@@ -413,6 +436,30 @@ impl Settings {
             values::parse_large_header_buffers,
         );
 
+        let timeout = |l: &mut Loader, key: &'static str, proxy: &'static str| {
+            let (raw, name) = l.raw_aliased(key, proxy);
+            l.parse_raw(&raw, |v| values::parse_nginx_time_setting(name, v))
+        };
+        let client_header_timeout = timeout(
+            &mut l,
+            "nginx_http_client_header_timeout",
+            "nginx_proxy_client_header_timeout",
+        );
+        let client_body_timeout = timeout(
+            &mut l,
+            "nginx_http_client_body_timeout",
+            "nginx_proxy_client_body_timeout",
+        );
+        let (raw, name) = l.raw_aliased(
+            "nginx_http_underscores_in_headers",
+            "nginx_proxy_underscores_in_headers",
+        );
+        let underscores_in_headers = l.parse_raw(&raw, |v| values::parse_bool(name, v));
+        let worker_shutdown_timeout = l.get(
+            "nginx_main_worker_shutdown_timeout",
+            values::parse_nginx_time_setting,
+        );
+
         let port_maps = l.get_multi("port_maps", |_, v| values::parse_port_maps(v));
 
         let cluster_control_plane = l.get("cluster_control_plane", values::parse_host_port);
@@ -512,6 +559,10 @@ impl Settings {
             nginx_http_client_max_body_size,
             nginx_http_client_header_buffer_size,
             nginx_http_large_client_header_buffers,
+            client_header_timeout,
+            client_body_timeout,
+            underscores_in_headers,
+            worker_shutdown_timeout,
             port_maps,
             cluster_control_plane,
             cluster_server_name,
@@ -647,6 +698,26 @@ impl Settings {
                 self.nginx_http_large_client_header_buffers.number,
                 self.nginx_http_large_client_header_buffers.size
             )),
+        );
+        put(
+            "nginx_http_client_header_timeout",
+            json!(format!("{}ms", self.client_header_timeout.as_millis())),
+        );
+        put(
+            "nginx_http_client_body_timeout",
+            json!(format!("{}ms", self.client_body_timeout.as_millis())),
+        );
+        put(
+            "nginx_http_underscores_in_headers",
+            json!(if self.underscores_in_headers {
+                "on"
+            } else {
+                "off"
+            }),
+        );
+        put(
+            "nginx_main_worker_shutdown_timeout",
+            json!(format!("{}ms", self.worker_shutdown_timeout.as_millis())),
         );
         put(
             "port_maps",

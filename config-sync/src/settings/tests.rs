@@ -437,3 +437,26 @@ fn redacted_hides_secrets() {
         "{text}"
     );
 }
+
+#[test]
+fn client_timeouts_and_underscores() {
+    use std::time::Duration;
+    let s = load_ok(None, &[]);
+    assert_eq!(s.client_header_timeout, Duration::from_secs(60));
+    assert_eq!(s.client_body_timeout, Duration::from_secs(60));
+    assert!(s.underscores_in_headers, "Kong's template has it on");
+    let s = load_ok(
+        Some("nginx_http_client_body_timeout = 5s"),
+        &[
+            ("KONG_NGINX_HTTP_CLIENT_HEADER_TIMEOUT", "2s"),
+            ("KONG_NGINX_PROXY_CLIENT_BODY_TIMEOUT", "1500ms"),
+            ("KONG_NGINX_PROXY_UNDERSCORES_IN_HEADERS", "off"),
+        ],
+    );
+    assert_eq!(s.client_header_timeout, Duration::from_secs(2));
+    // The proxy-block form wins, as nginx's server block over http.
+    assert_eq!(s.client_body_timeout, Duration::from_millis(1500));
+    assert!(!s.underscores_in_headers);
+    let err = load_err(None, &[("KONG_NGINX_HTTP_CLIENT_HEADER_TIMEOUT", "fast")]);
+    assert_eq!(err.errors[0].key, "KONG_NGINX_HTTP_CLIENT_HEADER_TIMEOUT");
+}

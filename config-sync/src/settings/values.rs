@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Serialize;
@@ -68,6 +69,84 @@ pub(crate) fn parse_size(name: &str, value: &str) -> Result<u64, String> {
     parse_nginx_size(value).ok_or_else(|| {
         format!("{name} is not a valid nginx size: '{value}' (e.g. 512, 8k, 10m, 1g)")
     })
+}
+
+/// nginx time syntax (`ngx_parse_time`): `60`, `60s`, `500ms`, `1m30s`,
+/// `1h`; units ms, s, m, h, d, w, M (30 d), y (365 d); a bare number is
+/// seconds. `None` when malformed.
+pub fn parse_nginx_time(value: &str) -> Option<Duration> {
+    let v = value.trim();
+    if v.is_empty() {
+        return None;
+    }
+    let b = v.as_bytes();
+    let mut total_ms: u64 = 0;
+    let mut i = 0;
+    while i < b.len() {
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if start == i {
+            return None;
+        }
+        let n: u64 = v[start..i].parse().ok()?;
+        let unit_ms: u64 = match &b[i..] {
+            [b'm', b's', ..] => {
+                i += 2;
+                1
+            }
+            [b's', ..] => {
+                i += 1;
+                1000
+            }
+            [b'm', ..] => {
+                i += 1;
+                60_000
+            }
+            [b'h', ..] => {
+                i += 1;
+                3_600_000
+            }
+            [b'd', ..] => {
+                i += 1;
+                86_400_000
+            }
+            [b'w', ..] => {
+                i += 1;
+                7 * 86_400_000
+            }
+            [b'M', ..] => {
+                i += 1;
+                30 * 86_400_000
+            }
+            [b'y', ..] => {
+                i += 1;
+                365 * 86_400_000
+            }
+            // A bare number only as the last (or only) part.
+            [] => 1000,
+            [b' ', ..] => 1000,
+            _ => return None,
+        };
+        total_ms = total_ms.checked_add(n.checked_mul(unit_ms)?)?;
+        while i < b.len() && b[i] == b' ' {
+            i += 1;
+        }
+    }
+    Some(Duration::from_millis(total_ms))
+}
+
+/// A timeout setting in nginx time syntax; zero is refused (nginx would
+/// time out at once).
+pub(crate) fn parse_nginx_time_setting(name: &str, value: &str) -> Result<Duration, String> {
+    match parse_nginx_time(value) {
+        Some(d) if !d.is_zero() => Ok(d),
+        Some(_) => Err(format!("{name} must be greater than 0, got '{value}'")),
+        None => Err(format!(
+            "{name} is not a valid nginx time: '{value}' (e.g. 60s, 500ms, 1m)"
+        )),
+    }
 }
 
 /// nginx `large_client_header_buffers number size`.
@@ -747,6 +826,26 @@ mod tests {
             Ok(ErrorDefaultType::ApplicationJson)
         );
         assert!(parse_error_default_type("e", "text/json").is_err());
+    }
+
+    #[test]
+    fn nginx_times() {
+        let ms = |v: &str| parse_nginx_time(v).map(|d| d.as_millis());
+        assert_eq!(ms("60"), Some(60_000));
+        assert_eq!(ms("60s"), Some(60_000));
+        assert_eq!(ms("500ms"), Some(500));
+        assert_eq!(ms("1m30s"), Some(90_000));
+        assert_eq!(ms("1h"), Some(3_600_000));
+        assert_eq!(ms("2d"), Some(172_800_000));
+        assert_eq!(ms(""), None);
+        assert_eq!(ms("s"), None);
+        assert_eq!(ms("10x"), None);
+        assert_eq!(ms("-1s"), None);
+        assert!(parse_nginx_time_setting("k", "0").is_err());
+        assert_eq!(
+            parse_nginx_time_setting("nginx_http_client_body_timeout", "soon"),
+            Err("nginx_http_client_body_timeout is not a valid nginx time: 'soon' (e.g. 60s, 500ms, 1m)".into())
+        );
     }
 
     #[test]

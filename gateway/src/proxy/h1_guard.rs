@@ -45,6 +45,9 @@ pub struct HeadInfo {
     pub has_host: bool,
     pub chunked: bool,
     pub content_length: Option<u64>,
+    /// Some header line must be dropped before the head goes on: a name
+    /// with `_` (see `underscores_in_headers`) or with a byte nginx ignores.
+    pub filter_fields: bool,
 }
 
 /// RFC 9110 `tchar`, as a table: checked for every byte of every field
@@ -107,8 +110,11 @@ pub fn check_request_head(raw: &[u8], limits: &HeadLimits) -> Result<HeadInfo, R
     }
     let mut info = check_request_line(request_line)?;
 
-    let mut te_seen = false;
-    for line in lines {
+    // Transfer-Encoding is judged once every line has been read, as nginx
+    // does: a malformed line anywhere (a fold, say) is a 400 before any 501.
+    let mut te_chunked: Option<bool> = None;
+    let mut lines = lines.peekable();
+    while let Some(line) = lines.next() {
         let line = line?;
         if line.is_empty() {
             break;
@@ -119,7 +125,10 @@ pub fn check_request_head(raw: &[u8], limits: &HeadLimits) -> Result<HeadInfo, R
                 reason: "header line too long",
             });
         }
-        if line[0] == b' ' || line[0] == b'\t' {
+        // A fold continues the previous line: refuse it before that line's
+        // value is read (`Transfer-Encoding:` + ` chunked` is a fold, not 501).
+        let folded = |l: &[u8]| matches!(l.first(), Some(b' ' | b'\t'));
+        if folded(line) || matches!(lines.peek(), Some(Ok(next)) if folded(next)) {
             return Err(bad("obsolete line folding"));
         }
         let colon = line
@@ -127,8 +136,18 @@ pub fn check_request_head(raw: &[u8], limits: &HeadLimits) -> Result<HeadInfo, R
             .position(|&b| b == b':')
             .ok_or(bad("header line without colon"))?;
         let name = &line[..colon];
-        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+        if name.is_empty() {
             return Err(bad("invalid header name"));
+        }
+        match name_class(name) {
+            NameClass::Plain => {}
+            NameClass::Refused => return Err(bad("invalid header name")),
+            // Dropped by the front (nginx `ignore_invalid_headers`, and
+            // `underscores_in_headers`); never read as anything here.
+            NameClass::Ignored | NameClass::Underscore => {
+                info.filter_fields = true;
+                continue;
+            }
         }
         let value = trim_ows(&line[colon + 1..]);
         if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
@@ -146,31 +165,136 @@ pub fn check_request_head(raw: &[u8], limits: &HeadLimits) -> Result<HeadInfo, R
             }
             info.content_length = Some(parse_content_length(value)?);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            if te_seen {
+            if te_chunked.is_some() {
                 return Err(bad("duplicate Transfer-Encoding header"));
             }
-            te_seen = true;
-            if !value.eq_ignore_ascii_case(b"chunked") {
-                return Err(Reject {
-                    status: 501,
-                    reason: "unknown Transfer-Encoding",
-                });
-            }
-            info.chunked = true;
-        }
-    }
-    if info.chunked {
-        if info.http10 {
-            return Err(bad("HTTP/1.0 request with Transfer-Encoding"));
-        }
-        if info.content_length.is_some() {
-            return Err(bad("Content-Length and Transfer-Encoding together"));
+            te_chunked = Some(value.eq_ignore_ascii_case(b"chunked"));
         }
     }
     if !info.http10 && !info.has_host {
         return Err(bad("HTTP/1.1 request without Host header"));
     }
+    // nginx's order (ngx_http_process_request_header): HTTP/1.0, then the
+    // coding, then the pairing with Content-Length.
+    match te_chunked {
+        None => {}
+        Some(_) if info.http10 => return Err(bad("HTTP/1.0 request with Transfer-Encoding")),
+        Some(false) => {
+            return Err(Reject {
+                status: 501,
+                reason: "unknown Transfer-Encoding",
+            })
+        }
+        Some(true) if info.content_length.is_some() => {
+            return Err(bad("Content-Length and Transfer-Encoding together"))
+        }
+        Some(true) => info.chunked = true,
+    }
     Ok(info)
+}
+
+/// How nginx (as Kong configures it) treats a header name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NameClass {
+    /// Letters, digits and `-` only.
+    Plain,
+    /// Holds `_` (and otherwise only valid bytes): valid with Kong's
+    /// `underscores_in_headers on`, ignored with it off.
+    Underscore,
+    /// Holds another byte outside `[A-Za-z0-9_-]`: nginx ignores the line
+    /// (`ignore_invalid_headers on`, its default).
+    Ignored,
+    /// A control byte, space or DEL: nginx refuses the request.
+    Refused,
+}
+
+/// Byte classes for [`name_class`]: 0 plain, 1 underscore, 2 ignored, 3 refused.
+static NAME_BYTE: [u8; 256] = {
+    let mut t = [2u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = if b.is_ascii_alphanumeric() || b == b'-' {
+            0
+        } else if b == b'_' {
+            1
+        } else if b <= 0x20 || b == 0x7f {
+            3
+        } else {
+            2
+        };
+        i += 1;
+    }
+    t
+};
+
+pub(crate) fn name_class(name: &[u8]) -> NameClass {
+    let mut worst = 0u8;
+    for &b in name {
+        worst = worst.max(NAME_BYTE[usize::from(b)]);
+    }
+    match worst {
+        0 => NameClass::Plain,
+        1 => NameClass::Underscore,
+        2 => NameClass::Ignored,
+        _ => NameClass::Refused,
+    }
+}
+
+/// Checks the start of a request head that has not ended yet, so bytes that
+/// can never become a request (a TLS ClientHello, binary junk) are refused at
+/// once instead of waiting for a line end, as nginx refuses them on the first
+/// bad byte of the request line.
+pub fn check_partial_request_line(buf: &[u8]) -> Result<(), Reject> {
+    // nginx skips empty lines first (the front has dropped whole ones).
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let line = &buf[start..];
+    let line = match line.iter().position(|&b| b == b'\n') {
+        // A complete request line is checked in full now.
+        Some(end) => {
+            let l = &line[..end];
+            let l = l.strip_suffix(b"\r").unwrap_or(l);
+            if l.contains(&b'\r') {
+                return Err(bad("bare CR in request line"));
+            }
+            return check_request_line(l).map(|_| ());
+        }
+        None => line,
+    };
+    let mut parts = line.splitn(3, |&b| b == b' ');
+    let method = parts.next().unwrap_or_default();
+    if !method
+        .iter()
+        .all(|&b| b.is_ascii_uppercase() || b == b'_' || b == b'-')
+    {
+        return Err(bad("invalid method"));
+    }
+    if let Some(target) = parts.next() {
+        if method.is_empty() {
+            return Err(bad("invalid method"));
+        }
+        if target.iter().any(|&b| b < 0x20 || b == 0x7f) {
+            return Err(bad("invalid request target"));
+        }
+    }
+    if let Some(version) = parts.next() {
+        // "HTTP/" then digits and one dot; a trailing CR may be waiting for its LF.
+        let version = version.strip_suffix(b"\r").unwrap_or(version);
+        let prefix = &b"HTTP/"[..version.len().min(5)];
+        if version.len() > 12
+            || !version.starts_with(prefix)
+            || !version
+                .iter()
+                .skip(5)
+                .all(|&b| b.is_ascii_digit() || b == b'.')
+        {
+            return Err(bad("invalid HTTP version"));
+        }
+    }
+    Ok(())
 }
 
 /// Splits on LF, dropping one CR before it; a CR anywhere else is refused.
@@ -224,6 +348,22 @@ fn check_request_line(line: &[u8]) -> Result<HeadInfo, Reject> {
     if !origin_form && !absolute_form {
         return Err(bad("invalid request target form"));
     }
+    // nginx refuses bad escapes and climbs above `/` before anything routes.
+    let path = if origin_form {
+        target
+    } else {
+        let rest = target
+            .windows(3)
+            .position(|w| w == b"://")
+            .map_or(&target[..0], |i| &target[i + 3..]);
+        let slash = rest.iter().position(|&b| b == b'/' || b == b'?');
+        slash.map_or(&rest[..0], |i| &rest[i..])
+    };
+    let path = path
+        .iter()
+        .position(|&b| b == b'?')
+        .map_or(path, |q| &path[..q]);
+    crate::router::check_request_path(path).map_err(|e| bad(e.reason()))?;
     let http10 = match version {
         b"HTTP/1.1" => false,
         b"HTTP/1.0" => true,
@@ -396,6 +536,82 @@ mod tests {
             "duplicate Host"
         );
         assert_eq!(status("GET / HTTP/1.1\r\nHost: a.test.\r\n\r\n"), 200);
+    }
+
+    #[test]
+    fn partial_request_lines() {
+        for ok in [
+            &b""[..],
+            b"G",
+            b"GET",
+            b"GET ",
+            b"GET /a",
+            b"GET /a HT",
+            b"GET /a HTTP/1.",
+            b"GET /a HTTP/1.1\r",
+            b"\r\nGET /",
+            b"GET / HTTP/1.1\r\nHost: x",
+        ] {
+            assert_eq!(check_partial_request_line(ok), Ok(()), "{ok:?}");
+        }
+        for bad in [
+            &[0x16u8, 0x03, 0x01][..],
+            b"get",
+            b"GET /\x01",
+            b"GET / XTTP",
+            b"GET / HTTP/1.1x",
+            b" GET",
+            b"SSH-2.0-OpenSSH_9.2\r\n",
+            b"GET /a\rb HTTP/1.1\r\n",
+        ] {
+            assert_eq!(
+                check_partial_request_line(bad).map_err(|r| r.status),
+                Err(400),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_fold_is_400_before_any_501() {
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n chunked\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nX: 1\r\n\tmore\r\n\r\n"
+            ),
+            400
+        );
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            400,
+            "missing Host comes first, as in nginx"
+        );
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            501
+        );
+    }
+
+    #[test]
+    fn ignored_and_underscore_names_are_flagged_not_read() {
+        let i = check(
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer_Encoding: chunked\r\nContent.Length: 5\r\n\r\n",
+        )
+        .unwrap();
+        assert!(i.filter_fields && !i.chunked && i.content_length.is_none());
+        let i = check("GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n\r\n").unwrap();
+        assert!(!i.filter_fields);
+        assert_eq!(name_class(b"X-A1"), NameClass::Plain);
+        assert_eq!(name_class(b"api_key"), NameClass::Underscore);
+        assert_eq!(name_class(b"X.A"), NameClass::Ignored);
+        assert_eq!(name_class(b"X(A"), NameClass::Ignored);
+        assert_eq!(name_class(b"caf\xe9"), NameClass::Ignored);
+        assert_eq!(name_class(b"X A"), NameClass::Refused);
+        assert_eq!(name_class(b"X\x7fA"), NameClass::Refused);
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: x\r\nX A: 1\r\n\r\n"), 400);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 pub mod ctx;
 pub mod forwarded;
+pub mod h1_chunked;
 pub mod h1_front;
 pub mod h1_guard;
 pub mod hdr;
@@ -81,10 +82,17 @@ pub struct ProxyOptions {
     pub head_limits: HeadLimits,
     /// `client_max_body_size` in bytes; 0 is unlimited (Kong's default).
     pub client_max_body_size: u64,
-    /// `port_maps`: listener port -> port the client used.
+    /// `port_maps`: `(host_port, kong_port)` pairs, the port the client used
+    /// for each listener port.
     pub port_maps: Vec<(u16, u16)>,
     /// `allow_debug_header`: honour the `Kong-Debug` request header.
     pub allow_debug_header: bool,
+    /// nginx `client_header_timeout`.
+    pub client_header_timeout: std::time::Duration,
+    /// nginx `client_body_timeout`: the longest wait between two body reads.
+    pub client_body_timeout: std::time::Duration,
+    /// nginx `underscores_in_headers` (Kong: on).
+    pub underscores_in_headers: bool,
 }
 
 impl Default for ProxyOptions {
@@ -97,6 +105,9 @@ impl Default for ProxyOptions {
             client_max_body_size: 0,
             port_maps: Vec::new(),
             allow_debug_header: false,
+            client_header_timeout: std::time::Duration::from_secs(60),
+            client_body_timeout: std::time::Duration::from_secs(60),
+            underscores_in_headers: true,
         }
     }
 }
@@ -109,6 +120,10 @@ pub struct KongProxy {
     pub access_log: Option<AccessLog>,
     /// Per-request Prometheus families (`prometheus` plugin).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Set from SIGTERM (or `kong quit`) on: every response then carries
+    /// `Connection: close`, so keep-alive clients leave between requests
+    /// rather than have a request cut off when the listener closes.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 const MSG_NO_ROUTE: &str = "no Route matched with those values";
@@ -121,12 +136,16 @@ fn millis(d: std::time::Duration) -> u64 {
 }
 
 impl KongProxy {
+    /// Kong's `ctx.host_port`: `HOST_PORTS[server_port] or server_port`,
+    /// where `port_maps` entries are `host_port:kong_port` and
+    /// `HOST_PORTS[kong_port] = host_port` (a later entry for the same Kong
+    /// port overwrites an earlier one, hence `rfind`).
     fn host_port(&self, listener_port: u16) -> u16 {
         self.options
             .port_maps
             .iter()
-            .find(|(from, _)| *from == listener_port)
-            .map(|(_, to)| *to)
+            .rfind(|(_, kong_port)| *kong_port == listener_port)
+            .map(|(host_port, _)| *host_port)
             .unwrap_or(listener_port)
     }
 
@@ -140,6 +159,7 @@ impl KongProxy {
         extra: &[(&str, String)],
     ) -> Result<()> {
         ctx.kong_status = Some(status);
+        self.close_if_draining(session);
         let mut resp = ResponseHeader::build(status, Some(8))?;
         let head = session.req_header().method == http::Method::HEAD;
         let len = body.as_ref().map(|(_, b)| b.len()).unwrap_or(0);
@@ -327,16 +347,10 @@ impl KongProxy {
         }
     }
 
-    /// Refuses a request whose head nginx would refuse; the connection closes.
-    fn guard(&self, session: &Session) -> Option<u16> {
-        let h1 = session.as_downstream().as_http1()?;
-        let raw = h1.get_headers_raw_bytes();
-        match h1_guard::check_request_head(&raw, &self.options.head_limits) {
-            Ok(_) => None,
-            Err(r) => {
-                log::info!("refused request: {}", r.reason);
-                Some(r.status)
-            }
+    /// During the drain, the response in hand is the connection's last.
+    fn close_if_draining(&self, session: &mut Session) {
+        if self.draining.load(Ordering::Relaxed) {
+            session.set_keepalive(None);
         }
     }
 }
@@ -450,14 +464,11 @@ impl ProxyHttp for KongProxy {
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         ctx.counted_in_flight = true;
 
-        // The HTTP/1 front (`h1_front`) checks heads before Pingora parses
-        // them; this second look at what Pingora parsed stays as defence in
-        // depth (a CL+TE request once reached the upstream without it).
-        if let Some(status) = self.guard(session) {
-            session.set_keepalive(None);
-            self.nginx_error(session, ctx, status).await?;
-            return Ok(true);
-        }
+        // The raw head was checked against nginx's rules by the HTTP/1 front
+        // (`h1_front`) before Pingora parsed it, and the front frames the
+        // body, so Pingora has seen nothing unchecked. client_body_timeout
+        // is Pingora's read timeout for the body (per read, as nginx's).
+        session.set_read_timeout(Some(self.options.client_body_timeout));
         let req = session.req_header();
         if req.method == http::Method::TRACE {
             session.set_keepalive(None);
@@ -898,6 +909,7 @@ impl ProxyHttp for KongProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.proxied = true;
+        self.close_if_draining(_session);
         let h = self.options.headers;
         if resp.status != http::StatusCode::SWITCHING_PROTOCOLS {
             for n in connection_listed(&resp.headers) {
@@ -959,6 +971,31 @@ impl ProxyHttp for KongProxy {
         Self::CTX: Send + Sync,
     {
         let already_sent = session.response_written().is_some();
+        // The front refused the body while it was being read (bad chunked
+        // framing, too large): nginx's 400 or 413.
+        let client_fault = h1_front::request_body_refusal(e).or_else(|| {
+            (*e.esource() == ErrorSource::Downstream && *e.etype() == ErrorType::ReadTimedout)
+                .then_some(h1_guard::Reject {
+                    status: 408,
+                    reason: "client timed out sending the request body",
+                })
+        });
+        if let Some(r) = client_fault {
+            log::info!("refused request body: {}", r.reason);
+            // Kong reads a body before it tries the upstream (request
+            // buffering), so it answers these as never proxied.
+            ctx.tries = 0;
+            if !already_sent {
+                session.set_keepalive(None);
+                if let Err(err) = self.nginx_error(session, ctx, r.status).await {
+                    log::debug!("failed to send error response: {err}");
+                }
+            }
+            return FailToProxy {
+                error_code: r.status,
+                can_reuse_downstream: false,
+            };
+        }
         let code = if let Some(le) = ctx.local_error.take() {
             if !already_sent {
                 if let Err(err) = self
@@ -976,7 +1013,6 @@ impl ProxyHttp for KongProxy {
                 | (ErrorSource::Upstream, ErrorType::ReadTimedout)
                 | (ErrorSource::Upstream, ErrorType::WriteTimedout) => 504,
                 (ErrorSource::Upstream, _) => 502,
-                (ErrorSource::Downstream, ErrorType::ReadTimedout) => 408,
                 (
                     ErrorSource::Downstream,
                     ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,

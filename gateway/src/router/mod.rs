@@ -19,7 +19,7 @@ mod tests;
 use std::sync::Arc;
 
 pub use matcher::path_regex_pattern;
-pub use uri::{escape_uri, normalize_path, upstream_uri_v0};
+pub use uri::{check_request_path, escape_uri, normalize_path, upstream_uri_v0, PathError};
 
 use index::Index;
 use matcher::{Matcher, Req};

@@ -794,6 +794,78 @@ fn matches_a_wildcard_host_and_port_even_if_a_wildcard_host_matched() {
     assert_eq!(hit(&rt, get("/", "route.org").port(80)), Some(0x8103));
 }
 
+/// Leftmost and rightmost wildcards with a port (`transform.lua`:
+/// `(http.host =^ ".x" && net.dst.port == N)` / `^= "x."`): the port comes
+/// from Host, else from the listener (`ctx.host_port`).
+#[test]
+fn wildcard_hosts_with_port_match_explicit_and_listener_port() {
+    let rt = router(&[
+        r(0x8101).hosts(&["*.example.com:8123"]),
+        r(0x8102).hosts(&["example.*:80"]),
+    ]);
+    assert_eq!(hit(&rt, get("/", "a.example.com:8123")), Some(0x8101));
+    assert_eq!(hit(&rt, get("/", "a.b.example.com:8123")), Some(0x8101));
+    assert_eq!(hit(&rt, get("/", "a.example.com").port(8123)), Some(0x8101));
+    assert_eq!(hit(&rt, get("/", "a.example.com:80")), None);
+    assert_eq!(hit(&rt, get("/", "a.example.com").port(8000)), None);
+    // `*.x` needs a label before `.x`.
+    assert_eq!(hit(&rt, get("/", "example.com:8123")), None);
+
+    assert_eq!(hit(&rt, get("/", "example.org:80")), Some(0x8102));
+    assert_eq!(hit(&rt, get("/", "example.co.uk").port(80)), Some(0x8102));
+    assert_eq!(hit(&rt, get("/", "example.org:8080")), None);
+    assert_eq!(hit(&rt, get("/", "example.org").port(8000)), None);
+    // A port in Host wins over the listener port.
+    assert_eq!(hit(&rt, get("/", "example.org:8000").port(80)), None);
+    // No Host: host predicates never hold.
+    assert_eq!(hit(&rt, q("GET", "/", None).port(80)), None);
+}
+
+/// One route mixing port-specific wildcards with other hosts: each host is
+/// its own `||` alternative (and its own index bucket).
+#[test]
+fn wildcard_host_with_port_among_other_hosts_of_a_route() {
+    let rt = router(&[
+        r(0x8101).hosts(&["*.a.test:81", "b.*:82", "c.test", "*.d.test"]),
+        r(0x8102).hosts(&["z.test"]),
+    ]);
+    assert_eq!(hit(&rt, get("/", "x.a.test:81")), Some(0x8101));
+    assert_eq!(hit(&rt, get("/", "x.a.test:82")), None);
+    assert_eq!(hit(&rt, get("/", "b.org:82")), Some(0x8101));
+    assert_eq!(hit(&rt, get("/", "b.org").port(81)), None);
+    assert_eq!(hit(&rt, get("/", "c.test:9")), Some(0x8101));
+    assert_eq!(hit(&rt, get("/", "x.d.test:9")), Some(0x8101));
+    assert_eq!(hit(&rt, get("/", "z.test")), Some(0x8102));
+}
+
+/// Compat gives a host's port no priority (`transform.get_priority` only
+/// counts `hosts` once and checks for `*`): a port-specific wildcard and a
+/// port-less one tie and the larger route id wins. Kong's unit specs
+/// ("matches port-specific routes", "prefers port-specific even for http
+/// default port") hold in compat only because their port-specific route
+/// has the larger id; the `submatch_weight` preference is traditional-only.
+#[test]
+fn port_specific_wildcard_host_has_no_extra_priority_in_compat() {
+    let rt = router(&[
+        r(0x8102).hosts(&["route.*:80"]),
+        r(0x8103).hosts(&["route.*"]),
+    ]);
+    assert_eq!(hit(&rt, get("/", "route.org:80")), Some(0x8103));
+    assert_eq!(hit(&rt, get("/", "route.org").port(80)), Some(0x8103));
+    let rt = router(&[
+        r(0x8103).hosts(&["route.*:80"]),
+        r(0x8102).hosts(&["route.*"]),
+    ]);
+    assert_eq!(hit(&rt, get("/", "route.org:80")), Some(0x8103));
+    assert_eq!(hit(&rt, get("/", "route.org:81")), Some(0x8102));
+    // Plain hosts still beat wildcard ones, port or not (PLAIN_HOST_ONLY).
+    let rt = router(&[
+        r(0x8101).hosts(&["route.org"]),
+        r(0x8103).hosts(&["route.*:80"]),
+    ]);
+    assert_eq!(hit(&rt, get("/", "route.org:80")), Some(0x8101));
+}
+
 #[test]
 fn matches_wildcard_plain_uri_method() {
     let mut v = wildcard_use_case();

@@ -140,6 +140,88 @@ fn remove_dot_segments(input: &str) -> String {
     out.concat()
 }
 
+/// Why nginx refuses a request path (its `ngx_http_parse_complex_uri`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    /// `%` not followed by two hex digits.
+    BadEscape,
+    /// `%00`.
+    Nul,
+    /// A `..` segment above the root, after decoding (`/../x`, `/a/%2e%2e/..`).
+    AboveRoot,
+}
+
+impl PathError {
+    pub fn reason(self) -> &'static str {
+        match self {
+            PathError::BadEscape => "invalid percent-encoding in request path",
+            PathError::Nul => "encoded NUL in request path",
+            PathError::AboveRoot => "request path climbs above the root",
+        }
+    }
+}
+
+/// nginx's checks of a request path (the part before `?`), made before any
+/// routing: every `%XX` must be valid and not `%00`, and dot segments must
+/// not climb above `/`. As in nginx, escapes are decoded once and a decoded
+/// `/` or `.` counts as one (`%2e%2e%2f` is `../`), while a decoded `%`, `#`
+/// or `?` is a plain character. Empty segments are merged (`merge_slashes`).
+pub fn check_request_path(path: &[u8]) -> Result<(), PathError> {
+    // Fast path: without `%` or `.` there is nothing to decode or climb.
+    if !path.iter().any(|&b| b == b'%' || b == b'.') {
+        return Ok(());
+    }
+    let mut depth: usize = 0;
+    // The current segment, as far as it decides anything: `Some(n)` while it
+    // is made of n <= 2 dots only, `None` once it holds anything else.
+    let mut dots: Option<u8> = Some(0);
+    let mut i = 0;
+    loop {
+        let at_end = i >= path.len();
+        // `None` marks a separator: a raw or decoded '/', or the end.
+        let byte = match path.get(i) {
+            None => None,
+            Some(b'%') => {
+                let h = path.get(i + 1).copied().and_then(hex_val);
+                let l = path.get(i + 2).copied().and_then(hex_val);
+                let (Some(h), Some(l)) = (h, l) else {
+                    return Err(PathError::BadEscape);
+                };
+                i += 3;
+                match h * 16 + l {
+                    0 => return Err(PathError::Nul),
+                    b'/' => None,
+                    v => Some(v),
+                }
+            }
+            Some(b'/') => {
+                i += 1;
+                None
+            }
+            Some(&b) => {
+                i += 1;
+                Some(b)
+            }
+        };
+        match byte {
+            Some(b'.') => dots = dots.and_then(|n| (n < 2).then_some(n + 1)),
+            Some(_) => dots = None,
+            None => {
+                match dots {
+                    Some(0 | 1) => {}
+                    Some(_) => depth = depth.checked_sub(1).ok_or(PathError::AboveRoot)?,
+                    None => depth += 1,
+                }
+                dots = Some(0);
+                if at_end {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn is_unescaped(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
@@ -260,4 +342,202 @@ pub fn upstream_uri_v0(
         return base.to_owned();
     }
     format!("{base}{req_path}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A literal port of nginx 1.27's `ngx_http_parse_complex_uri` (path
+    /// part only, merge_slashes on, not Windows), as the reference.
+    fn nginx_complex_uri(path: &[u8]) -> Result<Vec<u8>, ()> {
+        #[derive(Clone, Copy, PartialEq)]
+        enum S {
+            Usual,
+            Slash,
+            Dot,
+            DotDot,
+            Quoted,
+            QuotedSecond,
+        }
+        let mut u: Vec<u8> = Vec::new();
+        let mut state = S::Usual;
+        let mut quoted_state = S::Usual;
+        let mut decoded = 0u8;
+        // nginx reads one byte past the URI (the line end); '\n' stands in.
+        let mut input = path.to_vec();
+        input.push(b'\n');
+        let mut p = 0;
+        let mut ch = input[p];
+        p += 1;
+        let usual = |c: u8| c != b'/' && c != b'.' && c != b'%' && c != b'?' && c != b'#';
+        let back = |u: &mut Vec<u8>| -> Result<(), ()> {
+            // u -= 4, then back to just after the previous '/'.
+            let mut k = u.len() as isize - 4;
+            loop {
+                if k < 0 {
+                    return Err(());
+                }
+                if u[k as usize] == b'/' {
+                    u.truncate(k as usize + 1);
+                    return Ok(());
+                }
+                k -= 1;
+            }
+        };
+        while p <= path.len() {
+            match state {
+                S::Usual => {
+                    if ch == b'/' {
+                        state = S::Slash;
+                        u.push(ch);
+                    } else if ch == b'%' {
+                        quoted_state = state;
+                        state = S::Quoted;
+                    } else {
+                        u.push(ch);
+                    }
+                    ch = input[p];
+                    p += 1;
+                }
+                S::Slash => {
+                    if usual(ch) {
+                        state = S::Usual;
+                        u.push(ch);
+                    } else if ch == b'/' {
+                    } else if ch == b'.' {
+                        state = S::Dot;
+                        u.push(ch);
+                    } else if ch == b'%' {
+                        quoted_state = state;
+                        state = S::Quoted;
+                    } else {
+                        state = S::Usual;
+                        u.push(ch);
+                    }
+                    ch = input[p];
+                    p += 1;
+                }
+                S::Dot => {
+                    if ch == b'/' {
+                        state = S::Slash;
+                        u.pop();
+                    } else if ch == b'.' {
+                        state = S::DotDot;
+                        u.push(ch);
+                    } else if ch == b'%' {
+                        quoted_state = state;
+                        state = S::Quoted;
+                    } else {
+                        state = S::Usual;
+                        u.push(ch);
+                    }
+                    ch = input[p];
+                    p += 1;
+                }
+                S::DotDot => {
+                    if ch == b'/' {
+                        back(&mut u)?;
+                        state = S::Slash;
+                    } else if ch == b'%' {
+                        quoted_state = state;
+                        state = S::Quoted;
+                    } else {
+                        state = S::Usual;
+                        u.push(ch);
+                    }
+                    ch = input[p];
+                    p += 1;
+                }
+                S::Quoted => {
+                    decoded = hex_val(ch).ok_or(())?;
+                    state = S::QuotedSecond;
+                    ch = input[p];
+                    p += 1;
+                }
+                S::QuotedSecond => {
+                    let l = hex_val(ch).ok_or(())?;
+                    ch = (decoded << 4) + l;
+                    if ch == b'%' || ch == b'#' || ch == b'?' {
+                        state = S::Usual;
+                        u.push(ch);
+                        ch = input[p];
+                        p += 1;
+                    } else if ch == 0 {
+                        return Err(());
+                    } else {
+                        state = quoted_state;
+                    }
+                }
+            }
+        }
+        match state {
+            S::Quoted | S::QuotedSecond => return Err(()),
+            S::Dot => {
+                u.pop();
+            }
+            S::DotDot => back(&mut u)?,
+            _ => {}
+        }
+        Ok(u)
+    }
+
+    #[test]
+    fn nginx_path_rules() {
+        for ok in [
+            "/",
+            "/a/b",
+            "/a/../b",
+            "/a/..",
+            "/a/b/../../",
+            "/./a",
+            "/...",
+            "/..a/b",
+            "/a..",
+            "/%41",
+            "/a%2fb",
+            "/a/%2e%2e",
+            "/%25",
+            "/%3F..",
+            "//a//../",
+            "",
+        ] {
+            assert_eq!(check_request_path(ok.as_bytes()), Ok(()), "{ok}");
+        }
+        for (bad, e) in [
+            ("/..", PathError::AboveRoot),
+            ("/../etc/passwd", PathError::AboveRoot),
+            ("/a/../../x", PathError::AboveRoot),
+            ("/%2e%2e/x", PathError::AboveRoot),
+            ("/%2E%2E/x", PathError::AboveRoot),
+            ("/.%2E/x", PathError::AboveRoot),
+            ("/a%2f..%2f..%2fx", PathError::AboveRoot),
+            ("//../x", PathError::AboveRoot),
+            ("/a/./../..", PathError::AboveRoot),
+            ("/a%zz", PathError::BadEscape),
+            ("/a%2", PathError::BadEscape),
+            ("/a%", PathError::BadEscape),
+            ("/a%00b", PathError::Nul),
+        ] {
+            assert_eq!(check_request_path(bad.as_bytes()), Err(e), "{bad}");
+        }
+    }
+
+    proptest! {
+        /// Accepts exactly what nginx's own parser accepts.
+        #[test]
+        fn agrees_with_nginx(parts in proptest::collection::vec(
+            proptest::sample::select(vec![
+                "/", ".", "..", "a", "%2e", "%2E", "%2f", "%2F", "%25", "%00",
+                "%zz", "%", "%3f", "%23", "b/", "/.", "/..", "%2e%2e", "~",
+            ]),
+            0..12,
+        )) {
+            let path = format!("/{}", parts.concat());
+            let ours = check_request_path(path.as_bytes()).is_ok();
+            let nginx = nginx_complex_uri(path.as_bytes()).is_ok();
+            prop_assert_eq!(ours, nginx, "{}", path);
+        }
+    }
 }

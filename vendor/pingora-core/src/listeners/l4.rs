@@ -419,6 +419,12 @@ impl ListenerEndpoint {
         self.listen_addr.as_ref()
     }
 
+    /// Patched (see vendor/README.md): see `Listener::stop_new_handshakes`.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub fn stop_new_handshakes(&self) -> std::io::Result<()> {
+        self.listener.stop_new_handshakes()
+    }
+
     /// Return the local address this endpoint is bound to.
     ///
     /// Useful when the listener was bound to port 0 (OS-assigned) to

@@ -290,6 +290,12 @@ impl TransportStack {
         self.l4.as_str()
     }
 
+    /// Patched (see vendor/README.md): see `Listener::stop_new_handshakes`.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub fn stop_new_handshakes(&self) -> std::io::Result<()> {
+        self.l4.stop_new_handshakes()
+    }
+
     pub async fn accept(&self) -> Result<UninitializedStream> {
         let stream = self.l4.accept().await?;
         Ok(UninitializedStream {

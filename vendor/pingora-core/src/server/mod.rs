@@ -145,6 +145,13 @@ pub enum ShutdownSignal {
 pub trait ShutdownSignalWatch {
     /// Returns the desired shutdown type once one has been requested.
     async fn recv(&self) -> ShutdownSignal;
+
+    /// Patched (see vendor/README.md): polled during the graceful shutdown's
+    /// grace period; `true` (nothing left in flight) ends it early, so the
+    /// period can be an upper bound for in-flight work instead of a sleep.
+    fn grace_done(&self) -> bool {
+        false
+    }
 }
 
 /// A Unix shutdown watcher that awaits for Unix signals.
@@ -237,7 +244,7 @@ impl Server {
     }
 
     #[cfg(unix)]
-    async fn main_loop(&self, run_args: RunArgs) -> ShutdownType {
+    async fn main_loop(&self, run_args: &RunArgs) -> ShutdownType {
         // waiting for exit signal
 
         self.execution_phase_watch
@@ -325,7 +332,7 @@ impl Server {
     }
 
     #[cfg(windows)]
-    async fn main_loop(&self, _run_args: RunArgs) -> ShutdownType {
+    async fn main_loop(&self, _run_args: &RunArgs) -> ShutdownType {
         // waiting for exit signal
 
         self.execution_phase_watch
@@ -787,11 +794,11 @@ impl Server {
         #[cfg(unix)]
         let shutdown_type = server_runtime
             .get_handle()
-            .block_on(self.main_loop(run_args));
+            .block_on(self.main_loop(&run_args));
         #[cfg(windows)]
         let shutdown_type = server_runtime
             .get_handle()
-            .block_on(self.main_loop(run_args));
+            .block_on(self.main_loop(&run_args));
 
         self.execution_phase_watch
             .send(ExecutionPhase::ShutdownStarted)
@@ -808,7 +815,20 @@ impl Server {
                 .grace_period_seconds
                 .unwrap_or(EXIT_TIMEOUT);
             info!("Graceful shutdown: grace period {}s starts", exit_timeout);
-            thread::sleep(Duration::from_secs(exit_timeout));
+            // Patched (see vendor/README.md): end early once the app reports
+            // that nothing is left in flight.
+            let deadline = Instant::now() + Duration::from_secs(exit_timeout);
+            loop {
+                #[cfg(unix)]
+                if run_args.shutdown_signal.grace_done() {
+                    break;
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                thread::sleep(left.min(Duration::from_millis(10)));
+            }
             info!("Graceful shutdown: grace period ends");
         }
 

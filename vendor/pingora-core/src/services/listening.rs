@@ -24,6 +24,7 @@ use crate::listeners::tls::TlsSettings;
 use crate::listeners::AcceptAllFilter;
 use crate::listeners::{
     ConnectionFilter, ListenerConfig, Listeners, ServerAddress, TcpSocketOptions, TransportStack,
+    UninitializedStream,
 };
 use crate::protocols::Stream;
 #[cfg(unix)]
@@ -199,6 +200,35 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
         }
     }
 
+    // Patched (see vendor/README.md): the accepted-connection task, moved
+    // out of the accept loop so the shutdown drain can use it too.
+    fn spawn_connection(io: UninitializedStream, app: Arc<A>, shutdown: ShutdownWatch) {
+        current_handle().spawn(async move {
+            let peer_addr = io.peer_addr();
+            // Patched (see vendor/README.md): the handshake future holds
+            // the TLS state machine; boxed, it is freed once the handshake
+            // is done instead of staying in every connection's task.
+            match timeout(Duration::from_secs(60), Box::pin(io.handshake())).await {
+                Ok(handshake) => {
+                    match handshake {
+                        Ok(io) => Self::handle_event(io, app, shutdown).await,
+                        Err(e) => {
+                            // TODO: Maybe IOApp trait needs a fn to handle/filter out this error
+                            if let Some(addr) = peer_addr {
+                                error!("Downstream handshake error from {}: {e}", addr);
+                            } else {
+                                error!("Downstream handshake error: {e}");
+                            }
+                        }
+                    }
+                }
+                Err(_) => {
+                    error!("Downstream handshake timeout");
+                }
+            }
+        });
+    }
+
     async fn run_endpoint(
         app_logic: Arc<A>,
         mut stack: TransportStack,
@@ -216,6 +246,29 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                                 continue;
                             }
                             info!("Shutting down {}", stack.as_str());
+                            // Patched (see vendor/README.md): closing a listener
+                            // resets the connections in its accept queue,
+                            // requests and all. So new handshakes are stopped
+                            // first, then what the kernel already queued is
+                            // accepted and served (until 10 ms pass with
+                            // nothing, 500 ms at most; tokio's timer, as
+                            // Pingora's coarse one can expire a short wait at
+                            // once), and only then is the listener closed.
+                            #[cfg(any(target_os = "linux", target_os = "android"))]
+                            if let Err(e) = stack.stop_new_handshakes() {
+                                error!("cannot stop new handshakes on {}: {e}", stack.as_str());
+                            }
+                            let until = tokio::time::Instant::now() + Duration::from_millis(500);
+                            while tokio::time::Instant::now() < until {
+                                let quiet = Duration::from_millis(10);
+                                match tokio::time::timeout(quiet, stack.accept()).await {
+                                    Ok(Ok(io)) => {
+                                        debug!("accepted a queued connection at shutdown");
+                                        Self::spawn_connection(io, app_logic.clone(), shutdown.clone())
+                                    }
+                                    _ => break,
+                                }
+                            }
                             break;
                         }
                         Err(e) => {
@@ -226,34 +279,7 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                 }
             };
             match new_io {
-                Ok(io) => {
-                    let app = app_logic.clone();
-                    let shutdown = shutdown.clone();
-                    current_handle().spawn(async move {
-                        let peer_addr = io.peer_addr();
-                        // Patched (see vendor/README.md): the handshake future holds
-                        // the TLS state machine; boxed, it is freed once the handshake
-                        // is done instead of staying in every connection's task.
-                        match timeout(Duration::from_secs(60), Box::pin(io.handshake())).await {
-                            Ok(handshake) => {
-                                match handshake {
-                                    Ok(io) => Self::handle_event(io, app, shutdown).await,
-                                    Err(e) => {
-                                        // TODO: Maybe IOApp trait needs a fn to handle/filter out this error
-                                        if let Some(addr) = peer_addr {
-                                            error!("Downstream handshake error from {}: {e}", addr);
-                                        } else {
-                                            error!("Downstream handshake error: {e}");
-                                        }
-                                    }
-                                }
-                            }
-                            Err(_) => {
-                                error!("Downstream handshake timeout");
-                            }
-                        }
-                    });
-                }
+                Ok(io) => Self::spawn_connection(io, app_logic.clone(), shutdown.clone()),
                 Err(e) => {
                     error!("Accept() failed {e}");
                     if let Some(io_error) = e

@@ -67,6 +67,32 @@ impl AsRawSocket for Listener {
 }
 
 impl Listener {
+    /// Patched (see vendor/README.md): makes a TCP listener drop new
+    /// handshakes (a socket filter dropping segments with SYN set and ACK
+    /// clear) while handshakes under way complete and queued connections can
+    /// still be accepted. A client whose SYN is dropped retries it and then
+    /// finds the port closed: its connect fails, instead of a connection
+    /// that the kernel accepted, that sent its request and was then reset
+    /// when the listener closed.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub fn stop_new_handshakes(&self) -> std::io::Result<()> {
+        use socket2::SockFilter;
+        // Classic BPF over the TCP header (a listener's filter sees the
+        // segment from its TCP header on): byte 13 holds the flags.
+        const DROP_SYN: [SockFilter; 5] = [
+            SockFilter::new(0x30, 0, 0, 13),         // ldb [13]
+            SockFilter::new(0x54, 0, 0, 0x12),       // and #(SYN|ACK)
+            SockFilter::new(0x15, 0, 1, 0x02),       // jeq #SYN, drop, keep
+            SockFilter::new(0x06, 0, 0, 0),          // drop: ret #0
+            SockFilter::new(0x06, 0, 0, 0xffff_ffff), // keep: ret #-1
+        ];
+        match self {
+            Self::Tcp(l) => socket2::SockRef::from(l).attach_filter(&DROP_SYN),
+            #[cfg(unix)]
+            Self::Unix(_) => Ok(()),
+        }
+    }
+
     /// Return the local address this listener is bound to.
     ///
     /// For TCP listeners this is the resolved address (including the

@@ -854,7 +854,19 @@ impl HttpSession {
             } else {
                 "close"
             };
-            header.insert_header(header::CONNECTION, connection_value)?;
+            // Patched (see vendor/README.md): a response that lists `upgrade`
+            // in its own Connection header (Kong's 426 "Please use HTTPS
+            // protocol") keeps it; ours goes first, as nginx writes it.
+            let conn = header.headers.get_all(header::CONNECTION);
+            if conn.iter().any(lists_upgrade_token) {
+                let own: Vec<HeaderValue> = conn.iter().cloned().collect();
+                header.insert_header(header::CONNECTION, connection_value)?;
+                for v in own {
+                    header.append_header(header::CONNECTION, v)?;
+                }
+            } else {
+                header.insert_header(header::CONNECTION, connection_value)?;
+            }
         }
 
         if header.status == 101 {
@@ -1822,6 +1834,15 @@ fn parse_req_buffer<'buf>(
     }
 }
 
+// Patched (see vendor/README.md): whether a Connection value lists the
+// `upgrade` token (comma-separated, case-insensitive).
+fn lists_upgrade_token(value: &HeaderValue) -> bool {
+    value
+        .as_bytes()
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+}
+
 #[inline]
 fn http_resp_header_to_buf(
     resp: &ResponseHeader,
@@ -2646,6 +2667,62 @@ mod tests_stream {
             .write_response_header_ref(&new_response)
             .await
             .unwrap();
+    }
+
+    // Patched (see vendor/README.md): a Connection header listing `upgrade`
+    // is kept next to ours; any other Connection header is replaced.
+    #[tokio::test]
+    async fn keeps_connection_upgrade_of_a_response() {
+        let cases: [(&[u8], &[&str], &[&str]); 5] = [
+            (
+                b"GET / HTTP/1.1\r\n\r\n",
+                &["Upgrade"],
+                &["keep-alive", "Upgrade"],
+            ),
+            (
+                b"GET / HTTP/1.1\r\n\r\n",
+                &["foo, UPGRADE"],
+                &["keep-alive", "foo, UPGRADE"],
+            ),
+            (
+                b"GET / HTTP/1.0\r\n\r\n",
+                &["Upgrade"],
+                &["close", "Upgrade"],
+            ),
+            (b"GET / HTTP/1.1\r\n\r\n", &["close"], &["keep-alive"]),
+            (
+                b"GET / HTTP/1.1\r\n\r\n",
+                &["upgrades", "x"],
+                &["keep-alive"],
+            ),
+        ];
+        for (read_wire, given, expected) in cases {
+            let mock_io = Builder::new().read(read_wire).build();
+            let mut http_stream = HttpSession::new(Box::new(mock_io));
+            http_stream.read_request().await.unwrap();
+            let mut resp = ResponseHeader::build(426, None).unwrap();
+            for v in given {
+                resp.append_header("Connection", *v).unwrap();
+            }
+            resp.append_header("Content-Length", "0").unwrap();
+            let (wire, _) = http_stream
+                .prepare_response_header(&mut resp)
+                .unwrap()
+                .unwrap();
+            let got: Vec<&str> = resp
+                .headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            assert_eq!(got, expected, "{given:?}");
+            let wire = std::str::from_utf8(&wire).unwrap();
+            let lines: String = expected
+                .iter()
+                .map(|v| format!("Connection: {v}\r\n"))
+                .collect();
+            assert!(wire.contains(&lines), "{wire}");
+        }
     }
 
     #[tokio::test]
