@@ -38,10 +38,9 @@ fn hex_val(b: u8) -> Option<u8> {
     }
 }
 
-/// One pass of Kong's `%XX` handling. `decode_high` controls whether bytes
-/// from 0x80 up are decoded; they are kept escaped when decoding them would
-/// not be valid UTF-8 (our paths are `str`, Kong's router rejects such paths).
-fn percent_pass(uri: &str, decode_high: bool) -> Vec<u8> {
+/// One pass of Kong's `%XX` handling: every escape is decoded except those
+/// of reserved characters, whose hex is upper-cased.
+fn percent_pass(uri: &str) -> Vec<u8> {
     let b = uri.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -49,7 +48,7 @@ fn percent_pass(uri: &str, decode_high: bool) -> Vec<u8> {
         if b[i] == b'%' && i + 2 < b.len() {
             if let (Some(h), Some(l)) = (hex_val(b[i + 1]), hex_val(b[i + 2])) {
                 let v = h * 16 + l;
-                if is_reserved(v) || (v >= 0x80 && !decode_high) {
+                if is_reserved(v) {
                     out.push(b'%');
                     out.push(b[i + 1].to_ascii_uppercase());
                     out.push(b[i + 2].to_ascii_uppercase());
@@ -66,27 +65,48 @@ fn percent_pass(uri: &str, decode_high: bool) -> Vec<u8> {
     out
 }
 
+/// Decoded bytes as a path: bytes that do not form valid UTF-8 (Kong's
+/// router would take them as they are; ours works on `str`) are escaped
+/// again, upper-case, and only those: the rest stays decoded, so a second
+/// normalisation changes nothing.
+fn utf8_or_escaped(mut bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(bytes.len());
+    loop {
+        match std::str::from_utf8(bytes) {
+            Ok(valid) => {
+                out.push_str(valid);
+                return out;
+            }
+            Err(e) => {
+                let (valid, rest) = bytes.split_at(e.valid_up_to());
+                // `valid` is valid UTF-8 by `valid_up_to`'s contract.
+                out.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                let bad = e.error_len().unwrap_or(rest.len()).max(1);
+                for &x in &rest[..bad] {
+                    out.push('%');
+                    out.push(char::from(HEX[usize::from(x >> 4)]));
+                    out.push(char::from(HEX[usize::from(x & 0xF)]));
+                }
+                bytes = &rest[bad..];
+            }
+        }
+    }
+}
+
 /// Kong's `normalize(uri, true)`: percent-decodes everything except reserved
 /// characters (whose escapes get upper-case hex), removes dot segments and
 /// merges `//`.
 ///
-/// Deviation: an escape of a byte >= 0x80 that would produce invalid UTF-8 is
-/// kept escaped (upper-cased) instead of decoded, for the whole path.
+/// Deviation: decoded bytes that are not valid UTF-8 are kept escaped
+/// (upper-cased), each on its own; valid sequences around them are decoded.
 pub fn normalize_path(raw: &str) -> Cow<'_, str> {
     if raw.is_empty() || raw == "/" {
         return Cow::Borrowed(raw);
     }
     let mut uri: Cow<'_, str> = Cow::Borrowed(raw);
     if raw.contains('%') {
-        let decoded = percent_pass(raw, true);
-        let s = match String::from_utf8(decoded) {
-            Ok(s) => s,
-            Err(_) => {
-                // Only ASCII bytes decoded, so the result is valid UTF-8.
-                String::from_utf8_lossy(&percent_pass(raw, false)).into_owned()
-            }
-        };
-        uri = Cow::Owned(s);
+        uri = Cow::Owned(utf8_or_escaped(&percent_pass(raw)));
     }
     if !uri.contains('.') && !uri.contains("//") {
         return uri;
@@ -524,8 +544,42 @@ mod tests {
         }
     }
 
+    #[test]
+    fn invalid_utf8_escapes_stay_escaped_alone() {
+        // Found by the request_path fuzz target: the whole path used to stay
+        // escaped because of one bad byte, and dropping that byte's segment
+        // then left `%C3%A9` for a second pass to decode (routing on
+        // `/%C3%A9/` while the upstream decodes `/é/`).
+        assert_eq!(normalize_path("/%C3%A9/%e2/.."), "/é/");
+        assert_eq!(normalize_path("/%C3%A9/%e2"), "/é/%E2");
+        assert_eq!(normalize_path("/%e2%82%ac/%FF%41"), "/€/%FFA");
+        assert_eq!(normalize_path("/%E282"), "/%E282");
+        for p in ["/%C3%A9/%e2/..", "/%e2%82/%ac", "/%ff%fe/./x", "/%C3/%A9"] {
+            let once = normalize_path(p).into_owned();
+            assert_eq!(normalize_path(&once), once, "{p}");
+        }
+    }
+
     proptest! {
         /// Accepts exactly what nginx's own parser accepts.
+        /// What nginx lets through normalises to a fixed point.
+        #[test]
+        fn normalising_accepted_paths_is_idempotent(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "/", ".", "..", "a", "%2e", "%2f", "%25", "%41", "%C3", "%A9", "%e2",
+                    "%82", "%ac", "%ff", "%3F", "é",
+                ]),
+                0..10,
+            )
+        ) {
+            let path = format!("/{}", parts.concat());
+            if check_request_path(path.as_bytes()).is_ok() {
+                let once = normalize_path(&path).into_owned();
+                prop_assert_eq!(normalize_path(&once), once.clone(), "{}", path);
+            }
+        }
+
         #[test]
         fn agrees_with_nginx(parts in proptest::collection::vec(
             proptest::sample::select(vec![
