@@ -1,30 +1,33 @@
 //! A front for HTTP/1 connections that applies nginx's request-head rules
-//! ([`h1_guard`]) to the raw bytes BEFORE Pingora parses them.
+//! ([`h1_guard`]) to the raw bytes BEFORE Pingora parses them. This is the
+//! one place a request head is checked.
 //!
 //! Pingora's own parser refuses some heads first (duplicate or signed
 //! Content-Length, unknown Transfer-Encoding, obs-fold, bare CR, huge request
 //! lines, absolute-form with a different Host ...) with a bare 400 of its own,
-//! so `request_filter` never gets to answer as Kong does. [`H1Front`] wraps the
-//! proxy app: per request it reads the head itself, answers a refused head
-//! with Kong's error response and closes, and otherwise hands the connection
-//! to Pingora with the bytes already read served first by [`Prefixed`].
+//! and accepts others nginx refuses (CL+TE), so the front answers as Kong
+//! does. [`H1Front`] wraps the proxy app: per request it reads the head
+//! itself, answers a refused head with Kong's error response and closes, and
+//! otherwise hands the connection to Pingora with the bytes already read
+//! served first by [`Prefixed`].
 //!
-//! [`Prefixed`] also hands Pingora exactly one request at a time: the head,
-//! then `Content-Length` body bytes, then nothing until the next head has
-//! passed the front. So Pingora never reads past a request ("overread"),
-//! which in 0.9.1 without its opt-in pipelining makes `HttpSession::reuse`
-//! drop the connection (the pipelined request was never answered), and it
-//! never sees the next request's bytes while idle-polling the current one
-//! ("Sent data after end of body"). Pipelined requests therefore work and
-//! every one of them is checked here. Chunked and `Upgrade` requests are
-//! handed over unlimited (framing is Pingora's); a request pipelined behind
-//! one of them closes the connection as before.
+//! [`Prefixed`] hands Pingora exactly one request at a time: the head, then
+//! its body (`Content-Length` bytes, or a chunked body that the front
+//! decodes with nginx's strict rules and re-encodes canonically, see
+//! [`h1_chunked`]), then nothing until the next head has passed the front.
+//! So Pingora never parses bytes the front has not checked or framed, never
+//! reads past a request ("overread", which in 0.9.1 without its opt-in
+//! pipelining makes `HttpSession::reuse` drop the connection), and never
+//! sees the next request's bytes while idle-polling the current one ("Sent
+//! data after end of body"). Pipelined requests work, every one is checked.
+//! The only unframed bytes are a tunnel's, after a `101` went out.
 //!
 //! Do not enable Pingora's pipelining (`set_pipelining_enabled`): its
 //! pipelined prefix lives in `HttpPersistentSettings` where the front cannot
 //! see it, and the front would then read the wrong bytes as the next head.
 //!
 //! [`h1_guard`]: super::h1_guard
+//! [`h1_chunked`]: super::h1_chunked
 
 use std::fmt;
 use std::io;

@@ -1,13 +1,14 @@
 //! The request path, wired to Pingora's phases in this one place:
 //!
-//! listener -> [`h1_guard`] -> router -> (plugins: access) -> balancer ->
-//! upstream -> (plugins: response) -> log.
+//! listener -> [`h1_front`] (head checks, body framing) -> router ->
+//! (plugins: access) -> balancer -> upstream -> (plugins: response) -> log.
 //!
-//! Phase map: `request_filter` checks the raw head, routes and answers what
-//! Kong answers itself (404, 426, 503 ...); `upstream_peer` asks the balancer;
+//! Phase map: `request_filter` routes and answers what Kong answers itself
+//! (404, 405, 413, 426, 503 ...); `upstream_peer` asks the balancer;
 //! `upstream_request_filter` builds the upstream URI and headers;
 //! `response_filter` adds Kong's response headers; `fail_to_proxy` turns
-//! upstream failures into Kong's 502/504 bodies; `logging` writes the access
+//! upstream failures into Kong's 502/504 bodies and a body the front refused
+//! or that timed out into nginx's 400/413/408; `logging` writes the access
 //! log.
 
 pub mod ctx;
