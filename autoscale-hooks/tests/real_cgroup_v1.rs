@@ -5,7 +5,10 @@
 //! re-executes this test binary as a child (`child_probe`), moves only that
 //! child into the group, and checks what the child detects and that the
 //! kernel really throttles it. The group is removed afterwards. Elsewhere the
-//! test prints why it is skipped and passes.
+//! test prints why it is skipped; under CI (`CI=true`) only a host where the
+//! hierarchy cannot exist (no v1 `cpu` controller mounted, or no CFS
+//! bandwidth control) may skip: not being root, a read-only mount or a
+//! failing mkdir fail the test there. Same policy as `gw_tests::skip`.
 
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
@@ -114,34 +117,90 @@ fn process_cpu_ns() -> Option<u64> {
     Some((utime + stime) * 10_000_000)
 }
 
+/// Why a test cannot run here (the policy of `gw_tests::Skip`, which this
+/// crate cannot depend on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Skip {
+    /// Could be provided (root, a writable mount): a failure under CI.
+    Missing,
+    /// Cannot exist on this host: a skip everywhere.
+    Impossible,
+}
+
+fn under_ci() -> bool {
+    std::env::var("CI")
+        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
+}
+
+/// `Err` (fail) for a [`Skip::Missing`] dependency under CI, else the
+/// skip message.
+fn skip_verdict(ci: bool, kind: Skip, test: &str, reason: &str) -> Result<String, String> {
+    match (ci, kind) {
+        (true, Skip::Missing) => Err(format!(
+            "{test}: {reason}. CI=true: a missing dependency fails the test instead of skipping it"
+        )),
+        (_, Skip::Missing) => Ok(format!(
+            "SKIPPED {test}: {reason} (a failure under CI=true)"
+        )),
+        (_, Skip::Impossible) => Ok(format!("SKIPPED {test}: {reason} (cannot exist here)")),
+    }
+}
+
+/// Prints why `test` is skipped, or panics when skipping is not allowed.
+fn skip(test: &str, kind: Skip, reason: &str) {
+    match skip_verdict(under_ci(), kind, test, reason) {
+        Ok(msg) => eprintln!("{msg}"),
+        Err(msg) => panic!("{msg}"),
+    }
+}
+
+#[test]
+fn skip_policy() {
+    assert!(skip_verdict(true, Skip::Missing, "t", "not root").is_err());
+    assert!(skip_verdict(false, Skip::Missing, "t", "not root").is_ok());
+    assert!(skip_verdict(true, Skip::Impossible, "t", "cgroup v2 only").is_ok());
+}
+
 /// Why the real test cannot run here, or the v1 `cpu` mount directory.
-fn preconditions() -> Result<PathBuf, String> {
+fn preconditions() -> Result<PathBuf, (Skip, String)> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| (Skip::Missing, format!("/proc/self/mountinfo: {e}")))?;
+    let mount = parse::parse_mountinfo(&mountinfo)
+        .into_iter()
+        .find(|m| m.fs_type == "cgroup" && m.options.iter().any(|o| o == "cpu"))
+        .ok_or((
+            Skip::Impossible,
+            "no cgroup v1 hierarchy with the cpu controller is mounted (cgroup v2 only)".into(),
+        ))?;
+    let dir = PathBuf::from(&mount.mount_point);
+    if !dir.join("cpu.cfs_quota_us").exists() {
+        return Err((
+            Skip::Impossible,
+            format!(
+                "{} has no cpu.cfs_quota_us (no CFS bandwidth control)",
+                dir.display()
+            ),
+        ));
+    }
     let status = std::fs::read_to_string("/proc/self/status")
-        .map_err(|e| format!("/proc/self/status: {e}"))?;
+        .map_err(|e| (Skip::Missing, format!("/proc/self/status: {e}")))?;
     let euid = status
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned));
     if euid.as_deref() != Some("0") {
-        return Err(format!("not running as root (euid {euid:?})"));
-    }
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| format!("/proc/self/mountinfo: {e}"))?;
-    let mount = parse::parse_mountinfo(&mountinfo)
-        .into_iter()
-        .find(|m| m.fs_type == "cgroup" && m.options.iter().any(|o| o == "cpu"))
-        .ok_or("no cgroup v1 hierarchy with the cpu controller is mounted")?;
-    if mount.options.iter().any(|o| o == "ro") {
-        return Err(format!(
-            "v1 cpu hierarchy at {} is mounted read-only",
-            mount.mount_point
+        return Err((
+            Skip::Missing,
+            format!("not running as root (euid {euid:?})"),
         ));
     }
-    let dir = PathBuf::from(&mount.mount_point);
-    if !dir.join("cpu.cfs_quota_us").exists() {
-        return Err(format!(
-            "{} has no cpu.cfs_quota_us (no CFS bandwidth control)",
-            dir.display()
+    if mount.options.iter().any(|o| o == "ro") {
+        return Err((
+            Skip::Missing,
+            format!(
+                "v1 cpu hierarchy at {} is mounted read-only",
+                mount.mount_point
+            ),
         ));
     }
     Ok(dir)
@@ -185,19 +244,21 @@ fn real_v1_cpu_quota_half_cpu() {
     if std::env::var_os(CHILD_ENV).is_some() {
         return;
     }
+    const TEST: &str = "real_v1_cpu_quota_half_cpu";
     let mount_dir = match preconditions() {
         Ok(d) => d,
-        Err(reason) => {
-            eprintln!("SKIPPED real_v1_cpu_quota_half_cpu: {reason}");
+        Err((kind, reason)) => {
+            skip(TEST, kind, &reason);
             return;
         }
     };
     let group = mount_dir.join(format!("ah-test-{}", std::process::id()));
     let _ = std::fs::remove_dir(&group); // stale leftover from a killed run with the same pid
     if let Err(e) = std::fs::create_dir(&group) {
-        eprintln!(
-            "SKIPPED real_v1_cpu_quota_half_cpu: cannot create {}: {e}",
-            group.display()
+        skip(
+            TEST,
+            Skip::Missing,
+            &format!("cannot create {}: {e}", group.display()),
         );
         return;
     }

@@ -8,8 +8,9 @@
 //! * `config_apply`: a gzip `reconfigure` frame through `process_frame`
 //!   into a fresh gateway sink (inflate, parse, validate, compile, swap),
 //!   which is what a control-plane push and a cold start from the cache do;
-//!   `cp_frame_prefix_only` is the shape `tests/tests/hybrid.rs` times (one
-//!   service, prefix routes only);
+//!   `cp_frame_prefix_only` is the shape of the test control plane's
+//!   pushes (one service, prefix routes only; the load harness's `push`
+//!   scenario times those end to end against the real binary);
 //! * `config_load_text`: the DB-less path, nested JSON text to a snapshot;
 //! * `config_hash`: Kong's config hash of the 10,000-route export.
 //!

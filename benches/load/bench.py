@@ -25,11 +25,24 @@ Scenarios (each figure is the median of --rounds alternated runs):
   memory      RSS idle, with 10,000 routes, with 800 open client connections
   coldstart   process start to /status/ready 200 from a cached (control
               plane) 10,000-route config, and from a declarative file
+  push        control-plane pushes of 1,000 and 10,000-route configs to an
+              idle data plane: push to ping as the CP sees it, and the DP's
+              own apply time with its validate / compile split
+
+With --check (scripts/bench-smoke uses it) every scenario's results are
+checked as soon as it ends and the run fails (exit 1, with what went wrong)
+on any failed request (non-2xx or transport error) where 2xx is expected,
+on a load run that completed no request, on a missing apply time or probe
+answer. Waits (ports, readiness, log lines, config pushes) always fail the
+run when they time out. `--broken-upstream` points every service at a
+closed port: with --check the run must fail (scripts/bench-smoke
+--self-test proves it, scenario by scenario).
 
 Writes DIR/bench.json, DIR/bench.md and (with matplotlib) DIR/bench.png.
 
   benches/load/bench.py --bin-dir $CARGO_TARGET_DIR/release [--rounds 3] [--duration 8]
   benches/load/bench.py --bin-dir ... --smoke      # seconds-long, numbers meaningless
+  python3 -m unittest discover -s benches/load    # the harness's own tests
 """
 import argparse
 import asyncio
@@ -48,7 +61,7 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ALL_SCENARIOS = ["throughput", "seed", "quota", "routes", "apply", "memory", "coldstart"]
+ALL_SCENARIOS = ["throughput", "seed", "quota", "routes", "apply", "memory", "coldstart", "push"]
 CG_ROOT = "/sys/fs/cgroup/cpu"
 BENCH_PATH = "/get"
 
@@ -99,6 +112,11 @@ PROMETHEUS_PLUGIN = {
     "config": {"status_code_metrics": True, "latency_metrics": True,
                "bandwidth_metrics": True, "upstream_health_metrics": True},
 }
+
+
+class BenchError(RuntimeError):
+    """A step of the run failed (a wait timed out, a tool gave no result, a
+    check found failed requests): the figures cannot be trusted."""
 
 
 def log(msg):
@@ -163,15 +181,17 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_port(port, timeout=15.0):
-    end = time.time() + timeout
-    while time.time() < end:
+def wait_port(port, timeout=15.0, what="a server"):
+    """Waits until something accepts connections on 127.0.0.1:`port`;
+    raises BenchError on timeout."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return True
         except OSError:
             time.sleep(0.02)
-    return False
+    raise BenchError(f"{what}: nothing accepted connections on 127.0.0.1:{port} within {timeout} s")
 
 
 def descendants(pid):
@@ -259,6 +279,34 @@ class CpuGroup:
                 time.sleep(0.1)
 
 
+# Why the CPU-limit scenarios cannot run. Only the first is a property of
+# the host (a cgroup-v2-only kernel setup has no v1 cpu controller to
+# limit); the second is this run's permissions, which --check under CI=true
+# does not accept.
+CGROUP_ABSENT = "no cgroup v1 hierarchy with the cpu controller is mounted on this host"
+CGROUP_NOT_WRITABLE = f"cgroup v1 cpu controller not writable here ({CG_ROOT}; not root?)"
+
+
+def cgroup_v1_cpu_mounted(mountinfo="/proc/self/mountinfo"):
+    """True when a cgroup v1 hierarchy carrying the cpu controller is
+    mounted (fs type `cgroup`, `cpu` among the super options)."""
+    try:
+        with open(mountinfo) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        _, sep, after = line.partition(" - ")
+        fields = after.split()
+        if sep and len(fields) >= 3 and fields[0] == "cgroup" and "cpu" in fields[2].split(","):
+            return True
+    return False
+
+
+def cgroup_skip_reason():
+    return CGROUP_NOT_WRITABLE if cgroup_v1_cpu_mounted() else CGROUP_ABSENT
+
+
 class Proc:
     def __init__(self, name, cmd, env=None, stderr=None, stdin=None, stdout=None):
         self.name = name
@@ -301,11 +349,34 @@ def parse_wrk_latency(s):
     return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
 
 
+# wrk itself only counts statuses >= 400 as errors; with --check this
+# script makes it count everything outside 2xx (at some cost in wrk's own
+# speed, which is why real runs do without it).
+WRK_NON_2XX_LUA = """
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) bad = 0 end
+function response(status, headers, body)
+  if status < 200 or status > 299 then bad = bad + 1 end
+end
+function done(summary, latency, requests)
+  local n = 0
+  for _, t in ipairs(threads) do n = n + t:get("bad") end
+  io.write(string.format("non-2xx: %d\\n", n))
+end
+"""
+
+
 class Load:
-    def __init__(self, cpu, oha, timeout_slack=30):
+    def __init__(self, cpu, oha, timeout_slack=30, strict=False, workdir=None):
         self.cpu = cpu
         self.oha = oha
         self.slack = timeout_slack
+        self.wrk_script = None
+        if strict:
+            self.wrk_script = os.path.join(workdir or tempfile.gettempdir(), f"non2xx-{os.getpid()}.lua")
+            with open(self.wrk_script, "w") as f:
+                f.write(WRK_NON_2XX_LUA)
 
     @property
     def driver(self):
@@ -334,7 +405,7 @@ class Load:
         try:
             j = json.loads(out.stdout)
         except json.JSONDecodeError:
-            raise RuntimeError(f"oha gave no JSON: {out.stderr.strip()[:500]}")
+            raise BenchError(f"oha gave no JSON for {url}: {out.stderr.strip()[:500]}")
         codes = {str(k): v for k, v in (j.get("statusCodeDistribution") or {}).items()}
         ok = sum(v for k, v in codes.items() if k.startswith("2"))
         bad_status = sum(v for k, v in codes.items() if not k.startswith("2"))
@@ -354,23 +425,46 @@ class Load:
 
     def _wrk(self, url, duration, conns, headers):
         cmd = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency"]
+        if self.wrk_script:
+            cmd += ["-s", self.wrk_script]
         for k, v in headers.items():
             cmd += ["-H", f"{k}: {v}"]
         cmd.append(url)
-        out = subprocess.run(self._taskset(cmd), capture_output=True, text=True,
-                             timeout=duration + self.slack).stdout
-        reqs = int(re.search(r"(\d+) requests in", out).group(1))
-        errs = 0
-        m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-        if m:
-            errs += int(m.group(1))
-        m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-        if m:
-            errs += sum(int(x) for x in m.groups())
-        return {"requests": reqs - errs, "rps": (reqs - errs) / duration,
-                "p50_ms": parse_wrk_latency(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1)),
-                "p99_ms": parse_wrk_latency(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1)),
-                "p999_ms": None, "errors": errs, "error_kinds": {}}
+        run = subprocess.run(self._taskset(cmd), capture_output=True, text=True,
+                             timeout=duration + self.slack)
+        return parse_wrk(run.stdout, run.stderr, url, duration)
+
+
+def parse_wrk(out, err, url, duration):
+    """wrk's text report as {requests (2xx only), rps, p50_ms, p99_ms,
+    errors, error_kinds}; BenchError when there is no report."""
+    m = re.search(r"(\d+) requests in", out)
+    if not m:
+        raise BenchError(f"wrk gave no result for {url}: {(err.strip() or out.strip())[:500]}")
+    reqs = int(m.group(1))
+    kinds = {}
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        kinds["status >= 400"] = int(m.group(1))
+    m = re.search(r"^non-2xx: (\d+)$", out, re.M)
+    if m:
+        # The --check script counts 3xx (and 1xx) too: it supersedes.
+        kinds.pop("status >= 400", None)
+        kinds["status not 2xx"] = int(m.group(1))
+    bad_status = sum(kinds.values())
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        for k, v in zip(("connect", "read", "write", "timeout"), m.groups()):
+            if int(v):
+                kinds[f"socket {k}"] = int(v)
+    errs = sum(kinds.values())
+    ok = max(0, reqs - bad_status)
+
+    def pct(label):
+        m = re.search(rf"^\s*{label}%\s+(\S+)", out, re.M)
+        return parse_wrk_latency(m.group(1)) if m and ok else None
+    return {"requests": ok, "rps": ok / duration, "p50_ms": pct("50"), "p99_ms": pct("99"),
+            "p999_ms": None, "errors": errs, "error_kinds": kinds}
 
 
 def open_loop(url, duration, conns, rate, headers):
@@ -384,7 +478,7 @@ def open_loop(url, duration, conns, rate, headers):
 
     async def main():
         queue = asyncio.Queue()
-        lat, errors = [], [0]
+        lat, errors, ok = [], [0], [0]
         end = time.monotonic() + duration
 
         async def worker():
@@ -404,7 +498,9 @@ def open_loop(url, duration, conns, rate, headers):
                     if cl:
                         await reader.readexactly(int(cl.group(1)))
                     lat.append(time.monotonic() - t)
-                    if status >= 300:
+                    if 200 <= status < 300:
+                        ok[0] += 1
+                    else:
                         errors[0] += 1
                 except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                         asyncio.TimeoutError, ValueError, IndexError):
@@ -429,15 +525,21 @@ def open_loop(url, duration, conns, rate, headers):
             n += 1
         for _ in workers:
             queue.put_nowait(None)
-        await asyncio.wait(workers, timeout=15)
-        return lat, errors[0]
+        _, pending = await asyncio.wait(workers, timeout=15)
+        # Requests still in flight or never sent by then count as failed.
+        unsent = 0
+        while not queue.empty():
+            unsent += queue.get_nowait() is not None
+        errors[0] += len(pending) + unsent
+        for w in pending:
+            w.cancel()
+        return lat, errors[0], ok[0]
 
-    lat, errs = asyncio.run(main())
+    lat, errs, ok = asyncio.run(main())
     lat.sort()
 
     def pct(q):
         return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else None
-    ok = len(lat) - errs
     return {"requests": ok, "rps": ok / duration, "p50_ms": pct(0.5), "p99_ms": pct(0.99),
             "p999_ms": pct(0.999), "errors": errs, "error_kinds": {}}
 
@@ -456,7 +558,8 @@ class Bench:
         self.all_cpus = "0-1" if ncpu > 1 else "0"
         self.cgroups = CpuGroup.available()
         oha = args.oha or shutil.which("oha") or os.path.expanduser("~/.cargo/bin/oha")
-        self.load = Load(self.load_cpu, oha if oha and os.path.exists(oha) and not args.no_oha else None)
+        self.load = Load(self.load_cpu, oha if oha and os.path.exists(oha) and not args.no_oha else None,
+                         strict=args.check, workdir=self.dir)
         self.bin = lambda name: os.path.join(args.bin_dir, name)
         self.upstream_port = None
         self.seq = 0
@@ -492,9 +595,13 @@ class Bench:
             with open(conf, "w") as f:
                 f.write(UPSTREAM_CONF.format(d=self.dir, port=port))
             p = self.start("upstream", [nginx_bin(), "-c", conf, "-g", "daemon off;"], cpus=self.load_cpu)
-        if not wait_port(port):
-            sys.exit(f"upstream did not start; see {self.dir}/upstream.log")
+        wait_port(port, what=f"upstream did not start (see {self.dir}/upstream.log)")
         self.upstream_port = port
+        if self.args.broken_upstream:
+            # Every proxy gets a port nothing listens on: each proxied
+            # request fails (502). For proving that --check catches it.
+            self.upstream_port = free_port()
+            log(f"--broken-upstream: services point at closed port {self.upstream_port}")
         return p
 
     def start_nginx(self, workers=1, cpus=None, group=None):
@@ -507,8 +614,7 @@ class Bench:
                        cpus=cpus or self.proxy_cpu, group=group)
         p.port = p.status_port = None
         p.port = port
-        if not wait_port(port):
-            sys.exit(f"nginx did not start; see {p.stderr_path}")
+        wait_port(port, what=f"nginx did not start (see {p.stderr_path})")
         time.sleep(0.2)  # workers up
         return p
 
@@ -540,8 +646,8 @@ class Bench:
         p = self.start(name, [self.bin("gateway")], env=env, cpus=cpus or self.proxy_cpu, group=group)
         p.port, p.status_port = port, status_port
         p.config_path = extra.get("KONG_DECLARATIVE_CONFIG")
-        if wait and not wait_ready(status_port, 60):
-            sys.exit(f"gateway did not become ready; see {p.stderr_path}")
+        if wait:
+            wait_ready(status_port, 60, what=f"gateway {name} (see {p.stderr_path})")
         return p
 
     def start_minimal(self, cpus=None):
@@ -550,8 +656,7 @@ class Bench:
                                               f"127.0.0.1:{self.upstream_port}", "1"],
                        cpus=cpus or self.proxy_cpu)
         p.port = port
-        if not wait_port(port):
-            sys.exit(f"minimal pingora did not start; see {p.stderr_path}")
+        wait_port(port, what=f"minimal pingora did not start (see {p.stderr_path})")
         return p
 
     def stop(self, p):
@@ -619,7 +724,7 @@ class Bench:
         a = self.args
         out = {"rate": a.seed_rate, "connections": a.seed_conns, "by_cpu": {}}
         if not self.cgroups:
-            return {"skipped": "cgroup v1 cpu controller not writable here"}
+            return {"skipped": cgroup_skip_reason()}
         for cores in (0.2, 0.548):
             gn, gg = self.group("seed-nginx"), self.group("seed-gateway")
             gn.set(cores)
@@ -687,7 +792,7 @@ class Bench:
     def quota(self):
         a = self.args
         if not self.cgroups:
-            return {"skipped": "cgroup v1 cpu controller not writable here"}
+            return {"skipped": cgroup_skip_reason()}
         out = {"connections": 50, "by_cpu": {}}
         for cores in a.quota_levels:
             workers = max(1, math.ceil(cores - 1e-9))
@@ -707,7 +812,7 @@ class Bench:
             for p, _ in targets.values():
                 self.stop(p)
             summary = {k: summarize(v, ("rps", "p50_ms", "p99_ms", "cpu_s_per_10k")) for k, v in runs.items()}
-            out["by_cpu"][str(cores)] = {"workers": workers, "cpus": cpus, "summary": summary,
+            out["by_cpu"][str(cores)] = {"workers": workers, "cpus": cpus, "summary": summary, "runs": runs,
                                          "ratio": ratios(summary["gateway"], summary["nginx"], ("rps",))}
         # Linearity: throughput per core against the 1-CPU figure.
         base = out["by_cpu"].get("1") or out["by_cpu"].get("1.0")
@@ -754,8 +859,9 @@ class Bench:
                 os.kill(p.pid, signal.SIGHUP)
             r = self.during(p, hup)
             took = wait_log(p, r"declarative config reloaded .* in (\d+) ms", count=2 * rnd + 2, timeout=60)
-            r["apply_ms"] = float(took) if took else None
+            r["apply_ms"] = float(took)
             r["baseline_p99_ms"] = base["p99_ms"]
+            r["baseline"] = {k: base[k] for k in ("requests", "errors", "error_kinds")}
             rows.append(r)
             log(f"apply (SIGHUP) round {rnd + 1}: {r['apply_ms']} ms, errors {r['errors']}, "
                 f"p99 {fmt(r['p99_ms'])} ms (baseline {fmt(base['p99_ms'])} ms)")
@@ -773,12 +879,15 @@ class Bench:
             rows = []
             for rnd in range(a.rounds):
                 h = cp_send(cp, f"push {11 + rnd} {self.upstream_port}")["hash"]
-                cp_send(cp, f"wait-ping {h} 20")
+                cp_wait_ping(cp, h, 20)
                 base = self.load.run(self.url(p, "/a"), a.apply_duration, 100, rate=a.apply_rate)
-                r = self.during(p, lambda: cp_send(cp, f"push {a.routes + rnd} {self.upstream_port}"), path="/a")
-                took = wait_log(p, r"applied config \w+ in (\d+) ms", count=2 * rnd + 3, timeout=60)
-                r["apply_ms"] = float(took) if took else None
+                pushed = []
+                r = self.during(p, lambda: pushed.append(
+                    cp_send(cp, f"push {a.routes + rnd} {self.upstream_port}")["hash"]), path="/a")
+                took = wait_log(p, rf"applied config {pushed[0]} in (\d+) ms", timeout=60)
+                r["apply_ms"] = float(took)
                 r["baseline_p99_ms"] = base["p99_ms"]
+                r["baseline"] = {k: base[k] for k in ("requests", "errors", "error_kinds")}
                 rows.append(r)
                 log(f"apply (CP push) round {rnd + 1}: {r['apply_ms']} ms, errors {r['errors']}, "
                     f"p99 {fmt(r['p99_ms'])} ms (baseline {fmt(base['p99_ms'])} ms)")
@@ -792,15 +901,22 @@ class Bench:
     def during(self, p, action, path=BENCH_PATH):
         """A fixed-rate run with `action` fired a third of the way in."""
         a = self.args
-        result = {}
+        result, failed = {}, []
 
         def drive():
-            result.update(self.load.run(self.url(p, path), a.apply_duration, 100, rate=a.apply_rate))
+            try:
+                result.update(self.load.run(self.url(p, path), a.apply_duration, 100, rate=a.apply_rate))
+            except Exception as e:  # noqa: BLE001 -- re-raised below, in the caller's thread
+                failed.append(e)
         t = threading.Thread(target=drive)
         t.start()
-        time.sleep(a.apply_duration / 3)
-        action()
-        t.join()
+        try:
+            time.sleep(a.apply_duration / 3)
+            action()
+        finally:
+            t.join()
+        if failed:
+            raise failed[0]
         return result
 
     def start_cp(self):
@@ -809,29 +925,81 @@ class Bench:
         cp = self.start(self.uniq("bench-cp"), [self.bin("bench-cp")], stdin=subprocess.PIPE,
                         stdout=subprocess.PIPE)
         line = cp.p.stdout.readline()
-        info = json.loads(line)
+        try:
+            info = json.loads(line)
+        except json.JSONDecodeError:
+            self.stop(cp)
+            raise BenchError(f"bench-cp did not start (said {line!r}); see {cp.stderr_path}")
         cp.env = info["env"]
         return cp
+
+    def push(self):
+        """Control-plane pushes to an idle data plane, for each size in
+        --push-sizes: push to the DP's ping with the new hash (as the CP
+        sees it, which is how Kong's CP learns a DP applied a config), the
+        DP's own apply time and its validate / compile split (debug log),
+        and a request to the last route of the new config."""
+        a = self.args
+        cp = self.start_cp()
+        if cp is None:
+            return {"skipped": "bench-cp binary not built"}
+        out = {"by_routes": {}}
+        try:
+            h = cp_send(cp, f"push 1 {self.upstream_port}")["hash"]
+            p = self.start_gateway(env_extra={**cp.env, "KONG_LOG_LEVEL": "debug"}, wait=True)
+            cp_wait_ping(cp, h, 30)
+            for n in a.push_sizes:
+                rows = []
+                for rnd in range(a.rounds):
+                    routes = n + rnd  # a different config (and hash) each round
+                    t0 = time.monotonic()
+                    h = cp_send(cp, f"push {routes} {self.upstream_port}")["hash"]
+                    cp_wait_ping(cp, h, 120)
+                    push_to_ping = (time.monotonic() - t0) * 1000
+                    took = wait_log(p, rf"applied config {h} in (\d+) ms", timeout=30)
+                    split = re.findall(r"\[clustering\] validate (\d+) ms, compile (\d+) ms", p.log_text())
+                    row = {"push_to_ping_ms": push_to_ping, "apply_ms": float(took),
+                           "validate_ms": float(split[-1][0]) if split else None,
+                           "compile_ms": float(split[-1][1]) if split else None,
+                           "last_route_status": get(p.port, f"/r{routes - 1}")}
+                    rows.append(row)
+                    log(f"push {routes} routes round {rnd + 1}: push->ping {push_to_ping:.0f} ms, "
+                        f"DP apply {took} ms (validate {fmt(row['validate_ms'], 0)}, compile "
+                        f"{fmt(row['compile_ms'], 0)}), GET /r{routes - 1} -> {row['last_route_status']}")
+                out["by_routes"][str(n)] = {
+                    "summary": summarize(rows, ("push_to_ping_ms", "apply_ms", "validate_ms", "compile_ms")),
+                    "runs": rows}
+            self.stop(p)
+        finally:
+            self.stop(cp)
+        return out
 
     def memory(self):
         out = {}
         rounds = []
+        # Status of every request made to warm up / hold connections: the
+        # figures only mean something if the proxy really proxied.
+        probes = out["probes"] = []
         for rnd in range(self.args.rounds):
             row = {}
             for name, start in (("nginx", lambda: self.start_nginx()),
                                 ("gateway", lambda: self.start_gateway(kong_config(self.upstream_port, 1)))):
                 p = start()
-                get(p.port, BENCH_PATH)
+                probes.append({"what": f"{name} GET {BENCH_PATH}", "status": get(p.port, BENCH_PATH)})
                 time.sleep(0.5)
                 row[f"{name} idle"] = proc_kb(p.pids(), "VmRSS")
-                socks = open_conns(p.port, self.args.mem_conns)
+                socks, statuses = open_conns(p.port, self.args.mem_conns)
+                bad = [st for st in statuses if st != 200]
+                probes.append({"what": f"{name} {len(statuses)} held connections, non-200 answers",
+                               "status": 200 if not bad and statuses else bad[:5] or None})
                 time.sleep(0.5)
                 row[f"{name} {self.args.mem_conns} conns"] = proc_kb(p.pids(), "VmRSS")
                 for s in socks:
                     s.close()
                 self.stop(p)
             p = self.start_gateway(kong_config(self.upstream_port, self.args.routes))
-            get(p.port, BENCH_PATH)
+            probes.append({"what": f"gateway with {self.args.routes} routes GET {BENCH_PATH}",
+                           "status": get(p.port, BENCH_PATH)})
             time.sleep(0.5)
             row[f"gateway idle, {self.args.routes} routes"] = proc_kb(p.pids(), "VmRSS")
             self.stop(p)
@@ -850,10 +1018,12 @@ class Bench:
         # Declarative file.
         cfg = os.path.join(self.dir, "coldstart.json")
         write_json(cfg, kong_config(self.upstream_port, a.routes))
-        times = []
+        times, probes = [], []
         for _ in range(a.rounds):
-            times.append(self.time_to_ready({"KONG_DECLARATIVE_CONFIG": cfg}, "cold-file"))
-        out["declarative_file_ms"] = {"median": median(times), "runs": times}
+            took, status = self.time_to_ready({"KONG_DECLARATIVE_CONFIG": cfg}, "cold-file", probe=BENCH_PATH)
+            times.append(took)
+            probes.append(status)
+        out["declarative_file_ms"] = {"median": median(times), "runs": times, "probe_status": probes}
         # Cached control-plane config: a DP gets the config once and writes
         # its cache; later starts find the CP gone and serve the cache.
         cp = self.start_cp()
@@ -865,31 +1035,36 @@ class Bench:
             h = cp_send(cp, f"push {a.routes} {self.upstream_port}")["hash"]
             env = dict(cp.env)
             p = self.start_gateway(env_extra=env, prefix_name=prefix, wait=True)
-            cp_send(cp, f"wait-ping {h} 30")
+            cp_wait_ping(cp, h, 30)
             wait_log(p, r"persisted config", timeout=30)
             self.stop(p)
         finally:
             self.stop(cp)
         env = dict(cp.env)  # the CP is gone: its port refuses
-        times = []
+        times, probes = [], []
         for _ in range(a.rounds):
-            times.append(self.time_to_ready(env, "cold-cache", prefix_name=prefix))
-        out["cp_cache_ms"] = {"median": median(times), "runs": times}
+            took, status = self.time_to_ready(env, "cold-cache", prefix_name=prefix, probe="/a")
+            times.append(took)
+            probes.append(status)
+        out["cp_cache_ms"] = {"median": median(times), "runs": times, "probe_status": probes}
         return out
 
-    def time_to_ready(self, env_extra, name, prefix_name=None):
+    def time_to_ready(self, env_extra, name, prefix_name=None, probe=BENCH_PATH):
+        """Milliseconds from spawn to /status/ready 200, and the status of a
+        `probe` request made once ready (the config must really route)."""
         port, status_port = free_port(), free_port()
         pname = self.uniq(name)
         env = self.gateway_env(prefix_name or pname, port, status_port, 1, env_extra)
         t0 = time.monotonic()
         p = self.start(pname, [self.bin("gateway")], env=env, cpus=self.proxy_cpu)
-        ok = wait_ready(status_port, 60, interval=0.001)
-        took = (time.monotonic() - t0) * 1000
-        self.stop(p)
-        if not ok:
-            sys.exit(f"gateway did not become ready; see {p.stderr_path}")
-        log(f"coldstart {name}: {took:.1f} ms")
-        return took
+        try:
+            wait_ready(status_port, 60, interval=0.001, what=f"gateway {pname} (see {p.stderr_path})")
+            took = (time.monotonic() - t0) * 1000
+            status = get(port, probe)
+        finally:
+            self.stop(p)
+        log(f"coldstart {name}: {took:.1f} ms, GET {probe} -> {status}")
+        return took, status
 
 
 # ---------------------------------------------------------------------------
@@ -918,33 +1093,38 @@ def get(port, path, timeout=2.0):
         return None
 
 
-def wait_ready(status_port, timeout, interval=0.01):
+def wait_ready(status_port, timeout, interval=0.01, what="gateway"):
+    """Waits for /status/ready 200; raises BenchError on timeout."""
     end = time.monotonic() + timeout
+    last = None
     while time.monotonic() < end:
-        if get(status_port, "/status/ready", timeout=1.0) == 200:
+        last = get(status_port, "/status/ready", timeout=1.0)
+        if last == 200:
             return True
         time.sleep(interval)
-    return False
+    raise BenchError(f"{what}: /status/ready on port {status_port} not 200 within {timeout} s "
+                     f"(last answer: {last if last is not None else 'no connection'})")
 
 
 def wait_log(p, pattern, count=1, timeout=30):
     """Waits for the `count`-th match of `pattern` in p's log; returns its
-    first group (or True)."""
+    first group (or True). Raises BenchError on timeout."""
     rx = re.compile(pattern)
     end = time.monotonic() + timeout
-    while time.monotonic() < end:
+    while True:
         found = list(rx.finditer(p.log_text()))
         if len(found) >= count:
             m = found[count - 1]
             return m.group(1) if m.groups() else True
+        if time.monotonic() >= end:
+            raise BenchError(f"'{pattern}' (#{count}) not seen in {p.stderr_path} within {timeout} s")
         time.sleep(0.05)
-    log(f"warning: '{pattern}' (#{count}) not seen in {p.stderr_path}")
-    return None
 
 
 def open_conns(port, n):
-    """`n` keep-alive client connections, each after one full request."""
-    socks = []
+    """`n` keep-alive client connections, each after one full request;
+    returns them and the status of each answer (None when unparseable)."""
+    socks, statuses = [], []
     req = f"GET {BENCH_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
     for _ in range(n):
         s = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -963,17 +1143,35 @@ def open_conns(port, n):
             if not chunk:
                 break
             body += chunk
+        try:
+            statuses.append(int(head.split(b" ", 2)[1]))
+        except (IndexError, ValueError):
+            statuses.append(None)
         socks.append(s)
-    return socks
+    return socks, statuses
 
 
 def cp_send(cp, line):
-    cp.p.stdin.write(line + "\n")
-    cp.p.stdin.flush()
-    answer = json.loads(cp.p.stdout.readline())
+    try:
+        cp.p.stdin.write(line + "\n")
+        cp.p.stdin.flush()
+        reply = cp.p.stdout.readline()
+    except OSError as e:
+        raise BenchError(f"bench-cp: '{line}': {e}; see {cp.stderr_path}")
+    try:
+        answer = json.loads(reply)
+    except json.JSONDecodeError:
+        raise BenchError(f"bench-cp: '{line}' got {reply!r} (exited?); see {cp.stderr_path}")
     if "error" in answer:
-        raise RuntimeError(answer["error"])
+        raise BenchError(f"bench-cp: '{line}': {answer['error']}")
     return answer
+
+
+def cp_wait_ping(cp, config_hash, seconds):
+    """Waits until a DP pinged the CP with `config_hash` (i.e. applied it);
+    raises BenchError on timeout."""
+    if not cp_send(cp, f"wait-ping {config_hash} {seconds}").get("seen"):
+        raise BenchError(f"no data plane pinged with config hash {config_hash} within {seconds} s")
 
 
 def summarize(rows, keys):
@@ -986,6 +1184,108 @@ def ratios(a, b, keys):
 
 def fmt(v, digits=2):
     return "-" if v is None else f"{v:.{digits}f}"
+
+
+# ---------------------------------------------------------------------------
+# Checks (--check): a smoke run proves the harness works only if what it
+# measured really was proxied traffic.
+
+def is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def load_problems(r, what):
+    """A load run must have completed requests and no failed one (non-2xx
+    or transport error)."""
+    out = []
+    if not (is_number(r.get("requests")) and r["requests"] > 0):
+        out.append(f"{what}: no request succeeded ({r.get('requests')!r})")
+    if r.get("errors"):
+        out.append(f"{what}: {r['errors']} failed requests {r.get('error_kinds') or ''}".rstrip())
+    return out
+
+
+def check_scenario(name, r, ci=False):
+    """What is wrong with scenario `name`'s result `r` (empty: nothing).
+    The max-rate search of `seed` is exempt: failing is how it ends."""
+    if not isinstance(r, dict):
+        return [f"{name}: no result"]
+    if "skipped" in r:
+        if r["skipped"] == CGROUP_ABSENT or (r["skipped"] == CGROUP_NOT_WRITABLE and not ci):
+            return []
+        return [f"{name}: skipped ({r['skipped']})"]
+    p = []
+
+    def runs(by_target, what):
+        if not by_target:
+            p.append(f"{what}: no load runs")
+        for target, rows in by_target.items():
+            if not rows:
+                p.append(f"{what} {target}: no load runs")
+            for i, row in enumerate(rows):
+                p.extend(load_problems(row, f"{what} {target} run {i + 1}"))
+
+    if name in ("throughput", "routes"):
+        runs(r.get("runs") or {}, name)
+    elif name in ("seed", "quota"):
+        by_cpu = r.get("by_cpu") or {}
+        if not by_cpu:
+            p.append(f"{name}: no CPU levels measured")
+        for cores, v in by_cpu.items():
+            runs(v.get("runs") or {}, f"{name} {cores} CPU")
+    elif name == "apply":
+        for how in ("sighup", "cp_push"):
+            x = r.get(how) or {}
+            if not x.get("runs"):
+                p.append(f"apply {how}: no runs ({x.get('skipped', 'missing')})")
+                continue
+            for i, row in enumerate(x["runs"]):
+                what = f"apply {how} run {i + 1}"
+                p.extend(load_problems(row, f"{what}, during the apply"))
+                p.extend(load_problems(row.get("baseline") or {}, f"{what}, baseline"))
+                if not is_number(row.get("apply_ms")):
+                    p.append(f"{what}: no apply time ({row.get('apply_ms')!r})")
+    elif name == "memory":
+        probes = r.get("probes") or []
+        if not probes:
+            p.append("memory: no probe requests recorded")
+        for probe in probes:
+            if probe.get("status") != 200:
+                p.append(f"memory: {probe.get('what')}: got {probe.get('status')!r}, want 200")
+        rss = r.get("rss_kib") or {}
+        if not rss:
+            p.append("memory: no RSS figures")
+        for k, v in rss.items():
+            if not (is_number(v) and v > 0):
+                p.append(f"memory: RSS '{k}' is {v!r}")
+    elif name == "coldstart":
+        for key in ("declarative_file_ms", "cp_cache_ms"):
+            x = r.get(key) or {}
+            if not x.get("runs"):
+                p.append(f"coldstart {key}: no runs ({x.get('skipped', 'missing')})")
+                continue
+            if not all(is_number(v) for v in x["runs"]):
+                p.append(f"coldstart {key}: times {x['runs']!r}")
+            statuses = x.get("probe_status") or []
+            if len(statuses) != len(x["runs"]) or any(st != 200 for st in statuses):
+                p.append(f"coldstart {key}: requests once ready got {statuses!r}, want 200 each")
+    elif name == "push":
+        by = r.get("by_routes") or {}
+        if not by:
+            p.append("push: no sizes measured")
+        for n, v in by.items():
+            if not v.get("runs"):
+                p.append(f"push {n} routes: no runs")
+            for i, row in enumerate(v.get("runs") or []):
+                what = f"push {n} routes run {i + 1}"
+                for k in ("push_to_ping_ms", "apply_ms"):
+                    if not is_number(row.get(k)):
+                        p.append(f"{what}: no {k} ({row.get(k)!r})")
+                if row.get("last_route_status") != 200:
+                    p.append(f"{what}: last route answered {row.get('last_route_status')!r}, want 200")
+    else:
+        p.append(f"{name}: no check defined")
+    return p
 
 
 # ---------------------------------------------------------------------------
@@ -1081,6 +1381,17 @@ def markdown(res):
         if "median" in c.get("cp_cache_ms", {}):
             L.append(f"| cached control-plane config | {fmt(c['cp_cache_ms']['median'], 0)} |")
         L.append(f"| declarative file | {fmt(c['declarative_file_ms']['median'], 0)} |")
+        L.append("")
+    u = res.get("push")
+    if u and "by_routes" in u:
+        L.append("**8. Control-plane push to an idle data plane**")
+        L.append("")
+        L.append("| routes | push → ping ms | DP apply ms | validate ms | compile ms |")
+        L.append("|---|---|---|---|---|")
+        for n, v in u["by_routes"].items():
+            y = v["summary"]
+            L.append(f"| {n} | {fmt(y['push_to_ping_ms'], 0)} | {fmt(y['apply_ms'], 0)} | "
+                     f"{fmt(y['validate_ms'], 0)} | {fmt(y['compile_ms'], 0)} |")
         L.append("")
     return "\n".join(L)
 
@@ -1197,6 +1508,11 @@ def main():
     ap.add_argument("--apply-rate", type=int, default=1000)
     ap.add_argument("--apply-duration", type=int, default=6)
     ap.add_argument("--mem-conns", type=int, default=800)
+    ap.add_argument("--push-sizes", default="1000,10000", help="route counts of the push scenario")
+    ap.add_argument("--check", action="store_true",
+                    help="fail on failed or missing requests, apply times and probes (see above)")
+    ap.add_argument("--broken-upstream", action="store_true",
+                    help="point every service at a closed port (to prove --check fails)")
     ap.add_argument("--update-benchmarks-md", default=None, help="replace the marked block in this file")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir with logs")
     ap.add_argument("--smoke", action="store_true", help="seconds-long run of every scenario")
@@ -1207,13 +1523,16 @@ def main():
         args.max_rate_start, args.max_rate_steps, args.bisect_steps = 100, 1, 0
         args.quota_levels = "0.5,1"
         args.routes, args.apply_rate, args.apply_duration, args.mem_conns = 300, 100, 2, 50
+        args.push_sizes = "100,300"
     args.quota_levels = [float(x) for x in args.quota_levels.split(",")]
+    args.push_sizes = [int(x) for x in args.push_sizes.split(",")]
     scenarios = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(scenarios) - set(ALL_SCENARIOS)
     if unknown:
         sys.exit(f"unknown scenarios {sorted(unknown)}; known: {ALL_SCENARIOS}")
-    if os.geteuid() != 0 and not CpuGroup.available():
-        log("note: cgroup v1 CPU groups not writable; CPU-limit scenarios will be skipped")
+    if not CpuGroup.available():
+        log(f"note: {cgroup_skip_reason()}; CPU-limit scenarios will be skipped")
+    ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
     bench = Bench(args)
     res = {"meta": {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "host": socket.gethostname(),
@@ -1230,6 +1549,12 @@ def main():
             t0 = time.monotonic()
             res[s] = getattr(bench, s)()
             res[s]["took_s"] = round(time.monotonic() - t0, 1)
+            if args.check:
+                # Every scenario runs and is checked; the run fails at the end.
+                problems = res.setdefault("check", {})[s] = check_scenario(s, res[s], ci=ci)
+                log(f"{s}: check " + ("FAILED:\n  " + "\n  ".join(problems) if problems else "passed"))
+    except (BenchError, subprocess.TimeoutExpired) as e:
+        sys.exit(f"bench failed: {e}")
     finally:
         bench.close()
     os.makedirs(args.out, exist_ok=True)
@@ -1245,6 +1570,9 @@ def main():
         rel = os.path.relpath(png, os.path.dirname(os.path.abspath(args.update_benchmarks_md)))
         update_benchmarks_md(args.update_benchmarks_md, md, rel if drew else "")
     log(f"results in {os.path.abspath(args.out)}")
+    failed = [s for s, problems in res.get("check", {}).items() if problems]
+    if failed:
+        sys.exit(f"bench failed its check in scenarios {failed} (details above and in bench.json 'check')")
 
 
 if __name__ == "__main__":

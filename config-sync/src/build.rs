@@ -57,6 +57,14 @@ fn uuid_check(s: &str) -> Result<(), String> {
         .map_err(|_| "expected a valid UUID".to_string())
 }
 
+/// Reason for a field asking for what this gateway does not do yet: such a
+/// config is refused, never loaded with the field silently dropped.
+fn not_supported(what: &str) -> String {
+    format!("not supported yet: this gateway does not {what}; remove the field or set it to null")
+}
+
+const NO_UPSTREAM_CLIENT_CERT: &str = "present a client certificate to upstreams (upstream mTLS)";
+
 fn int_or<T: TryFrom<i64>>(v: Option<i64>, default: T) -> T {
     v.and_then(|n| T::try_from(n).ok()).unwrap_or(default)
 }
@@ -211,6 +219,37 @@ fn service(item: &Item<'_>, errs: &mut Vec<ConfigError>) -> Service {
                 );
             }
         }
+    } else {
+        // Upstream TLS options not applied yet (`tls_verify` is).
+        let unsupported = [
+            (
+                "client_certificate",
+                r.has("client_certificate"),
+                NO_UPSTREAM_CLIENT_CERT,
+            ),
+            (
+                "tls_verify_depth",
+                tls_verify_depth.is_some(),
+                "limit the depth of the upstream certificate chain it verifies",
+            ),
+            (
+                "ca_certificates",
+                ca_list.as_ref().is_some_and(|l| !l.is_empty()),
+                "verify upstream certificates against the service's CA certificates (only against the system trust store)",
+            ),
+        ];
+        for (field, set, what) in unsupported {
+            if set {
+                r.err(field, not_supported(what));
+            }
+        }
+    }
+    // Kong Enterprise's extra names to verify the upstream certificate by.
+    if r.has("tls_sans") {
+        r.err(
+            "tls_sans",
+            not_supported("verify upstream certificates against extra SANs (tls_sans)"),
+        );
     }
     r.finish();
 
@@ -301,6 +340,13 @@ fn route(item: &Item<'_>, errs: &mut Vec<ConfigError>) -> Route {
     if let Some(e) = r.raw("expression") {
         if !e.is_string() {
             r.err("expression", "expected a string");
+        } else {
+            r.err(
+                "expression",
+                not_supported(
+                    "have the expressions router (routes match by their traditional fields)",
+                ),
+            );
         }
     }
 
@@ -703,6 +749,15 @@ fn upstream(item: &Item<'_>, errs: &mut Vec<ConfigError>) -> Upstream {
     let slots = int_or(r.int("slots", 10, 1 << 16), 10000u32);
     let host_header = r.checked_string("host_header", validate_host_with_optional_port);
     let use_srv_name = r.bool("use_srv_name", false);
+    if use_srv_name {
+        r.err(
+            "use_srv_name",
+            "not supported yet: this gateway resolves targets by A/AAAA records only, never SRV; set it to false",
+        );
+    }
+    if r.has("client_certificate") {
+        r.err("client_certificate", not_supported(NO_UPSTREAM_CLIENT_CERT));
+    }
     let tags = r.tags();
     let healthchecks = r
         .record("healthchecks", &[], |h| {
@@ -851,7 +906,17 @@ fn target(item: &Item<'_>, errs: &mut Vec<ConfigError>) -> Target {
 
 fn plugin(item: &Item<'_>, opts: &ParseOptions, errs: &mut Vec<ConfigError>) -> Plugin {
     let mut r = reader(item, errs);
+    // Kong Enterprise fields, exported as null by a control plane.
     r.accept(&["ordering", "consumer_group"]);
+    if r.has("ordering") {
+        r.err("ordering", not_supported("order plugins dynamically"));
+    }
+    if r.has("consumer_group") {
+        r.err(
+            "consumer_group",
+            not_supported("scope plugins to consumer groups"),
+        );
+    }
     let name = r.required_string("name").unwrap_or_default();
     if !name.is_empty() && !opts.available_plugins.iter().any(|p| p == &name) {
         r.err(
@@ -1001,21 +1066,45 @@ fn certificate(item: &Item<'_>, errs: &mut Vec<ConfigError>) -> Certificate {
     let cert_alt = r.string("cert_alt");
     let key_alt = r.string("key_alt");
     let tags = r.tags();
-    for (f, v, what) in [
-        ("cert", &cert, "certificate"),
-        ("key", &key, "key"),
-        ("cert_alt", &cert_alt, "certificate"),
-        ("key_alt", &key_alt, "key"),
-    ] {
-        if let Some(Err(e)) = v.as_deref().map(|s| validate_pem(s, what)) {
-            r.err(f, e);
-        }
-    }
+    // Field validators (Kong's typedefs.certificate / typedefs.key); vault
+    // references are resolved later and not checked here.
+    let check_cert = |r: &mut Reader<'_>, f: &str, v: &Option<String>| {
+        let v = v.as_deref().filter(|v| !is_vault_reference(v))?;
+        parse_certificate(v).map_err(|e| r.err(f, e)).ok()
+    };
+    let parsed_cert = check_cert(&mut r, "cert", &cert);
+    let parsed_cert_alt = check_cert(&mut r, "cert_alt", &cert_alt);
+    let check_key = |r: &mut Reader<'_>, f: &str, v: &Option<String>| {
+        let v = v.as_deref().filter(|v| !is_vault_reference(v))?;
+        parse_key(v).map_err(|e| r.err(f, e)).ok()
+    };
+    let parsed_key = check_key(&mut r, "key", &key);
+    let parsed_key_alt = check_key(&mut r, "key_alt", &key_alt);
     if cert_alt.is_some() != key_alt.is_some() {
         r.err(
             "@entity",
             "all or none of these fields must be set: 'cert_alt', 'key_alt'",
         );
+    }
+    // Entity checks (kong/db/schema/entities/certificates.lua), only on
+    // fields that passed their own validation, as in Kong.
+    if let (Some(c), Some(k)) = (&parsed_cert, &parsed_key) {
+        if !key_matches(c, k) {
+            r.err("@entity", "certificate does not match key");
+        }
+    }
+    if let (Some(c), Some(k)) = (&parsed_cert_alt, &parsed_key_alt) {
+        if !key_matches(c, k) {
+            r.err("@entity", "alternative certificate does not match key");
+        }
+    }
+    if let (Some(c), Some(a)) = (&parsed_cert, &parsed_cert_alt) {
+        if c.key_type == a.key_type {
+            r.err(
+                "@entity",
+                "certificate and alternative certificate need to have different type (e.g. RSA and ECDSA), the provided certificates were both of the same type",
+            );
+        }
     }
     r.finish();
     Certificate {
@@ -1046,15 +1135,34 @@ fn sni(item: &Item<'_>, errs: &mut Vec<ConfigError>) -> Sni {
     }
 }
 
+/// kong/db/schema/entities/ca_certificates.lua: one certificate, a valid
+/// one (typedefs.certificate), not expired, a CA.
 fn ca_certificate(item: &Item<'_>, errs: &mut Vec<ConfigError>) -> CaCertificate {
     const TAG: &str = "-----BEGIN CERTIFICATE-----";
     let mut r = reader(item, errs);
     let cert = r.required_string("cert");
     if let Some(c) = &cert {
-        if !c.contains(TAG) {
-            r.err("cert", "invalid certificate: not a PEM-encoded certificate");
-        } else if c.matches(TAG).count() > 1 {
-            r.err("@entity", "please submit only one certificate at a time");
+        match parse_certificate(c) {
+            Err(e) => r.err("cert", e),
+            Ok(_) if c.matches(TAG).count() > 1 => {
+                r.err("@entity", "please submit only one certificate at a time")
+            }
+            Ok(p) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                if p.not_after_unix < now {
+                    r.err(
+                        "@entity",
+                        "certificate expired, \"Not After\" time is in the past",
+                    );
+                } else if !p.is_ca {
+                    r.err(
+                        "@entity",
+                        "certificate does not appear to be a CA because it is missing the \"CA\" basic constraint",
+                    );
+                }
+            }
         }
     }
     let cert_digest = r.string("cert_digest");

@@ -5,6 +5,7 @@ pub mod declarative;
 pub mod error;
 pub mod hash;
 pub mod model;
+pub mod private_fs;
 pub mod settings;
 pub mod validate;
 

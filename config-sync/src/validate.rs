@@ -935,14 +935,84 @@ pub fn validate_router_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// PEM sanity check; a full X.509 / key parse happens when TLS is set up.
-/// Vault references (`{vault://...}`) are accepted as they are resolved later.
-pub fn validate_pem(s: &str, what: &str) -> Result<(), String> {
-    if s.starts_with("{vault://") || s.contains("-----BEGIN") {
-        Ok(())
-    } else {
-        Err(format!("invalid {what}: not a PEM-encoded value"))
+/// A vault reference (`{vault://...}`), resolved later: referenceable
+/// fields (`certificates.cert`, `.key`, ...) skip value checks for it.
+pub fn is_vault_reference(s: &str) -> bool {
+    s.starts_with("{vault://")
+}
+
+/// A certificate that parsed: the DER of each PEM block (leaf first) and
+/// what the entity checks need from the leaf.
+#[derive(Debug, Clone)]
+pub struct ParsedCert {
+    pub chain: Vec<Vec<u8>>,
+    /// The leaf's SubjectPublicKeyInfo, DER.
+    pub spki: Vec<u8>,
+    /// The leaf's public key algorithm (OID, dotted): Kong's "key type".
+    pub key_type: String,
+    pub not_after_unix: i64,
+    /// basicConstraints CA:TRUE.
+    pub is_ca: bool,
+}
+
+/// Kong's `typedefs.certificate` (`openssl_x509.new`): PEM with at least one
+/// certificate, each a well-formed X.509 certificate. The reason starts
+/// with "invalid certificate: ", as Kong's.
+pub fn parse_certificate(pem: &str) -> Result<ParsedCert, String> {
+    let invalid = |why: String| format!("invalid certificate: {why}");
+    let ders = rustls_pemfile::certs(&mut pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(format!("invalid PEM: {e}")))?;
+    let Some(leaf_der) = ders.first() else {
+        return Err(invalid("not a PEM-encoded certificate".to_string()));
+    };
+    for der in &ders {
+        match x509_parser::parse_x509_certificate(der.as_ref()) {
+            Ok(([], _)) => {}
+            Ok(_) => return Err(invalid("trailing data after the certificate".to_string())),
+            Err(e) => return Err(invalid(format!("cannot parse X.509: {e}"))),
+        }
     }
+    let (_, leaf) = x509_parser::parse_x509_certificate(leaf_der.as_ref())
+        .map_err(|e| invalid(format!("cannot parse X.509: {e}")))?;
+    Ok(ParsedCert {
+        spki: leaf.public_key().raw.to_vec(),
+        key_type: leaf.public_key().algorithm.algorithm.to_id_string(),
+        not_after_unix: leaf.validity().not_after.timestamp(),
+        is_ca: leaf.is_ca(),
+        chain: ders.iter().map(|d| d.as_ref().to_vec()).collect(),
+    })
+}
+
+/// A private key that parsed and loads for signing.
+#[derive(Debug)]
+pub struct ParsedKey {
+    /// Its public half as SubjectPublicKeyInfo DER, when the provider can
+    /// tell (ring can for every key it loads).
+    pub spki: Option<Vec<u8>>,
+}
+
+/// Kong's `typedefs.key` (`openssl_pkey.new`): a PEM private key (PKCS#8,
+/// PKCS#1 or SEC1). Reasons start with "invalid key: " and never quote the
+/// key (PEM parser errors can, so they are not passed on).
+pub fn parse_key(pem: &str) -> Result<ParsedKey, String> {
+    let der = rustls_pemfile::private_key(&mut pem.as_bytes())
+        .map_err(|_| "invalid key: invalid PEM, cannot decode a private key from it".to_string())?
+        .ok_or_else(|| "invalid key: not a PEM-encoded private key".to_string())?;
+    let key = rustls::crypto::ring::sign::any_supported_type(&der).map_err(|_| {
+        "invalid key: unsupported or malformed private key (supported: RSA of 2048+ bits, ECDSA P-256/P-384, Ed25519)"
+            .to_string()
+    })?;
+    Ok(ParsedKey {
+        spki: key.public_key().map(|k| k.as_ref().to_vec()),
+    })
+}
+
+/// Kong's `cert:get_pubkey():to_PEM() ~= key:to_PEM("public")`: the key's
+/// public half is the certificate's SubjectPublicKeyInfo. Unknown (no
+/// public key from the provider) counts as a match.
+pub fn key_matches(cert: &ParsedCert, key: &ParsedKey) -> bool {
+    key.spki.as_ref().is_none_or(|spki| *spki == cert.spki)
 }
 
 #[cfg(test)]

@@ -48,6 +48,11 @@ fn assert_err(errs: &[ConfigError], entity: &str, field: &str, reason: &str) {
     );
 }
 
+/// A string as a JSON (and so YAML) scalar, for PEM in inline documents.
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
 /// Wraps YAML entity lists in a 3.0 document.
 fn doc(body: &str) -> String {
     format!("_format_version: \"3.0\"\n{body}")
@@ -512,23 +517,100 @@ services:
 
 #[test]
 fn service_tls_fields_allowed_for_https() {
+    // tls_verify is applied; the other upstream TLS fields are accepted as
+    // null (or an empty list), as a control plane exports them.
     let cfg = ok(&doc(r#"
+services:
+  - name: s
+    url: https://h
+    tls_verify: true
+    tls_verify_depth: null
+    client_certificate: null
+    ca_certificates: []
+    tls_sans: null
+"#));
+    let s = &cfg.services[0];
+    assert_eq!(
+        (s.port, s.tls_verify, s.tls_verify_depth),
+        (443, Some(true), None)
+    );
+    assert!(s.ca_certificates.is_empty() && s.client_certificate.is_none());
+}
+
+#[test]
+fn unsupported_upstream_tls_fields_are_refused() {
+    // Set, they ask for what the gateway does not do yet: refused, each
+    // named with its entity, not loaded and ignored.
+    let text = doc(&r#"
 ca_certificates:
   - id: 5e2f9d34-0000-4000-8000-000000000001
-    cert: "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n"
+    cert: {CA}
+certificates:
+  - id: 5e2f9d34-0000-4000-8000-000000000002
+    cert: {CERT}
+    key: {KEY}
 services:
   - name: s
     url: https://h
     tls_verify: true
     tls_verify_depth: 3
     ca_certificates: [5e2f9d34-0000-4000-8000-000000000001]
-"#));
-    let s = &cfg.services[0];
-    assert_eq!(
-        (s.port, s.tls_verify, s.tls_verify_depth),
-        (443, Some(true), Some(3))
+    client_certificate: 5e2f9d34-0000-4000-8000-000000000002
+    tls_sans: {dnsnames: [a.test]}
+upstreams:
+  - name: u
+    client_certificate: {id: 5e2f9d34-0000-4000-8000-000000000002}
+    use_srv_name: true
+"#
+    .replace("{CA}", &json_str(&fixture("certs/ca.crt")))
+    .replace("{CERT}", &json_str(&fixture("certs/example.com.crt")))
+    .replace("{KEY}", &json_str(&fixture("certs/example.com.key"))));
+    let errs = errors(&text);
+    let got: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert_eq!(errs.len(), 6, "{got:#?}");
+    assert!(
+        got.contains(&"in 'services' entity 's': field 'ca_certificates': not supported yet: this gateway does not verify upstream certificates against the service's CA certificates (only against the system trust store); remove the field or set it to null".to_string()),
+        "{got:#?}"
     );
-    assert_eq!(s.ca_certificates.len(), 1);
+    assert_err(&errs, "service", "tls_verify_depth", "not supported yet");
+    assert_err(
+        &errs,
+        "service",
+        "client_certificate",
+        "not supported yet: this gateway does not present a client certificate to upstreams (upstream mTLS)",
+    );
+    assert_err(&errs, "service", "tls_sans", "not supported yet");
+    assert_err(&errs, "upstream", "client_certificate", "upstream mTLS");
+    assert_err(&errs, "upstream", "use_srv_name", "never SRV");
+}
+
+#[test]
+fn enterprise_and_expressions_fields_are_refused_when_set() {
+    let errs = errors(&doc(r#"
+routes:
+  - name: r
+    paths: [/]
+    expression: 'http.path == "/"'
+plugins:
+  - name: cors
+    ordering: {before: {access: [x]}}
+    consumer_group: {id: 5e2f9d34-0000-4000-8000-000000000003}
+"#));
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert_err(&errs, "route", "expression", "expressions router");
+    assert_err(&errs, "plugin", "ordering", "not supported yet");
+    assert_err(&errs, "plugin", "consumer_group", "consumer groups");
+    // As a control plane exports them: null, accepted.
+    ok(&doc(r#"
+routes:
+  - name: r
+    paths: [/]
+    expression: null
+plugins:
+  - name: cors
+    ordering: null
+    consumer_group: null
+"#));
 }
 
 // ---------------------------------------------------------------------------
@@ -1176,7 +1258,7 @@ jwt_secrets:
 
 #[test]
 fn certificate_rules() {
-    let errs = errors(&doc(r#"
+    let errs = errors(&doc(&r#"
 certificates:
   - cert: not a pem
     key: "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----"
@@ -1186,9 +1268,17 @@ certificates:
 snis:
   - name: orphan.com
 ca_certificates:
-  - cert: "-----BEGIN CERTIFICATE-----\na\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nb\n-----END CERTIFICATE-----"
+  - cert: {TWO_CAS}
   - cert: nope
-"#));
+"#
+    .replace(
+        "{TWO_CAS}",
+        &json_str(&format!(
+            "{}{}",
+            fixture("certs/ca.crt"),
+            fixture("certs/ca.crt")
+        )),
+    )));
     assert_err(&errs, "certificate", "cert", "invalid certificate");
     assert_err(
         &errs,
@@ -1213,6 +1303,150 @@ ca_certificates:
         "please submit only one certificate at a time",
     );
     assert_err(&errs, "ca_certificate", "cert", "invalid certificate");
+}
+
+/// A self-signed certificate and its key (PEM), generated with rcgen.
+fn gen_cert(
+    alg: &'static rcgen::SignatureAlgorithm,
+    ca: bool,
+    not_after_year: i32,
+) -> (String, String) {
+    let key = rcgen::KeyPair::generate_for(alg).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["example.com".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+    params.not_after = rcgen::date_time_ymd(not_after_year, 1, 1);
+    if ca {
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    }
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn cert_doc(entries: &[(&str, &str)]) -> String {
+    let mut out = String::from("certificates:\n  - snis: [a.com]\n");
+    for (k, v) in entries {
+        out.push_str(&format!("    {k}: {}\n", json_str(v)));
+    }
+    doc(&out)
+}
+
+#[test]
+fn certificates_are_parsed_and_must_match_their_key() {
+    let (ec_cert, ec_key) = gen_cert(&rcgen::PKCS_ECDSA_P256_SHA256, false, 2090);
+    let (ed_cert, ed_key) = gen_cert(&rcgen::PKCS_ED25519, false, 2090);
+    let (other_cert, other_key) = gen_cert(&rcgen::PKCS_ECDSA_P384_SHA384, false, 2090);
+
+    // Real pairs, with an alternative of another key type.
+    let cfg = ok(&cert_doc(&[
+        ("cert", &ec_cert),
+        ("key", &ec_key),
+        ("cert_alt", &ed_cert),
+        ("key_alt", &ed_key),
+    ]));
+    assert_eq!(cfg.certificates.len(), 1);
+    ok(&doc(&format!(
+        "certificates:\n  - cert: {}\n    key: {}\n",
+        json_str(&fixture("certs/example.com.crt")),
+        json_str(&fixture("certs/example.com.key"))
+    )));
+
+    // Kong's messages (kong/db/schema/entities/certificates.lua).
+    let errs = errors(&cert_doc(&[("cert", &ec_cert), ("key", &other_key)]));
+    assert_err(
+        &errs,
+        "certificate",
+        "@entity",
+        "certificate does not match key",
+    );
+    let errs = errors(&cert_doc(&[
+        ("cert", &ec_cert),
+        ("key", &ec_key),
+        ("cert_alt", &ed_cert),
+        ("key_alt", &other_key),
+    ]));
+    assert_err(
+        &errs,
+        "certificate",
+        "@entity",
+        "alternative certificate does not match key",
+    );
+    let errs = errors(&cert_doc(&[
+        ("cert", &ec_cert),
+        ("key", &ec_key),
+        ("cert_alt", &other_cert),
+        ("key_alt", &other_key),
+    ]));
+    assert_err(
+        &errs,
+        "certificate",
+        "@entity",
+        "certificate and alternative certificate need to have different type (e.g. RSA and ECDSA), the provided certificates were both of the same type",
+    );
+
+    // Well-formed PEM around garbage: refused by the parsers, not by a
+    // look at the markers.
+    let garbage_cert =
+        "-----BEGIN CERTIFICATE-----\nTUlJQmZha2VjZXJ0aWZpY2F0ZQ==\n-----END CERTIFICATE-----\n";
+    let secret = "c2VjcmV0LWtleS1tYXRlcmlhbC1ub3QtdG8tYmUtZWNob2Vk";
+    let garbage_key = format!("-----BEGIN PRIVATE KEY-----\n{secret}\n-----END PRIVATE KEY-----\n");
+    let errs = errors(&cert_doc(&[("cert", garbage_cert), ("key", &garbage_key)]));
+    assert_err(&errs, "certificate", "cert", "invalid certificate: ");
+    assert_err(&errs, "certificate", "key", "invalid key: ");
+    // No match check on fields that failed their own validation.
+    assert!(!errs.iter().any(|e| e.reason.contains("does not match")));
+    for e in &errs {
+        assert!(!e.reason.contains(secret), "key echoed: {e}");
+    }
+    // A certificate where the key goes, a key where the certificate goes.
+    let errs = errors(&cert_doc(&[("cert", &ec_key), ("key", &ec_cert)]));
+    assert_err(&errs, "certificate", "cert", "invalid certificate: ");
+    assert_err(&errs, "certificate", "key", "invalid key: ");
+
+    // Vault references are resolved later: not parsed here.
+    ok(&cert_doc(&[
+        ("cert", "{vault://env/cert}"),
+        ("key", "{vault://env/key}"),
+    ]));
+}
+
+#[test]
+fn ca_certificates_must_be_valid_unexpired_cas() {
+    ok(&doc(&format!(
+        "ca_certificates:\n  - cert: {}\n",
+        json_str(&fixture("certs/ca.crt"))
+    )));
+    let (ca, _) = gen_cert(&rcgen::PKCS_ECDSA_P256_SHA256, true, 2090);
+    ok(&doc(&format!(
+        "ca_certificates:\n  - cert: {}\n",
+        json_str(&ca)
+    )));
+
+    // Kong's messages (kong/db/schema/entities/ca_certificates.lua).
+    let (expired, _) = gen_cert(&rcgen::PKCS_ECDSA_P256_SHA256, true, 2001);
+    let errs = errors(&doc(&format!(
+        "ca_certificates:\n  - cert: {}\n",
+        json_str(&expired)
+    )));
+    assert_err(
+        &errs,
+        "ca_certificate",
+        "@entity",
+        "certificate expired, \"Not After\" time is in the past",
+    );
+    let errs = errors(&doc(&format!(
+        "ca_certificates:\n  - cert: {}\n",
+        json_str(&fixture("certs/example.com.crt"))
+    )));
+    assert_err(
+        &errs,
+        "ca_certificate",
+        "@entity",
+        "certificate does not appear to be a CA because it is missing the \"CA\" basic constraint",
+    );
+    let errs = errors(&doc(
+        "ca_certificates:\n  - cert: \"-----BEGIN CERTIFICATE-----\\nTUlJQmZha2U=\\n-----END CERTIFICATE-----\"\n",
+    ));
+    assert_err(&errs, "ca_certificate", "cert", "invalid certificate: ");
 }
 
 #[test]

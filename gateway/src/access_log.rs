@@ -3,7 +3,6 @@
 //! formats and writes. When the channel is full a line is dropped (and
 //! counted) rather than slowing requests down.
 
-use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,12 +60,8 @@ impl AccessLog {
         let out: Box<dyn Write + Send> = match path.to_str() {
             Some("/dev/stdout") => Box::new(std::io::stdout()),
             Some("/dev/stderr") => Box::new(std::io::stderr()),
-            _ => {
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)?;
-                }
-                Box::new(OpenOptions::new().create(true).append(true).open(path)?)
-            }
+            // 0600 in 0700 directories when we create them: the prefix is private.
+            _ => Box::new(config_sync::private_fs::open_append(path)?),
         };
         let (tx, rx) = sync_channel::<Msg>(64 * 1024);
         std::thread::Builder::new()

@@ -7,14 +7,16 @@
 //! old config or the new one, never a mix. The client runs on its own small
 //! tokio runtime in a dedicated thread: Pingora owns its runtimes.
 //!
-//! Hidden test hooks (environment, not `kong.conf`; for integration tests
-//! that cannot wait Kong's 5-10 s reconnect delay or 30/45 s timers):
+//! Test hooks, only in builds with the `test-hooks` feature (the
+//! integration tests'; never a shipped build, where they could lift the
+//! decompression-bomb cap): environment variables, not `kong.conf`, for
+//! tests that cannot wait Kong's 5-10 s reconnect delay or 30/45 s timers:
 //! `KONG_TEST_CLUSTER_RECONNECT_MS`, `KONG_TEST_CLUSTER_PING_INTERVAL_MS`,
 //! `KONG_TEST_CLUSTER_PING_WAIT_MS`, `KONG_TEST_CLUSTER_INFLATE_CAP`
 //! (bytes).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use config_sync::cluster::client::SetupError;
 use config_sync::cluster::{load_cached, Client, ClientOptions, ClusterStatus, ConfigSink};
@@ -84,12 +86,38 @@ pub fn plugin_versions(enabled: &[String]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn env_ms(name: &str) -> Option<Duration> {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_millis)
+/// Whether this build honours the `KONG_TEST_CLUSTER_*` hooks.
+pub const TEST_HOOKS: bool = cfg!(feature = "test-hooks");
+
+/// Applies the `KONG_TEST_CLUSTER_*` hooks found through `env`.
+#[cfg(feature = "test-hooks")]
+fn apply_test_hooks(opts: &mut ClientOptions, env: impl Fn(&str) -> Option<String>) {
+    let ms = |name: &str| {
+        env(name)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(std::time::Duration::from_millis)
+    };
+    let t = &mut opts.timings;
+    if let Some(d) = ms("KONG_TEST_CLUSTER_RECONNECT_MS") {
+        t.reconnect_min = d;
+        t.reconnect_max = d;
+    }
+    if let Some(d) = ms("KONG_TEST_CLUSTER_PING_INTERVAL_MS") {
+        t.ping_interval = d;
+    }
+    if let Some(d) = ms("KONG_TEST_CLUSTER_PING_WAIT_MS") {
+        t.ping_wait = d;
+    }
+    if let Some(cap) =
+        env("KONG_TEST_CLUSTER_INFLATE_CAP").and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        opts.inflate_cap = cap;
+    }
 }
+
+/// Shipped builds: no hook, and no hook's name in the binary.
+#[cfg(not(feature = "test-hooks"))]
+fn apply_test_hooks(_opts: &mut ClientOptions, _env: impl Fn(&str) -> Option<String>) {}
 
 /// A prepared link: certificates and node id already loaded.
 pub struct Hybrid {
@@ -105,23 +133,7 @@ pub fn prepare(
     plugins: &[String],
 ) -> Result<Hybrid, SetupError> {
     let mut opts = ClientOptions::from_settings(settings, &plugin_versions(plugins), KONG_VERSION)?;
-    let t = &mut opts.timings;
-    if let Some(d) = env_ms("KONG_TEST_CLUSTER_RECONNECT_MS") {
-        t.reconnect_min = d;
-        t.reconnect_max = d;
-    }
-    if let Some(d) = env_ms("KONG_TEST_CLUSTER_PING_INTERVAL_MS") {
-        t.ping_interval = d;
-    }
-    if let Some(d) = env_ms("KONG_TEST_CLUSTER_PING_WAIT_MS") {
-        t.ping_wait = d;
-    }
-    if let Some(cap) = std::env::var("KONG_TEST_CLUSTER_INFLATE_CAP")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-    {
-        opts.inflate_cap = cap;
-    }
+    apply_test_hooks(&mut opts, |name| std::env::var(name).ok());
     Ok(Hybrid {
         opts,
         sink: Arc::new(GatewaySink::new(config.clone(), plugins)),
@@ -163,5 +175,81 @@ impl Hybrid {
             .name("clustering".into())
             .spawn(move || rt.block_on(client.run()))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Client options for a data plane with real (generated) certificates.
+    fn client_options() -> ClientOptions {
+        let dir = std::env::temp_dir().join(format!("gw-hooks-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let key = rcgen::KeyPair::generate().expect("keygen");
+        let cert = rcgen::CertificateParams::new(vec!["kong_clustering".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let env = [
+            ("KONG_ROLE", "data_plane".to_string()),
+            ("KONG_CLUSTER_CERT", cert.pem()),
+            ("KONG_CLUSTER_CERT_KEY", key.serialize_pem()),
+            ("KONG_PREFIX", dir.display().to_string()),
+        ]
+        .map(|(k, v)| (k.to_string(), v));
+        let settings = Settings::load(None, env).expect("settings");
+        let opts = ClientOptions::from_settings(&settings, &[], KONG_VERSION).expect("options");
+        let _ = std::fs::remove_dir_all(&dir);
+        opts
+    }
+
+    fn hook_env() -> impl Fn(&str) -> Option<String> {
+        let env: HashMap<&str, &str> = [
+            ("KONG_TEST_CLUSTER_RECONNECT_MS", "300"),
+            ("KONG_TEST_CLUSTER_PING_INTERVAL_MS", "1000"),
+            ("KONG_TEST_CLUSTER_PING_WAIT_MS", "3000"),
+            ("KONG_TEST_CLUSTER_INFLATE_CAP", "999999999999"),
+        ]
+        .into_iter()
+        .collect();
+        move |k| env.get(k).map(|v| v.to_string())
+    }
+
+    /// Shipped builds (`cargo test -p gateway` builds without the feature):
+    /// the hooks change nothing, the inflate cap above all.
+    #[cfg(not(feature = "test-hooks"))]
+    #[test]
+    fn shipped_builds_ignore_the_test_hooks() {
+        const { assert!(!TEST_HOOKS) };
+        let defaults = client_options();
+        let mut opts = defaults.clone();
+        apply_test_hooks(&mut opts, hook_env());
+        assert_eq!(opts.timings, defaults.timings);
+        assert_eq!(opts.inflate_cap, defaults.inflate_cap);
+    }
+
+    /// Test builds (a build including gw-tests): the hooks apply.
+    #[cfg(feature = "test-hooks")]
+    #[test]
+    fn test_builds_apply_the_test_hooks() {
+        const { assert!(TEST_HOOKS) };
+        let mut opts = client_options();
+        apply_test_hooks(&mut opts, hook_env());
+        assert_eq!(
+            opts.timings.reconnect_min,
+            std::time::Duration::from_millis(300)
+        );
+        assert_eq!(
+            opts.timings.reconnect_max,
+            std::time::Duration::from_millis(300)
+        );
+        assert_eq!(
+            opts.timings.ping_interval,
+            std::time::Duration::from_secs(1)
+        );
+        assert_eq!(opts.timings.ping_wait, std::time::Duration::from_secs(3));
+        assert_eq!(opts.inflate_cap, 999_999_999_999);
     }
 }

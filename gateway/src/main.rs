@@ -27,8 +27,14 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
         match a.as_str() {
             "-c" | "--conf" => conf = Some(PathBuf::from(it.next().context("-c needs a file")?)),
             "-v" | "--version" | "version" => {
+                // The integration tests check for "test-hooks" here.
+                let hooks = if cluster::TEST_HOOKS {
+                    " [test-hooks]"
+                } else {
+                    ""
+                };
                 println!(
-                    "Kong-compatible gateway {} (kong {KONG_VERSION})",
+                    "Kong-compatible gateway {} (kong {KONG_VERSION}){hooks}",
                     env!("CARGO_PKG_VERSION")
                 );
                 return Ok(None);
@@ -67,17 +73,8 @@ fn init_logging(settings: &Settings) {
                 b.target(env_logger::Target::Stdout);
             }
             _ => {
-                let opened = path
-                    .parent()
-                    .map(std::fs::create_dir_all)
-                    .transpose()
-                    .and_then(|_| {
-                        std::fs::OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(&path)
-                    });
-                match opened {
+                // 0600 in 0700 directories when we create them.
+                match config_sync::private_fs::open_append(&path) {
                     Ok(f) => {
                         b.target(env_logger::Target::Pipe(Box::new(f)));
                     }
@@ -151,11 +148,26 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(1);
         }
     };
+    // The prefix holds the node id, the pid file, logs and (hybrid) the
+    // control-plane config cache with its keys: created private if missing.
+    let prefix_error = config_sync::private_fs::ensure_prefix(&settings.prefix).err();
     init_logging(&settings);
+    if let Some(e) = prefix_error {
+        log::warn!(
+            "cannot create the prefix '{}': {e}",
+            settings.prefix.display()
+        );
+    }
     for w in &settings.warnings {
         log::warn!("{w}");
     }
-    let plugins = plugins::enabled(&settings.plugins);
+    let plugins = match plugins::enabled(&settings.plugins) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("Error: invalid configuration:\n{e}");
+            std::process::exit(1);
+        }
+    };
     let shared = Shared::default();
     // Node id for metric labels: `<prefix>/kong.id`, the one a data plane
     // reports to its control plane (Kong persists it the same way).
@@ -164,6 +176,7 @@ fn main() -> anyhow::Result<()> {
         Err(e) => log::warn!("cannot persist the node id under the prefix: {e}"),
     }
     gateway::shim::write_pid_file(&settings.prefix);
+    gateway::shim::write_kong_env(&settings);
     // Readiness turns 503 at once on SIGTERM or `kong quit` (SIGUSR1), so
     // endpoints and the load balancer let go before the listener closes.
     let drain_delay = match gateway::lifecycle::drain_delay_from(

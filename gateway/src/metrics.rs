@@ -659,20 +659,19 @@ impl Metrics {
     fn refresh(&self, snap: &Snapshot, stats: &Stats, seen: &mut CgroupSeen) {
         use std::sync::atomic::Ordering::Relaxed;
         let node_id = self.node_id().to_string();
-        let accepted = stats.connections_accepted.load(Relaxed);
-        let total = stats.requests_total.load(Relaxed);
+        let c = stats.connections();
+        let total = c.requests;
         let in_flight = stats.in_flight.load(Relaxed);
         let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        // Same mapping as `/status` (nginx stub_status): only requests in
-        // flight are known, so they stand for active and writing.
+        // The figures of `/status` (nginx stub_status).
         for (state, v) in [
-            ("accepted", accepted),
-            ("handled", accepted),
+            ("accepted", c.accepted),
+            ("handled", c.handled),
             ("total", total),
-            ("active", in_flight),
-            ("reading", 0),
-            ("writing", in_flight),
-            ("waiting", 0),
+            ("active", c.active),
+            ("reading", c.reading),
+            ("writing", c.writing),
+            ("waiting", c.waiting),
         ] {
             self.connections
                 .with_label_values(&[&node_id, SUBSYSTEM, state])

@@ -64,6 +64,9 @@ pub fn proxy_options(s: &Settings) -> ProxyOptions {
         client_header_timeout: s.client_header_timeout,
         client_body_timeout: s.client_body_timeout,
         underscores_in_headers: s.underscores_in_headers,
+        // Kong: 0 keeps an idle pooled connection open indefinitely.
+        upstream_idle_timeout: (s.upstream_keepalive_idle_timeout > 0)
+            .then(|| std::time::Duration::from_secs(s.upstream_keepalive_idle_timeout)),
     }
 }
 
@@ -72,6 +75,7 @@ fn socket_options(l: &ListenAddr) -> TcpSocketOptions {
     if l.reuseport {
         o.so_reuseport = Some(true);
     }
+    o.ipv6_only = l.ipv6only;
     o
 }
 
@@ -130,7 +134,13 @@ pub fn build(settings: &Settings, shared: &Shared) -> anyhow::Result<Built> {
         // open (`DrainingShutdown::grace_done`, a vendored-Pingora patch).
         grace_period_seconds: Some(settings.worker_shutdown_timeout.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(5),
-        upstream_keepalive_pool_size: settings.upstream_keepalive_pool_size.max(1) as usize,
+        // 0 pools nothing (Kong: a new upstream connection per request) and
+        // max_requests closes a connection after that many requests (0: no
+        // limit); both are a vendored-Pingora patch.
+        upstream_keepalive_pool_size: usize::try_from(settings.upstream_keepalive_pool_size)
+            .unwrap_or(usize::MAX),
+        upstream_keepalive_max_requests: usize::try_from(settings.upstream_keepalive_max_requests)
+            .unwrap_or(usize::MAX),
         pid_file: pids.join("gateway.pid").display().to_string(),
         upgrade_sock: pids.join("gateway_upgrade.sock").display().to_string(),
         ..ServerConf::default()
@@ -168,14 +178,9 @@ pub fn build(settings: &Settings, shared: &Shared) -> anyhow::Result<Built> {
         H1Front::new(proxy, &options, shared.stats.clone()),
     );
     let mut listening = 0;
+    // Settings refuse the listen flags not served (ssl, http2,
+    // proxy_protocol, ...), so every entry is a plain-HTTP listener.
     for l in &settings.proxy_listen {
-        if l.ssl {
-            log::warn!(
-                "proxy_listen '{}': TLS termination is not implemented yet; this listener is skipped",
-                l.raw
-            );
-            continue;
-        }
         proxy_service.add_listener(plain_listener(l));
         listening += 1;
     }
@@ -196,16 +201,38 @@ pub fn build(settings: &Settings, shared: &Shared) -> anyhow::Result<Built> {
         // worker (each idle thread costs a stack and an allocator heap).
         status.threads = Some(1);
         for l in &settings.status_listen {
-            if l.ssl {
-                log::warn!(
-                    "status_listen '{}': TLS is not implemented yet; skipped",
-                    l.raw
-                );
-                continue;
-            }
             status.add_listener(plain_listener(l));
         }
         server.add_service(status);
     }
     Ok(Built { server, access_log })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn settings(env: &[(&str, &str)]) -> Settings {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        match Settings::load(None, env) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn upstream_idle_timeout_follows_kong() {
+        let idle = |v: &str| {
+            proxy_options(&settings(&[("KONG_UPSTREAM_KEEPALIVE_IDLE_TIMEOUT", v)]))
+                .upstream_idle_timeout
+        };
+        assert_eq!(idle("5"), Some(Duration::from_secs(5)));
+        // Kong: 0 keeps an idle pooled connection indefinitely.
+        assert_eq!(idle("0"), None);
+        assert_eq!(
+            proxy_options(&settings(&[])).upstream_idle_timeout,
+            Some(Duration::from_secs(60))
+        );
+    }
 }

@@ -15,6 +15,7 @@ Environment: SHARED_DIR (default <repo>/../shared), K8S_VALIDATE_VENV.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -133,7 +134,8 @@ def test_probes_point_at_the_status_port():
     r = ok(render())
     c = r.container()
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"proxy": 8000, "proxy-tls": 8443, "status": 8100}
+    # Only what the gateway serves: no TLS port (kong/kong has 8443).
+    assert ports == {"proxy": 8000, "status": 8100}
     assert c["readinessProbe"]["httpGet"] == {"path": "/status/ready", "port": "status", "scheme": "HTTP"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/status", "port": "status", "scheme": "HTTP"}
     env = r.env()
@@ -166,8 +168,8 @@ def test_env_maps_to_kong_variables():
     assert env["KONG_STATUS_LISTEN"] == "0.0.0.0:9100"
     assert env["KONG_CLUSTER_CERT_KEY"] == {"valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
     assert env["MY_VAR"] == "hello"
-    assert env["KONG_PROXY_LISTEN"] == "0.0.0.0:8000, 0.0.0.0:8443 http2 ssl"
-    assert env["KONG_PORT_MAPS"] == "80:8000, 443:8443"
+    assert env["KONG_PROXY_LISTEN"] == "0.0.0.0:8000"
+    assert env["KONG_PORT_MAPS"] == "80:8000"
     assert env["KONG_ADMIN_LISTEN"] == "off"
     assert env["KONG_NGINX_DAEMON"] == "off"
     assert "KONG_DECLARATIVE_CONFIG" not in env
@@ -230,7 +232,7 @@ def test_konnect_example_nlb_service():
     assert spec["externalTrafficPolicy"] == "Local"
     assert spec["loadBalancerSourceRanges"] == ["10.0.0.0/8"]
     ports = {p["name"]: (p["port"], p["targetPort"]) for p in spec["ports"]}
-    assert ports == {"kong-proxy": (80, 8000), "kong-proxy-tls": (443, 8443)}
+    assert ports == {"kong-proxy": (80, 8000)}
     assert svc["metadata"]["labels"]["enable-metrics"] == "true"
 
 
@@ -269,6 +271,81 @@ def test_security_context_uid_1000_read_only_root():
     mounts = {m["mountPath"] for m in r.container()["volumeMounts"]}
     assert {"/kong_prefix/", "/tmp"} <= mounts
     assert pod["automountServiceAccountToken"] is False
+
+
+def test_tls_and_unserved_listeners_refused():
+    # kong/kong values that ask for what the gateway does not serve yet get
+    # a clear refusal, not a pod that refuses to start.
+    refused(render(sets=("proxy.tls.enabled=true",)),
+            "proxy.tls.enabled=true is not supported yet", "does not terminate TLS")
+    refused(render(values={"proxy": {"tls": {"enabled": True, "containerPort": 8443,
+                                             "servicePort": 443, "parameters": ["http2"]}}}),
+            "proxy.tls.enabled=true")
+    refused(render(sets=("status.tls.enabled=true",)), "status.tls.enabled=true is not supported yet")
+    refused(render(sets=("admin.enabled=true",)), "admin.enabled=true is not supported", "no Admin API")
+    refused(render(values={"proxy": {"http": {"parameters": ["http2"]}}}),
+            "proxy.http.parameters: http2 not supported yet")
+    refused(render(values={"status": {"http": {"parameters": ["proxy_protocol", "reuseport"]}}}),
+            "status.http.parameters: proxy_protocol not supported yet")
+    refused(render(values={"env": {"proxy_listen": "0.0.0.0:8000, 0.0.0.0:8443 http2 ssl"}}),
+            'env.proxy_listen="0.0.0.0:8000, 0.0.0.0:8443 http2 ssl": http2, ssl not supported yet')
+    refused(render(values={"env": {"admin_listen": "127.0.0.1:8444 http2 ssl"}}),
+            "env.admin_listen=", "no Admin API")
+    refused(render(values={"env": {"admin_listen": False}}), 'set it to "off" (quoted')
+    refused(render(values={"certificates": {"enabled": True}}), "certificates.enabled=true is not supported")
+    refused(render(values={"proxy": {"stream": [{"containerPort": 9000, "servicePort": 9000}]}}),
+            "proxy.stream / udpProxy are not supported yet")
+    refused(render(values={"udpProxy": {"enabled": True}}), "proxy.stream / udpProxy")
+    for flavor in ("traditional", "expressions"):
+        refused(render(values={"env": {"router_flavor": flavor}}),
+                f'env.router_flavor="{flavor}" is not supported yet')
+    ok(render(values={"env": {"router_flavor": "traditional_compatible"}}))
+
+
+def test_served_listen_flags_pass():
+    r = ok(render(values={
+        "proxy": {"http": {"parameters": ["reuseport", "backlog=16384"]}},
+        "env": {"status_listen": "0.0.0.0:8100 reuseport, [::]:8100 ipv6only=on", "admin_listen": "off"},
+    }))
+    env = r.env()
+    assert env["KONG_PROXY_LISTEN"] == "0.0.0.0:8000 reuseport backlog=16384"
+    assert env["KONG_STATUS_LISTEN"] == "0.0.0.0:8100 reuseport, [::]:8100 ipv6only=on"
+
+
+def _dockerfile_runtime() -> tuple[dict, set]:
+    """ENV and EXPOSE of the runtime stage of helm/Dockerfile."""
+    with open(os.path.join(HELM_DIR, "Dockerfile"), encoding="utf-8") as fh:
+        text = fh.read().replace("\\\n", " ")
+    runtime = text.split("\nFROM ")[-1]
+    env, exposed = {}, set()
+    for line in runtime.splitlines():
+        words = line.split(None, 1)
+        if len(words) < 2:
+            continue
+        if words[0] == "ENV":
+            for item in shlex.split(words[1]):
+                k, _, v = item.partition("=")
+                env[k] = v
+        elif words[0] == "EXPOSE":
+            exposed |= {int(p.split("/")[0]) for p in words[1].split()}
+    return env, exposed
+
+
+def test_dockerfile_defaults_match_what_the_binary_serves():
+    env, exposed = _dockerfile_runtime()
+    listens = [env["KONG_PROXY_LISTEN"], env["KONG_STATUS_LISTEN"]]
+    for listen in listens:
+        for entry in listen.split(","):
+            flags = entry.split()[1:]
+            assert not set(flags) & {"ssl", "http2", "proxy_protocol", "deferred"}, listen
+    assert env["KONG_ADMIN_LISTEN"] == "off"
+    # Every exposed port is one a listener serves, and the other way round.
+    ports = {int(e.split()[0].rsplit(":", 1)[1]) for listen in listens for e in listen.split(",")}
+    assert exposed == ports == {8000, 8100}, (exposed, ports)
+    # The chart's defaults say the same as the image's.
+    chart_env = ok(render()).env()
+    for k in ("KONG_PROXY_LISTEN", "KONG_STATUS_LISTEN", "KONG_ADMIN_LISTEN"):
+        assert chart_env[k] == env[k], (k, chart_env[k], env[k])
 
 
 def test_ingress_controller_refused():
@@ -315,7 +392,7 @@ def test_kong_kong_konnect_dp_values_file():
             "cluster_cert": "/etc/secrets/kong-cluster-cert/tls.crt",
             "cluster_cert_key": "/etc/secrets/kong-cluster-cert/tls.key",
             "lua_ssl_trusted_certificate": "system", "konnect_mode": "on", "vitals": "off",
-            "router_flavor": "traditional", "nginx_worker_processes": "2",
+            "router_flavor": "traditional_compatible", "nginx_worker_processes": "2",
         },
         "ingressController": {"enabled": False, "installCRDs": False},
         "podAnnotations": {"kuma.io/gateway": "enabled"},
@@ -328,8 +405,16 @@ def test_kong_kong_konnect_dp_values_file():
     assert r.kinds() == ["Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget",
                          "Service", "ServiceAccount", "ServiceMonitor"]
     env = r.env()
-    assert env["KONG_ROLE"] == "data_plane" and env["KONG_ROUTER_FLAVOR"] == "traditional"
+    assert env["KONG_ROLE"] == "data_plane"
+    assert env["KONG_ROUTER_FLAVOR"] == "traditional_compatible"
     assert env["KONG_NGINX_WORKER_PROCESSES"] == "2"
+    # The file relies on kong/kong's TLS default (on); here TLS is off, so
+    # nothing asks for a listener the gateway would refuse.
+    assert env["KONG_PROXY_LISTEN"] == "0.0.0.0:8000"
+    assert env["KONG_STATUS_LISTEN"] == "0.0.0.0:8100"
+    assert env["KONG_ADMIN_LISTEN"] == "off"
+    assert {p["name"] for p in r.container()["ports"]} == {"proxy", "status"}
+    assert [p["name"] for p in r.get("Service", "-proxy")["spec"]["ports"]] == ["kong-proxy"]
 
 
 def test_hpa_example():

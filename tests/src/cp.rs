@@ -76,12 +76,19 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 fn shared_pair() -> (String, String) {
+    shared_pair_with(|_| {})
+}
+
+/// A shared cert as `kong hybrid gen_cert` makes it, with `tweak` applied
+/// to its parameters (e.g. the validity period).
+fn shared_pair_with(tweak: impl FnOnce(&mut rcgen::CertificateParams)) -> (String, String) {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("keygen");
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "kong_clustering");
+    tweak(&mut params);
     let cert = params.self_signed(&key).expect("self-sign");
     (cert.pem(), key.serialize_pem())
 }
@@ -90,6 +97,26 @@ impl Certs {
     /// Kong's shared mode: one cert and key on both sides.
     pub fn shared() -> Certs {
         let (cert, key) = shared_pair();
+        let dir = TempDir::new("cp-certs");
+        Certs {
+            mode: Mode::Shared,
+            dp_cert: write(dir.path(), "cluster.crt", &cert),
+            dp_key: write(dir.path(), "cluster.key", &key),
+            ca_cert: None,
+            server_name: "kong_clustering".into(),
+            cp_cert_pem: cert,
+            cp_key_pem: key,
+            ca_pem: None,
+            _dir: dir,
+        }
+    }
+
+    /// Shared mode with a cert (on both sides) that expired in 2001.
+    pub fn shared_expired() -> Certs {
+        let (cert, key) = shared_pair_with(|p| {
+            p.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        });
         let dir = TempDir::new("cp-certs");
         Certs {
             mode: Mode::Shared,
@@ -329,9 +356,11 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// A `reconfigure` message for `config_table` with Kong's hashes (the
-/// CP's `config_hash` is what the DP must echo in its pings).
+/// CP's `config_hash` is what the DP must echo in its pings), computed by
+/// the test crate's own implementation ([`crate::kong_hash`]), not the data
+/// plane's.
 pub fn reconfigure(config_table: &Value) -> (Vec<u8>, String) {
-    let h = config_sync::config_hashes(config_table);
+    let h = crate::kong_hash::calculate_config_hash(config_table);
     let msg = json!({
         "type": "reconfigure",
         "timestamp": 1_700_000_000.123,

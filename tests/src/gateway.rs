@@ -183,6 +183,9 @@ impl Gateway {
             "{} not found; build it with `cargo build -p gateway`",
             bin.display()
         );
+        if env.iter().any(|(k, _)| k.starts_with("KONG_TEST_")) {
+            assert_test_hooks_built(&bin);
+        }
         let dir = TempDir::new("gw");
         let config_path = dir.path().join("kong.yml");
         write_atomic(&config_path, kong_yml);
@@ -325,6 +328,21 @@ impl Drop for Gateway {
         self.proc.stop_with("INT", Duration::from_secs(5));
         drop(self.dir.take());
     }
+}
+
+/// `KONG_TEST_*` hooks exist only in a gateway built with its `test-hooks`
+/// feature, which any build including gw-tests turns on; a binary built
+/// alone (`cargo build -p gateway`) would silently run Kong's real timers.
+fn assert_test_hooks_built(bin: &Path) {
+    let out = Command::new(bin)
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("{} --version: {e}", bin.display()));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("[test-hooks]"),
+        "{} was built without its test hooks; rebuild it with `cargo build -p gateway -p gw-tests --bins`",
+        bin.display()
+    );
 }
 
 fn wait_started(proc: &mut Proc, port: u16, status_port: u16, timeout: Duration) -> Started {

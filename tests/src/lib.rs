@@ -13,6 +13,7 @@
 pub mod cp;
 pub mod fault;
 pub mod gateway;
+pub mod kong_hash;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -347,6 +348,73 @@ pub fn start_httpbin_with(name: &str, extra_args: &[&str]) -> (Proc, u16) {
         p.kill();
     }
     panic!("httpbin did not start; output:\n{last_output}");
+}
+
+// ---------------------------------------------------------------------------
+// Skips.
+
+/// Why a test cannot run here; decides whether skipping it is allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// A dependency that could be provided is missing (a binary not built,
+    /// a PyPI package not installed, no root): a skip on a developer's
+    /// machine, a failure under CI.
+    Missing,
+    /// The dependency cannot exist on this machine, detected precisely
+    /// (e.g. no cgroup v1 `cpu` hierarchy mounted on a cgroup-v2-only
+    /// host): a skip everywhere, CI included.
+    Impossible,
+}
+
+/// True when the `CI` environment variable is set to `true`/`1`/`yes`
+/// (case-insensitive), as CI services and `.ci/run` set it.
+pub fn under_ci() -> bool {
+    std::env::var("CI")
+        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
+}
+
+/// The skip policy: `Err` (the test must fail) for a [`Skip::Missing`]
+/// dependency under CI, `Ok` (a skip) otherwise.
+pub fn skip_verdict(ci: bool, kind: Skip, test: &str, reason: &str) -> Result<String, String> {
+    match (ci, kind) {
+        (true, Skip::Missing) => Err(format!(
+            "{test}: {reason}. CI=true: a missing dependency fails the test instead of \
+             skipping it (scripts/test provides it)"
+        )),
+        (_, Skip::Missing) => Ok(format!(
+            "SKIPPED {test}: {reason} (a failure under CI=true)"
+        )),
+        (_, Skip::Impossible) => Ok(format!("SKIPPED {test}: {reason} (cannot exist here)")),
+    }
+}
+
+/// The one way a test skips: prints `SKIPPED <test>: <reason>`, or panics
+/// when [`skip_verdict`] says skipping is not allowed (a [`Skip::Missing`]
+/// dependency under CI). The caller returns right after.
+pub fn skip(test: &str, kind: Skip, reason: &str) {
+    match skip_verdict(under_ci(), kind, test, reason) {
+        Ok(msg) => eprintln!("{msg}"),
+        Err(msg) => panic!("{msg}"),
+    }
+}
+
+/// Mount point of the cgroup v1 hierarchy that carries the `cpu`
+/// controller (fs type `cgroup` with `cpu` among its super options in
+/// /proc/self/mountinfo), if one is mounted.
+pub fn cgroup_v1_cpu_mount() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    cgroup_v1_cpu_mount_in(&info)
+}
+
+fn cgroup_v1_cpu_mount_in(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (before, after) = line.split_once(" - ")?;
+        let mut after = after.split_whitespace();
+        let (fs_type, _source, opts) = (after.next()?, after.next()?, after.next()?);
+        let mount_point = before.split_whitespace().nth(4)?;
+        (fs_type == "cgroup" && opts.split(',').any(|o| o == "cpu"))
+            .then(|| PathBuf::from(mount_point.replace("\\040", " ")))
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -880,12 +948,41 @@ mod tests {
         );
     }
 
-    /// End-to-end check against the real httpbin binary when it has been
-    /// built (`cargo build -p gw-tests --bin httpbin`); skipped otherwise.
+    #[test]
+    fn skip_policy() {
+        let t = "some_test";
+        assert!(skip_verdict(true, Skip::Missing, t, "no x").is_err());
+        assert!(skip_verdict(false, Skip::Missing, t, "no x").is_ok());
+        assert!(skip_verdict(true, Skip::Impossible, t, "no x").is_ok());
+        assert!(skip_verdict(false, Skip::Impossible, t, "no x").is_ok());
+        let msg = skip_verdict(false, Skip::Missing, t, "no x").unwrap();
+        assert!(msg.starts_with("SKIPPED some_test: no x"), "{msg}");
+    }
+
+    #[test]
+    fn cgroup_v1_cpu_mount_is_read_from_mountinfo() {
+        let v2 = "41 31 0:38 / /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw,nsdelegate\n";
+        let acct = "33 31 0:30 / /sys/fs/cgroup/cpuacct rw - cgroup cgroup rw,cpuacct\n";
+        let cpu = "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n";
+        assert_eq!(cgroup_v1_cpu_mount_in(""), None);
+        assert_eq!(cgroup_v1_cpu_mount_in(&format!("{v2}{acct}")), None);
+        assert_eq!(
+            cgroup_v1_cpu_mount_in(&format!("{v2}{acct}{cpu}")),
+            Some(PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"))
+        );
+    }
+
+    /// End-to-end check against the real httpbin binary (`cargo build -p
+    /// gw-tests --bin httpbin`; scripts/test builds it). Skipped when it is
+    /// not built, except under CI (see [`skip`]).
     #[test]
     fn httpbin_end_to_end() {
         if !bin_path("httpbin").exists() {
-            eprintln!("skipping: {} not built", bin_path("httpbin").display());
+            skip(
+                "httpbin_end_to_end",
+                Skip::Missing,
+                &format!("{} not built", bin_path("httpbin").display()),
+            );
             return;
         }
         let (mut p, port) = start_httpbin("up-a");

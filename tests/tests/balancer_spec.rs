@@ -192,18 +192,16 @@ upstreams:
     let gw = Gateway::start(&yml);
     let r = get(gw.port, "/anything", &[("Host", "named.test")]);
     assert_eq!(r.status, 200, "{}", r.body_str());
+    // "Quickly": answered at all (`get` gives up after 10 s), with the DNS
+    // failure's status and message, not a proxy timeout's. How long a dead
+    // resolver may take is unit-tested with paused time (balancer::dns).
     for (host, msg) in [
         ("missing.test", MSG_NAME_RESOLUTION),
         ("missing-target.test", MSG_NO_PEER),
     ] {
-        let started = Instant::now();
         let r = get(gw.port, "/anything", &[("Host", host)]);
         assert_eq!(r.status, 503, "{host}: {}", r.body_str());
         assert!(r.body_str().contains(msg), "{host}: {}", r.body_str());
-        assert!(
-            started.elapsed() < Duration::from_secs(4),
-            "{host} took too long"
-        );
     }
 }
 
@@ -225,15 +223,12 @@ fn upstream_faults_give_kongs_statuses() {
     let (_hb, mut fault, gw) = faulty_single();
     assert_eq!(get(gw.port, "/anything", &[]).status, 200);
 
-    fault.set(Mode::Slow(Duration::from_millis(1500)));
-    let started = Instant::now();
+    // The upstream's answer is held back 30 s: a 504 before it (and `get`
+    // gives up after 10 s) can only come from the 400 ms read_timeout.
+    fault.set(Mode::Slow(Duration::from_secs(30)));
     let r = get(gw.port, "/anything", &[]);
     assert_eq!(r.status, 504, "slow: {}", r.body_str());
     assert!(r.body_str().contains("The upstream server is timing out"));
-    assert!(
-        started.elapsed() < Duration::from_millis(1400),
-        "504 at read_timeout"
-    );
 
     fault.set(Mode::ResetAfter(5));
     let r = get(gw.port, "/anything", &[]);
@@ -245,14 +240,11 @@ fn upstream_faults_give_kongs_statuses() {
     fault.set(Mode::Kill);
     assert_eq!(get(gw.port, "/anything", &[]).status, 502, "refused");
 
+    // A black hole never answers: a 504 (within `get`'s 10 s) is the
+    // connect_timeout firing.
     fault.set(Mode::BlackHole);
-    let started = Instant::now();
     let r = get(gw.port, "/anything", &[]);
     assert_eq!(r.status, 504, "black hole: {}", r.body_str());
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "504 at connect_timeout"
-    );
 
     fault.set(Mode::Pass);
     assert_eq!(get(gw.port, "/anything", &[]).status, 200, "back");

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use gw_tests::cp::{self, Certs, ControlPlane, CpOptions};
 use gw_tests::gateway::{Gateway, Recorder, TempDir};
 use gw_tests::try_request;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const MIN_YML: &str = "_format_version: '3.0'\n";
 const WAIT: Duration = Duration::from_secs(15);
@@ -463,21 +463,17 @@ fn hostile_pushes_keep_the_old_config() {
 
     // Gzip bomb: ~3 MB (under the 4 MiB frame limit) inflating to 3 GiB;
     // it stops at the inflate cap (256 MiB).
+    // Rejected at the cap (not after inflating it all) is shown by the
+    // message and the peak RSS; `rejected` (15 s) only guards against a hang.
     let bomb = cp::gzip_bomb(3 << 30);
     assert!(bomb.len() < 4 << 20, "bomb is {} bytes", bomb.len());
-    let t = Instant::now();
     cp.send_binary(bomb);
     n += 1;
     assert!(rejected(n), "bomb not rejected:\n{}", g.output());
-    let took = t.elapsed();
     assert!(g.output().contains("exceeds the"), "{}", g.output());
     check_still_serving("gzip bomb");
     let peak = peak_rss_kib(pid);
-    eprintln!(
-        "gzip bomb rejected in {took:?}; DP peak RSS {} MiB",
-        peak / 1024
-    );
-    assert!(took < Duration::from_secs(10), "bomb took {took:?}");
+    eprintln!("gzip bomb rejected; DP peak RSS {} MiB", peak / 1024);
     assert!(peak < 1024 * 1024, "peak RSS {peak} KiB");
 
     // A frame over cluster_max_payload: the session is dropped (as Kong's
@@ -569,53 +565,32 @@ fn missing_or_bad_cluster_cert_is_a_startup_error() {
     assert!(out.contains("cluster_cert_key"), "{out}");
 }
 
-/// Apply time (decode → validate → compile → swap) as the DP logs it, and
-/// push-to-ping latency as the CP sees it. Debug build: expect release to
-/// be several times faster.
+/// Large pushed configs (1,000 and 10,000 routes) are applied, reported
+/// and routed: the DP pings the new hash, reports it on /status and serves
+/// the last route. How long applying takes is measured in benches/, not
+/// here: `config_apply` in benches/benches/config.rs (in-process, per
+/// phase) and the load harness's `push` scenario (push to ping, and the
+/// DP's own validate / compile split, against the real binary).
 #[test]
-fn apply_time_for_1k_and_10k_routes() {
+fn large_pushed_configs_apply_and_route() {
     let certs = Certs::shared();
     let rec = Recorder::start();
     let cp = ControlPlane::start(&certs);
-    // debug: the DP also logs the validate / compile split.
-    let g = start_dp(&dp_env(&certs, cp.port, &[("KONG_LOG_LEVEL", "debug")]));
+    let g = start_dp(&dp_env(&certs, cp.port, &[]));
     assert!(cp.wait_for(WAIT, |s| !s.pings.is_empty()));
     for n in [1_000usize, 10_000] {
-        let cfg = cp::kong_export(rec.port, &format!("/n{n}"), n);
-        let (frame, hash) = cp::reconfigure(&cfg);
-        let json_len = cfg.to_string().len();
-        let t = Instant::now();
-        cp.set_frame(frame.clone(), Vec::new());
+        let hash = cp.set_config(&cp::kong_export(rec.port, &format!("/n{n}"), n));
+        // A hang guard only: a debug build takes seconds for 10,000 routes.
         assert!(
             cp.wait_ping(&hash, Duration::from_secs(120)),
             "{}",
             g.output()
         );
-        let e2e = t.elapsed();
-        let line = g
-            .output()
-            .lines()
-            .find(|l| l.contains(&format!("applied config {hash}")))
-            .map(str::to_string)
-            .unwrap_or_default();
-        let split = g
-            .output()
-            .lines()
-            .rev()
-            .find(|l| l.contains("[clustering] validate"))
-            .map(str::to_string)
-            .unwrap_or_default();
-        eprintln!(
-            "{n} routes: {} KiB JSON, {} KiB gzip; push→ping {} ms; DP: {line}; {split}",
-            json_len / 1024,
-            frame.len() / 1024,
-            e2e.as_millis()
-        );
+        assert_eq!(g.config_hash(), hash);
         assert_eq!(get_a(&g).as_deref(), Ok(format!("/n{n}").as_str()));
         let r = try_request(g.port, "GET", &format!("/r{}", n - 1), &[], b"").expect("request");
         assert_eq!(r.status, 200);
     }
-    let _: Value = g.status();
 }
 
 #[test]

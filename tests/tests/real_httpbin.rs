@@ -1,18 +1,23 @@
 //! The gateway in front of the real (PyPI) httpbin served by gunicorn.
-//! Runs only when `GW_HTTPBIN_GUNICORN` names a gunicorn executable from a
-//! virtualenv that has `httpbin` installed; otherwise it prints
-//! "skipped: GW_HTTPBIN_GUNICORN not set" and passes.
+//! Runs when `GW_HTTPBIN_GUNICORN` names a gunicorn executable from a
+//! virtualenv that has `httpbin` installed (scripts/test sets it up).
+//! Without it the test is skipped (`gw_tests::skip`), which under CI=true
+//! is a failure: PyPI's httpbin can always be installed there.
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
 use std::time::Duration;
 
 use gw_tests::gateway::{fill_ports, Gateway};
-use gw_tests::{free_port, get, request, wait_for_port, Proc};
+use gw_tests::{free_port, get, request, skip, wait_for_port, Proc, Skip};
 
 fn start_gunicorn() -> Option<(Proc, u16)> {
     let Some(gunicorn) = std::env::var_os("GW_HTTPBIN_GUNICORN") else {
-        println!("skipped: GW_HTTPBIN_GUNICORN not set");
+        skip(
+            "real_httpbin_through_the_gateway",
+            Skip::Missing,
+            "GW_HTTPBIN_GUNICORN not set (scripts/test installs httpbin and gunicorn from PyPI)",
+        );
         return None;
     };
     let port = free_port();

@@ -5,8 +5,6 @@
 //! was received (compressed), so loading it goes through the same decode
 //! and validation path as a push, and a cached hash is the CP's hash.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// File name under `prefix`.
@@ -16,29 +14,10 @@ pub fn cache_path(prefix: &Path) -> PathBuf {
     prefix.join(CACHE_FILE)
 }
 
-/// Replaces `path` atomically: a crash leaves the old file or the new one,
-/// never a torn one (temp file, fsync, rename, fsync directory).
+/// Replaces `path` atomically with a private (0600) file; see
+/// [`crate::private_fs::write_atomic`]. The cache holds certificate keys.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "cache".to_string());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        // The rename itself is durable only once the directory is synced.
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::private_fs::write_atomic(path, bytes)
 }
 
 /// The cached frame, if any. A missing file is `Ok(None)`.
@@ -71,6 +50,11 @@ mod tests {
         // No temp files left behind.
         let n = std::fs::read_dir(&dir).expect("dir").count();
         assert_eq!(n, 1);
+        // Certificate keys are in there: private file in a private directory.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(&p), 0o600);
+        assert_eq!(mode(&dir), 0o700);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

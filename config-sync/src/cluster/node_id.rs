@@ -23,7 +23,7 @@ pub fn load_or_create(prefix: &Path) -> std::io::Result<Uuid> {
         Err(e) => return Err(e),
     }
     let id = Uuid::new_v4();
-    super::cache::write_atomic(&path, id.to_string().as_bytes())?;
+    crate::private_fs::write_atomic(&path, id.to_string().as_bytes())?;
     Ok(id)
 }
 
@@ -39,6 +39,10 @@ mod tests {
         assert_eq!(a, b);
         let text = std::fs::read_to_string(dir.join(NODE_ID_FILE)).expect("read");
         assert_eq!(text, a.to_string());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.join(NODE_ID_FILE)), 0o600);
+        assert_eq!(mode(&dir), 0o700, "a missing prefix is created private");
         std::fs::write(dir.join(NODE_ID_FILE), "garbage").expect("write");
         let c = load_or_create(&dir).expect("replace");
         assert_ne!(c, a);

@@ -20,7 +20,7 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvi
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::settings::{ClusterMtls, Settings};
+use crate::settings::{is_sensitive, ClusterMtls, Settings};
 
 /// SNI (and verified name, in Kong) of shared-mode clustering.
 pub const SHARED_SERVER_NAME: &str = "kong_clustering";
@@ -47,12 +47,20 @@ fn setting_err(setting: &'static str, reason: impl Into<String>) -> TlsError {
 }
 
 /// A Kong certificate setting: a file path, inline PEM, or base64 of PEM
-/// (`kong/conf_loader/parse.lua` try_decode_base64).
+/// (`kong/conf_loader/parse.lua` try_decode_base64). Errors name the setting
+/// and say why; the value is quoted only for settings that are not
+/// sensitive (`cluster_cert_key` never is: it may be the key itself).
 pub fn read_pem_source(setting: &'static str, value: &str) -> Result<Vec<u8>, TlsError> {
+    let secret = is_sensitive(setting);
     let path = Path::new(value);
     if path.exists() {
-        return std::fs::read(path)
-            .map_err(|e| setting_err(setting, format!("cannot read '{value}': {e}")));
+        return std::fs::read(path).map_err(|e| {
+            if secret {
+                setting_err(setting, format!("cannot read the file it names: {e}"))
+            } else {
+                setting_err(setting, format!("cannot read '{value}': {e}"))
+            }
+        });
     }
     if value.contains("-----BEGIN") {
         return Ok(value.as_bytes().to_vec());
@@ -60,6 +68,10 @@ pub fn read_pem_source(setting: &'static str, value: &str) -> Result<Vec<u8>, Tl
     let compact: String = value.chars().filter(|c| !c.is_whitespace()).collect();
     match base64::engine::general_purpose::STANDARD.decode(compact.as_bytes()) {
         Ok(bytes) if bytes.windows(10).any(|w| w == b"-----BEGIN") => Ok(bytes),
+        _ if secret => Err(setting_err(
+            setting,
+            "is neither a readable file nor a PEM (or base64 PEM) value (value not shown: sensitive setting)",
+        )),
         _ => Err(setting_err(
             setting,
             format!("'{value}' is neither a readable file nor a PEM (or base64 PEM) value"),
@@ -82,16 +94,37 @@ pub fn load_certs(
     Ok(certs)
 }
 
+/// The private key of a PEM setting, checked to be one rustls can sign
+/// with. PEM parser errors can quote the input (a section marker, a line),
+/// so for a key they are replaced by what was wrong, in our words.
 pub fn load_key(setting: &'static str, value: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read_pem_source(setting, value)?;
-    rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|e| setting_err(setting, format!("invalid PEM: {e}")))?
-        .ok_or_else(|| setting_err(setting, "no private key found in PEM"))
+    let key = rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|_| setting_err(setting, "invalid PEM: cannot decode a private key from it"))?
+        .ok_or_else(|| setting_err(setting, "no private key found in PEM"))?;
+    rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|_| {
+            setting_err(
+                setting,
+                "not a usable private key (RSA of 2048+ bits, ECDSA P-256/P-384 or Ed25519)",
+            )
+        })?;
+    Ok(key)
 }
 
 /// Accepts exactly one server certificate (by DER), as Kong's shared mode
 /// effectively does; signatures are still verified so the peer must hold
 /// the key.
+///
+/// Kong's DP connects with `ssl_verify = true` and the shared cert as a
+/// trusted certificate (`kong/clustering/utils.lua` connect_cp,
+/// `kong/conf_loader/parse.lua`: `insert(conf.lua_ssl_trusted_certificate,
+/// conf.cluster_cert)`); OpenSSL then verifies the trusted self-signed leaf
+/// like any chain, validity dates included (no `X509_V_FLAG_NO_CHECK_TIME`),
+/// so an expired (or not yet valid) shared cert fails the handshake with
+/// "certificate has expired". The same here.
 #[derive(Debug)]
 struct PinnedCertVerifier {
     pinned: CertificateDer<'static>,
@@ -105,15 +138,15 @@ impl ServerCertVerifier for PinnedCertVerifier {
         _intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
-        _now: UnixTime,
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.pinned.as_ref() {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
+        if end_entity.as_ref() != self.pinned.as_ref() {
+            return Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::ApplicationVerificationFailure,
-            ))
+            ));
         }
+        check_validity(end_entity.as_ref(), now)?;
+        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -149,6 +182,43 @@ impl ServerCertVerifier for PinnedCertVerifier {
             .signature_verification_algorithms
             .supported_schemes()
     }
+}
+
+/// `notBefore` / `notAfter` of a DER certificate, in UNIX seconds.
+pub fn validity(der: &[u8]) -> Option<(i64, i64)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let v = cert.validity();
+    Some((v.not_before.timestamp(), v.not_after.timestamp()))
+}
+
+fn unix_time(secs: i64) -> UnixTime {
+    UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs.max(0).unsigned_abs()))
+}
+
+/// OpenSSL's time check (`X509_V_ERR_CERT_NOT_YET_VALID` /
+/// `X509_V_ERR_CERT_HAS_EXPIRED`) for the pinned certificate.
+fn check_validity(der: &[u8], now: UnixTime) -> Result<(), rustls::Error> {
+    let (not_before, not_after) = validity(der).ok_or(rustls::Error::InvalidCertificate(
+        rustls::CertificateError::BadEncoding,
+    ))?;
+    let t = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    if t < not_before {
+        return Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::NotValidYetContext {
+                time: now,
+                not_before: unix_time(not_before),
+            },
+        ));
+    }
+    if t > not_after {
+        return Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::ExpiredContext {
+                time: now,
+                not_after: unix_time(not_after),
+            },
+        ));
+    }
+    Ok(())
 }
 
 /// What the client needs to open the TLS session.
@@ -226,6 +296,16 @@ pub fn client_tls(settings: &Settings) -> Result<ClusterTls, TlsError> {
                 .first()
                 .cloned()
                 .ok_or_else(|| setting_err("cluster_cert", "no certificate"))?;
+            // Kong starts with an expired shared cert and fails every
+            // handshake; say why once, at startup, too.
+            if let Some((_, not_after)) = validity(pinned.as_ref()) {
+                let now = UnixTime::now().as_secs();
+                if i64::try_from(now).is_ok_and(|now| now > not_after) {
+                    log::warn!(
+                        "[clustering] cluster_cert expired (notAfter {not_after} UNIX): in shared mode the control plane presents it and it will be refused"
+                    );
+                }
+            }
             let verifier = Arc::new(PinnedCertVerifier { pinned, provider });
             (
                 builder
@@ -257,4 +337,129 @@ pub fn client_tls(settings: &Settings) -> Result<ClusterTls, TlsError> {
         config: Arc::new(config),
         server_name,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed `kong_clustering` cert (as `kong hybrid gen_cert`)
+    /// valid in `[from, to]` (years), and its key.
+    fn shared_cert(from: i32, to: i32) -> (String, String) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("keygen");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, SHARED_SERVER_NAME);
+        params.not_before = rcgen::date_time_ymd(from, 1, 1);
+        params.not_after = rcgen::date_time_ymd(to, 1, 1);
+        let cert = params.self_signed(&key).expect("self-sign");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// The error for `cluster_cert_key = value` names the setting and shows
+    /// nothing of the value (no 6-character run of it).
+    fn assert_key_error_hides(value: &str) {
+        let err = load_key("cluster_cert_key", value).expect_err("must fail");
+        let msg = err.to_string();
+        assert!(msg.starts_with("cluster_cert_key: "), "{msg}");
+        let chars: Vec<char> = value.chars().collect();
+        for w in chars.windows(6) {
+            let frag: String = w.iter().collect();
+            if frag.trim().len() == 6 {
+                assert!(!msg.contains(&frag), "'{frag}' of the value leaked: {msg}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_key_values_are_never_echoed() {
+        // Inline PEM with garbage inside, and one whose markers do not close.
+        assert_key_error_hides(
+            "-----BEGIN PRIVATE KEY-----\nZm9vYmFyc2VjcmV0a2V5bWF0ZXJpYWw!!!\n-----END PRIVATE KEY-----\n",
+        );
+        assert_key_error_hides("-----BEGIN SECRETKEYMATERIAL-----MIIEvQIBADANBgkqhkiG9w0BAQEF");
+        // Decodes as PEM but holds no usable key.
+        assert_key_error_hides(
+            "-----BEGIN PRIVATE KEY-----\nTUlJRXZRSUJBREFOQmdrcWhraUc5dzBCQVFFRkFBU0NCS2N3Z2dTakFnRUFBb0lCQVFD\n-----END PRIVATE KEY-----\n",
+        );
+        // A long base64 string that is no PEM.
+        let b64 = "TUlJRXZRSUJBREFOQmdrcWhraUc5dzBCQVFFRkFBU0NCS2N3Z2dTakFnRUFBb0lCQVFDN1Z3K2tleW1hdGVyaWFs".repeat(4);
+        assert_key_error_hides(&b64);
+        // A path that does not exist.
+        assert_key_error_hides("/nonexistent-9f8e7d/zq-hidden-material-x1.pem");
+        // A certificate where the key should be: still nothing echoed.
+        let (cert, _) = shared_cert(2020, 2090);
+        assert_key_error_hides(&cert);
+    }
+
+    #[test]
+    fn non_sensitive_settings_still_quote_the_value() {
+        let err = load_certs("cluster_cert", "/nonexistent-9f8e7d/cluster.crt")
+            .expect_err("must fail")
+            .to_string();
+        assert!(err.contains("/nonexistent-9f8e7d/cluster.crt"), "{err}");
+    }
+
+    #[test]
+    fn inline_and_base64_keys_load() {
+        let (_, key) = shared_cert(2020, 2090);
+        assert!(load_key("cluster_cert_key", &key).is_ok());
+        let b64 = base64::engine::general_purpose::STANDARD.encode(key.as_bytes());
+        assert!(load_key("cluster_cert_key", &b64).is_ok());
+    }
+
+    fn pinned(pem: &str) -> PinnedCertVerifier {
+        PinnedCertVerifier {
+            pinned: load_certs("cluster_cert", pem).expect("cert").remove(0),
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+        }
+    }
+
+    fn verify(v: &PinnedCertVerifier, der: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        let name = ServerName::try_from(SHARED_SERVER_NAME).expect("name");
+        v.verify_server_cert(der, &[], &name, &[], UnixTime::now())
+            .map(|_| ())
+    }
+
+    #[test]
+    fn shared_mode_refuses_an_expired_or_not_yet_valid_pinned_cert() {
+        let (valid, _) = shared_cert(2020, 2090);
+        let v = pinned(&valid);
+        let der = v.pinned.clone();
+        assert!(verify(&v, &der).is_ok());
+
+        let (other, _) = shared_cert(2020, 2090);
+        let other = load_certs("cluster_cert", &other).expect("cert").remove(0);
+        assert!(matches!(
+            verify(&v, &other),
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure
+            ))
+        ));
+
+        let (expired, _) = shared_cert(2000, 2001);
+        let v = pinned(&expired);
+        let der = v.pinned.clone();
+        let err = verify(&v, &der).expect_err("expired");
+        assert!(
+            matches!(
+                err,
+                rustls::Error::InvalidCertificate(rustls::CertificateError::ExpiredContext { .. })
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("expired"), "{err}");
+
+        let (future, _) = shared_cert(2080, 2090);
+        let v = pinned(&future);
+        let der = v.pinned.clone();
+        assert!(matches!(
+            verify(&v, &der),
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidYetContext { .. }
+            ))
+        ));
+    }
 }

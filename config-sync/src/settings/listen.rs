@@ -103,6 +103,72 @@ impl ListenAddr {
     }
 }
 
+/// Listen flags asking for what this gateway does not do yet, with what
+/// each asks for. An entry carrying one is refused at load: served without
+/// it, a client would meet a listener other than the one configured (a
+/// PROXY-protocol or TLS client gets a 400 from a plain-HTTP listener).
+/// The other flags are served: `reuseport`, `ipv6only` (socket options),
+/// `bind` (every listener binds its own socket anyway), `so_keepalive=off`
+/// (the default) and `backlog` (not applied: the accept queue is Pingora's
+/// 65535, capped by `net.core.somaxconn` as nginx's is, so no shorter than
+/// any `backlog` up to 65535 asks for).
+const UNSUPPORTED_FLAGS: [(&str, &str); 5] = [
+    ("ssl", "TLS termination"),
+    ("http2", "HTTP/2"),
+    ("proxy_protocol", "the PROXY protocol"),
+    ("deferred", "deferred accept (TCP_DEFER_ACCEPT)"),
+    ("so_keepalive", "TCP keepalive probes"),
+];
+
+impl ListenAddr {
+    /// The flags of this entry that are not supported yet, as written.
+    pub fn unsupported_flags(&self) -> Vec<&'static str> {
+        let set = |flag: &str| match flag {
+            "ssl" => self.ssl,
+            "http2" => self.http2,
+            "proxy_protocol" => self.proxy_protocol,
+            "deferred" => self.deferred,
+            "so_keepalive" => self.so_keepalive.as_deref().is_some_and(|k| k != "off"),
+            _ => false,
+        };
+        UNSUPPORTED_FLAGS
+            .iter()
+            .filter(|(f, _)| set(f))
+            .map(|(f, _)| *f)
+            .collect()
+    }
+}
+
+/// One refusal per entry of `name` that asks for an unsupported flag,
+/// naming the entry, the flags and what they ask for.
+pub(crate) fn unsupported(name: &str, listens: &[ListenAddr]) -> Vec<String> {
+    listens
+        .iter()
+        .filter_map(|l| {
+            let flags = l.unsupported_flags();
+            if flags.is_empty() {
+                return None;
+            }
+            let what: Vec<String> = flags
+                .iter()
+                .map(|f| {
+                    let asks = UNSUPPORTED_FLAGS
+                        .iter()
+                        .find(|(u, _)| u == f)
+                        .map_or("", |(_, a)| *a);
+                    format!("'{f}' ({asks})")
+                })
+                .collect();
+            Some(format!(
+                "{name} entry '{}': {} not supported yet; this gateway serves plain HTTP/1.1 listeners only, remove {} from the entry",
+                l.raw,
+                what.join(", "),
+                if flags.len() == 1 { "it" } else { "them" },
+            ))
+        })
+        .collect()
+}
+
 pub(crate) fn usage(name: &str) -> String {
     format!(
         "{name} must be of form: [off] | <ip>:<port> [{}], [... next entry ...]",
@@ -348,6 +414,36 @@ mod tests {
         for b in bad {
             assert!(parse_listen("proxy_listen", b).is_err(), "{b}");
         }
+    }
+
+    #[test]
+    fn unsupported_flags_are_named_per_entry() {
+        let v = parse_listen(
+            "proxy_listen",
+            "0.0.0.0:8000 reuseport backlog=16384 bind ipv6only=off so_keepalive=off, \
+             0.0.0.0:8443 http2 ssl, 0.0.0.0:8001 proxy_protocol, \
+             0.0.0.0:8002 deferred so_keepalive=on",
+        )
+        .expect("valid syntax");
+        assert!(v[0].unsupported_flags().is_empty());
+        assert_eq!(v[1].unsupported_flags(), vec!["ssl", "http2"]);
+        assert_eq!(v[2].unsupported_flags(), vec!["proxy_protocol"]);
+        assert_eq!(v[3].unsupported_flags(), vec!["deferred", "so_keepalive"]);
+        let reasons = unsupported("proxy_listen", &v);
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert_eq!(
+            reasons[0],
+            "proxy_listen entry '0.0.0.0:8443 http2 ssl': 'ssl' (TLS termination), 'http2' (HTTP/2) \
+             not supported yet; this gateway serves plain HTTP/1.1 listeners only, remove them from the entry"
+        );
+        assert!(
+            reasons[1].starts_with(
+                "proxy_listen entry '0.0.0.0:8001 proxy_protocol': 'proxy_protocol' (the PROXY protocol) not supported yet"
+            ),
+            "{}",
+            reasons[1]
+        );
+        assert!(reasons[1].ends_with("remove it from the entry"));
     }
 
     #[test]

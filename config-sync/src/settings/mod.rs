@@ -37,15 +37,16 @@ const KEYS: &[(&str, Option<&str>)] = &[
     ("log_level", Some("notice")),
     ("proxy_access_log", Some("logs/access.log")),
     ("proxy_error_log", Some("logs/error.log")),
+    // Kong's default minus its `0.0.0.0:8443 http2 ssl` listener: TLS and
+    // HTTP/2 are not served yet, and a listen entry asking for them is
+    // refused, so the default asks only for what is served.
+    ("proxy_listen", Some("0.0.0.0:8000 reuseport backlog=16384")),
+    // Kong serves its Admin API on 8001/8444; this gateway has none.
+    ("admin_listen", Some("off")),
     (
-        "proxy_listen",
-        Some("0.0.0.0:8000 reuseport backlog=16384, 0.0.0.0:8443 http2 ssl reuseport backlog=16384"),
+        "status_listen",
+        Some("127.0.0.1:8007 reuseport backlog=16384"),
     ),
-    (
-        "admin_listen",
-        Some("127.0.0.1:8001 reuseport backlog=16384, 127.0.0.1:8444 http2 ssl reuseport backlog=16384"),
-    ),
-    ("status_listen", Some("127.0.0.1:8007 reuseport backlog=16384")),
     ("nginx_worker_processes", Some("auto")),
     // Alias target: when the user sets it, it wins over nginx_worker_processes.
     ("nginx_main_worker_processes", None),
@@ -55,7 +56,10 @@ const KEYS: &[(&str, Option<&str>)] = &[
     // Alias targets of real_ip_header / real_ip_recursive.
     ("nginx_proxy_real_ip_header", None),
     ("nginx_proxy_real_ip_recursive", None),
-    ("headers", Some("server_tokens, latency_tokens, X-Kong-Request-Id")),
+    (
+        "headers",
+        Some("server_tokens, latency_tokens, X-Kong-Request-Id"),
+    ),
     ("headers_upstream", Some("X-Kong-Request-Id")),
     ("error_default_type", Some("text/plain")),
     ("allow_debug_header", Some("off")),
@@ -89,15 +93,67 @@ const KEYS: &[(&str, Option<&str>)] = &[
     ("cluster_telemetry_server_name", None),
     ("cluster_dp_labels", None),
     ("plugins", Some("bundled")),
+    // Only Kong's default flavour is implemented; the others are refused.
+    ("router_flavor", Some("traditional_compatible")),
     ("upstream_keepalive_pool_size", Some("512")),
     ("upstream_keepalive_max_requests", Some("10000")),
     ("upstream_keepalive_idle_timeout", Some("60")),
 ];
 
-/// Keys whose values must not be echoed (Kong's `CONF_SENSITIVE`, limited
-/// to what we know).
-const SENSITIVE: &[&str] = &["cluster_cert_key", "declarative_config_string"];
+/// Keys whose values are never echoed: not in the redacted dump, not in an
+/// error or warning. Kong's `CONF_SENSITIVE` (kong/conf_loader/constants.lua)
+/// whole, known to this gateway or not, so a key we add later is covered.
+const SENSITIVE: &[&str] = &[
+    "pg_password",
+    "pg_ro_password",
+    // A URL that may carry credentials.
+    "proxy_server",
+    "declarative_config_string",
+    // A path, or the key itself inline or in base64.
+    "cluster_cert_key",
+    "ssl_cert_key",
+    "client_ssl_cert_key",
+    "admin_ssl_cert_key",
+    "admin_gui_ssl_cert_key",
+    "status_ssl_cert_key",
+    "debug_ssl_cert_key",
+];
 const REDACTED: &str = "******";
+
+/// Whether a setting's value must never be shown: Kong's list, plus any key
+/// naming a key, password, token or secret. `key` as in kong.conf or as the
+/// environment variable (`KONG_CLUSTER_CERT_KEY`).
+pub fn is_sensitive(key: &str) -> bool {
+    let key = key
+        .strip_prefix("KONG_")
+        .unwrap_or(key)
+        .to_ascii_lowercase();
+    SENSITIVE.contains(&key.as_str())
+        || ["_key", "_password", "_token"]
+            .iter()
+            .any(|s| key.ends_with(s))
+        || key.contains("secret")
+}
+
+/// `reason` with every trace of a sensitive `value` masked: the value, each
+/// line of it, and each word of 4+ characters (parsers quote fragments,
+/// e.g. one list entry).
+fn scrub(reason: &str, value: &str) -> String {
+    let mut parts: Vec<&str> = value
+        .split(|c: char| c.is_whitespace() || matches!(c, ',' | '\'' | '"'))
+        .filter(|p| p.len() >= 4)
+        .collect();
+    parts.extend(value.lines().map(str::trim).filter(|l| !l.is_empty()));
+    if !value.trim().is_empty() {
+        parts.push(value.trim());
+    }
+    parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    let mut out = reason.to_string();
+    for p in parts {
+        out = out.replace(p, REDACTED);
+    }
+    out
+}
 
 const CLUSTER_MAX_PAYLOAD_MIN: u64 = 4_194_304;
 
@@ -177,7 +233,8 @@ pub struct Settings {
     pub proxy_error_log: LogTarget,
     pub proxy_listen: Vec<ListenAddr>,
     pub status_listen: Vec<ListenAddr>,
-    /// Parsed and validated for compatibility; not served by this gateway.
+    /// Always empty once loaded: there is no Admin API, and any other
+    /// value than `off` is refused.
     pub admin_listen: Vec<ListenAddr>,
     /// `nginx_main_worker_processes` if the user set it, else
     /// `nginx_worker_processes` (Kong's alias rule).
@@ -185,8 +242,8 @@ pub struct Settings {
     pub trusted_ips: Vec<IpNet>,
     /// `unix:` appeared in `trusted_ips`.
     pub trusted_ips_unix: bool,
-    /// Effective header (`nginx_proxy_real_ip_header` overrides); may be
-    /// `proxy_protocol`.
+    /// Effective header (`nginx_proxy_real_ip_header` overrides); never
+    /// `proxy_protocol` (refused: no PROXY-protocol listeners yet).
     pub real_ip_header: String,
     pub real_ip_recursive: bool,
     pub headers: HeadersConfig,
@@ -273,7 +330,14 @@ impl Loader {
         }
     }
 
+    /// Every loader error goes through here: a sensitive value is masked
+    /// whatever the parser put in its reason.
     fn error(&mut self, raw: &RawValue, reason: String) {
+        let reason = if is_sensitive(&raw.display_key) {
+            scrub(&reason, &raw.value)
+        } else {
+            reason
+        };
         self.errors.push(FieldError {
             key: raw.display_key.clone(),
             origin: raw.source.clone(),
@@ -390,6 +454,24 @@ impl Settings {
         let proxy_listen = l.get("proxy_listen", parse_listen);
         let status_listen = l.get("status_listen", parse_listen);
         let admin_listen = l.get("admin_listen", parse_listen);
+        // Refused rather than served differently: see listen::UNSUPPORTED_FLAGS.
+        for (key, listens) in [
+            ("proxy_listen", &proxy_listen),
+            ("status_listen", &status_listen),
+        ] {
+            let raw = l.raw(key);
+            for reason in listen::unsupported(key, listens) {
+                l.error(&raw, reason);
+            }
+        }
+        if !admin_listen.is_empty() {
+            let raw = l.raw("admin_listen");
+            l.error(
+                &raw,
+                "admin_listen must be 'off': this gateway has no Admin API (a data plane is configured by its declarative file or its control plane)"
+                    .to_string(),
+            );
+        }
 
         let (wp_raw, wp_name) =
             l.raw_aliased("nginx_worker_processes", "nginx_main_worker_processes");
@@ -401,11 +483,16 @@ impl Settings {
         let (rih_raw, rih_name) = l.raw_aliased("real_ip_header", "nginx_proxy_real_ip_header");
         let real_ip_header = l.parse_raw(&rih_raw, |v| {
             let ok = !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic() && b != b':');
-            if ok {
+            if v == "proxy_protocol" {
+                // Its address comes from PROXY-protocol listeners, refused above.
+                Err(format!(
+                    "{rih_name} 'proxy_protocol' is not supported yet: it needs listeners with the PROXY protocol, which this gateway does not serve"
+                ))
+            } else if ok {
                 Ok(v.to_string())
             } else {
                 Err(format!(
-                    "{rih_name} must be a header name or 'proxy_protocol', got '{v}'"
+                    "{rih_name} must be a header name, got '{v}'"
                 ))
             }
         });
@@ -494,6 +581,20 @@ impl Settings {
         let cluster_dp_labels = l.get("cluster_dp_labels", values::parse_labels);
 
         // As Kong: "off" first disables all, "off" elsewhere is skipped.
+        // `traditional` ranks routes differently (port-specific hosts,
+        // submatch weights) and `expressions` routes by `expression`: with
+        // either, this gateway would route otherwise than Kong.
+        l.get("router_flavor", |name, v| match v {
+            "traditional_compatible" => Ok(()),
+            "traditional" | "expressions" => Err(format!(
+                "{name}: '{v}' is not supported yet (only traditional_compatible, Kong's default)"
+            )),
+            _ => Err(values::enum_error(
+                name,
+                v,
+                &["traditional", "traditional_compatible", "expressions"],
+            )),
+        });
         let plugin_list = l.list("plugins");
         let plugins = if plugin_list.first().is_some_and(|p| p == "off") {
             Vec::new()
@@ -775,11 +876,9 @@ impl Settings {
             json!(self.upstream_keepalive_idle_timeout),
         );
 
-        for k in SENSITIVE {
-            if let Some(v) = m.get_mut(*k) {
-                if !v.is_null() {
-                    *v = json!(REDACTED);
-                }
+        for (k, v) in m.iter_mut() {
+            if is_sensitive(k) && !v.is_null() {
+                *v = json!(REDACTED);
             }
         }
         Value::Object(m)

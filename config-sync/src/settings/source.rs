@@ -66,17 +66,17 @@ fn handle_line(line: &str, lineno: usize, out: &mut Vec<ConfLine>, warnings: &mu
     if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with(';') {
         return;
     }
+    // The line itself is not quoted: it may be part of a key pasted over
+    // several lines (`cluster_cert_key = -----BEGIN ...`).
     let Some((key, value)) = trimmed.split_once('=') else {
         warnings.push(format!(
-            "kong.conf line {lineno}: ignored, expected 'key = value': '{trimmed}'"
+            "kong.conf line {lineno}: ignored, expected 'key = value'"
         ));
         return;
     };
     let key = key.trim();
     if key.is_empty() {
-        warnings.push(format!(
-            "kong.conf line {lineno}: ignored, missing key: '{trimmed}'"
-        ));
+        warnings.push(format!("kong.conf line {lineno}: ignored, missing key"));
         return;
     }
     out.push(ConfLine {

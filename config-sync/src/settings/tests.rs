@@ -44,19 +44,21 @@ fn defaults_match_kong() {
         Some(PathBuf::from("/usr/local/kong/logs/error.log"))
     );
 
-    assert_eq!(s.proxy_listen.len(), 2);
+    // Kong's default minus the TLS/HTTP2 listener, which is not served.
+    assert_eq!(s.proxy_listen.len(), 1);
     assert_eq!(
         s.proxy_listen[0].socket_addr(),
         Some("0.0.0.0:8000".parse().expect("addr"))
     );
-    assert!(s.proxy_listen[1].ssl && s.proxy_listen[1].http2);
+    assert!(s.proxy_listen[0].reuseport && !s.proxy_listen[0].ssl);
     assert_eq!(s.status_listen.len(), 1);
     assert_eq!(
         s.status_listen[0].socket_addr(),
         Some("127.0.0.1:8007".parse().expect("addr"))
     );
     assert_eq!(s.status_listen[0].backlog, Some(16384));
-    assert_eq!(s.admin_listen.len(), 2);
+    // No Admin API: off by default.
+    assert!(s.admin_listen.is_empty());
 
     assert_eq!(s.nginx_worker_processes, WorkerProcesses::Auto);
     assert!(s.trusted_ips.is_empty() && !s.trusted_ips_unix);
@@ -311,11 +313,17 @@ fn real_ip_settings() {
     assert!(s.real_ip_recursive);
     assert_eq!(s.trusted_ips.len(), 2);
     assert!(s.trusted_ips_unix);
-    let s = load_ok(
+    // proxy_protocol needs PROXY-protocol listeners, which are not served.
+    let err = load_err(
         Some("real_ip_header = X-Forwarded-For"),
         &[("KONG_NGINX_PROXY_REAL_IP_HEADER", "proxy_protocol")],
     );
-    assert_eq!(s.real_ip_header, "proxy_protocol");
+    assert_eq!(err.errors.len(), 1);
+    assert_eq!(err.errors[0].key, "KONG_NGINX_PROXY_REAL_IP_HEADER");
+    assert_eq!(
+        err.errors[0].reason,
+        "nginx_proxy_real_ip_header 'proxy_protocol' is not supported yet: it needs listeners with the PROXY protocol, which this gateway does not serve"
+    );
     let err = load_err(None, &[("KONG_REAL_IP_RECURSIVE", "maybe")]);
     assert_eq!(err.errors[0].key, "KONG_REAL_IP_RECURSIVE");
 }
@@ -426,11 +434,9 @@ fn redacted_hides_secrets() {
     assert_eq!(v["plugins"], json!(["bundled"]));
     assert_eq!(
         v["proxy_listen"],
-        json!([
-            "0.0.0.0:8000 reuseport backlog=16384",
-            "0.0.0.0:8443 http2 ssl reuseport backlog=16384"
-        ])
+        json!(["0.0.0.0:8000 reuseport backlog=16384"])
     );
+    assert_eq!(v["admin_listen"], json!(["off"]));
     let text = v.to_string();
     assert!(
         !text.contains("cluster.key") && !text.contains("_format_version"),
@@ -459,4 +465,150 @@ fn client_timeouts_and_underscores() {
     assert!(!s.underscores_in_headers);
     let err = load_err(None, &[("KONG_NGINX_HTTP_CLIENT_HEADER_TIMEOUT", "fast")]);
     assert_eq!(err.errors[0].key, "KONG_NGINX_HTTP_CLIENT_HEADER_TIMEOUT");
+}
+
+#[test]
+fn unserved_listen_flags_and_admin_listen_are_refused() {
+    // The flags Kong accepts but this gateway does not serve stop the start,
+    // naming the setting, the entry and the flag.
+    let err = load_err(
+        Some("status_listen = 127.0.0.1:8100 ssl"),
+        &[
+            (
+                "KONG_PROXY_LISTEN",
+                "0.0.0.0:8000 reuseport backlog=16384, 0.0.0.0:8443 http2 ssl",
+            ),
+            ("KONG_ADMIN_LISTEN", "127.0.0.1:8444 http2 ssl"),
+        ],
+    );
+    let got: Vec<(&str, &str)> = err
+        .errors
+        .iter()
+        .map(|e| (e.key.as_str(), e.reason.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "KONG_PROXY_LISTEN",
+                "proxy_listen entry '0.0.0.0:8443 http2 ssl': 'ssl' (TLS termination), 'http2' (HTTP/2) \
+                 not supported yet; this gateway serves plain HTTP/1.1 listeners only, remove them from the entry"
+            ),
+            (
+                "status_listen",
+                "status_listen entry '127.0.0.1:8100 ssl': 'ssl' (TLS termination) \
+                 not supported yet; this gateway serves plain HTTP/1.1 listeners only, remove it from the entry"
+            ),
+            (
+                "KONG_ADMIN_LISTEN",
+                "admin_listen must be 'off': this gateway has no Admin API (a data plane is configured by its declarative file or its control plane)"
+            ),
+        ]
+    );
+    assert!(err
+        .to_string()
+        .contains("KONG_PROXY_LISTEN: proxy_listen entry '0.0.0.0:8443 http2 ssl'"));
+
+    let err = load_err(
+        None,
+        &[("KONG_PROXY_LISTEN", "0.0.0.0:8000 proxy_protocol")],
+    );
+    assert!(err.errors[0]
+        .reason
+        .contains("'proxy_protocol' (the PROXY protocol)"));
+    let err = load_err(None, &[("KONG_STATUS_LISTEN", "0.0.0.0:8100 http2")]);
+    assert!(err.errors[0].reason.contains("'http2' (HTTP/2)"));
+
+    // What is served still loads: plain entries with the socket flags.
+    let s = load_ok(
+        None,
+        &[
+            (
+                "KONG_PROXY_LISTEN",
+                "0.0.0.0:8000 reuseport backlog=16384 bind, [::]:8000 ipv6only=on so_keepalive=off",
+            ),
+            ("KONG_ADMIN_LISTEN", "off"),
+        ],
+    );
+    assert_eq!(s.proxy_listen.len(), 2);
+}
+
+#[test]
+fn sensitive_settings_are_known_by_kong_name_and_by_kind() {
+    for k in [
+        "cluster_cert_key",
+        "KONG_CLUSTER_CERT_KEY",
+        "declarative_config_string",
+        "pg_password",
+        "proxy_server",
+        "status_ssl_cert_key",
+        "some_future_api_token",
+        "vault_secret_id",
+    ] {
+        assert!(is_sensitive(k), "{k}");
+    }
+    for k in [
+        "cluster_cert",
+        "cluster_ca_cert",
+        "prefix",
+        "upstream_keepalive_pool_size",
+    ] {
+        assert!(!is_sensitive(k), "{k}");
+    }
+}
+
+#[test]
+fn loader_errors_never_show_a_sensitive_value() {
+    let value =
+        "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----";
+    for (conf, env_pairs) in [
+        (None, vec![("KONG_CLUSTER_CERT_KEY", value)]),
+        (
+            Some(format!("cluster_cert_key = {}", value.replace('\n', " "))),
+            vec![],
+        ),
+    ] {
+        let sources = Sources::collect(conf.as_deref(), env(&env_pairs), is_known, &mut Vec::new());
+        let mut l = Loader {
+            sources,
+            errors: Vec::new(),
+        };
+        // A parser that quotes what it got, whole and in parts, as many do.
+        let _: String = l.get("cluster_cert_key", |name, v| {
+            let first = v.split_whitespace().nth(2).unwrap_or_default();
+            Err(format!("{name}: bad value '{v}' (at '{first}')"))
+        });
+        let err = SettingsError { errors: l.errors }.to_string();
+        assert!(err.contains("cluster_cert_key"), "{err}");
+        assert!(!err.contains("MIIEvQIB"), "{err}");
+        assert!(!err.contains("PRIVATE"), "{err}");
+    }
+}
+
+#[test]
+fn kong_conf_warnings_do_not_quote_stray_lines() {
+    // A key pasted over several lines without `\`: every line after the
+    // first is not `key = value`.
+    let conf = "cluster_cert_key = -----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n= MIIEvQIBADANBgkqhkiG\n";
+    let s = load_ok(Some(conf), &[]);
+    assert_eq!(s.warnings.len(), 3, "{:?}", s.warnings);
+    for w in &s.warnings {
+        assert!(!w.contains("MIIE") && !w.contains("PRIVATE"), "{w}");
+    }
+    assert!(s.warnings[0].contains("line 2"), "{:?}", s.warnings);
+}
+
+#[test]
+fn router_flavor_other_than_kongs_default_is_refused() {
+    let _ = load_ok(None, &[("KONG_ROUTER_FLAVOR", "traditional_compatible")]);
+    for v in ["traditional", "expressions"] {
+        let err = load_err(None, &[("KONG_ROUTER_FLAVOR", v)]);
+        assert_eq!(err.errors[0].key, "KONG_ROUTER_FLAVOR");
+        assert!(
+            err.errors[0].reason.contains("not supported yet"),
+            "{err:?}"
+        );
+    }
+    let err = load_err(None, &[("KONG_ROUTER_FLAVOR", "fast")]);
+    assert_eq!(err.errors[0].key, "KONG_ROUTER_FLAVOR");
 }

@@ -69,8 +69,6 @@ pub struct RequestCtx {
     pub kong_status: Option<u16>,
     pub proxied: bool,
     pub counted_in_flight: bool,
-    /// Not the first request on its connection.
-    pub reused_connection: bool,
     /// The client asked for trailers (`TE: trailers`).
     pub client_te_trailers: bool,
     /// `Kong-Debug` was sent and `allow_debug_header` is on.
@@ -127,7 +125,6 @@ impl RequestCtx {
             kong_status: None,
             proxied: false,
             counted_in_flight: false,
-            reused_connection: false,
             client_te_trailers: false,
             debug_header: false,
             uri_captures: Vec::new(),

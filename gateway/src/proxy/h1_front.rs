@@ -59,7 +59,7 @@ use super::h1_guard::{
 use super::response::{self, ErrorFormat};
 use super::{HeaderToggles, ProxyOptions};
 use crate::kong::SERVER_TOKEN;
-use crate::stats::Stats;
+use crate::stats::{Held, Stats};
 
 /// Socket read size while collecting a head.
 const READ_CHUNK: usize = 8 * 1024;
@@ -178,15 +178,6 @@ pub fn request_body_refusal(e: &pingora::Error) -> Option<Reject> {
     None
 }
 
-/// Keeps `connections_active` while a connection is being served.
-struct OpenConnection<'a>(&'a Stats);
-
-impl Drop for OpenConnection<'_> {
-    fn drop(&mut self) {
-        self.0.connections_active.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 /// What reading the next head came to.
 enum Head {
     /// A checked head waits in the [`Prefixed`] buffer.
@@ -207,8 +198,13 @@ where
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        self.stats.connections_active.fetch_add(1, Ordering::SeqCst);
-        let _open = OpenConnection(&self.stats);
+        self.stats
+            .connections_accepted
+            .fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .connections_handled
+            .fetch_add(1, Ordering::Relaxed);
+        let _open = Held::new(&self.stats.connections_active);
         // h2 (ALPN or h2c) and custom protocols stay entirely with the inner app.
         let opts = self.inner.server_options();
         let h2c = opts.is_some_and(|o| o.h2c) && stream.get_ssl_digest().is_none();
@@ -235,9 +231,13 @@ where
                 .read_head(&mut conn, reused, &mut shutdown, started)
                 .await
             {
-                Head::Ready => {}
+                Head::Ready => {
+                    self.stats.requests_total.fetch_add(1, Ordering::Relaxed);
+                }
                 Head::Close => return None,
                 Head::Refuse(r) => {
+                    self.stats.requests_total.fetch_add(1, Ordering::Relaxed);
+                    let _writing = Held::new(&self.stats.connections_writing);
                     self.refuse(&mut conn, r, started).await;
                     return None;
                 }
@@ -253,7 +253,10 @@ where
                     session.set_keepalive_reuses_remaining(reuse_limit);
                 }
             }
-            let reusable = self.inner.process_new_http(session, &shutdown).await?;
+            let reusable = {
+                let _writing = Held::new(&self.stats.connections_writing);
+                self.inner.process_new_http(session, &shutdown).await?
+            };
             let (stream, next) = reusable.consume();
             conn = match stream.into_any().downcast::<Prefixed>() {
                 Ok(c) => c,
@@ -307,6 +310,9 @@ impl<A> H1Front<A> {
             conn.buf = BytesMut::new();
         }
         let mut scanned = 0;
+        // nginx counts a connection as reading from a request's first byte.
+        let mut reading =
+            (!conn.buf.is_empty()).then(|| Held::new(&self.stats.connections_reading));
         loop {
             if conn.skip_empty_lines() {
                 scanned = 0;
@@ -360,6 +366,9 @@ impl<A> H1Front<A> {
                 r = read => match r {
                     Ok(Ok(0)) => conn.eof = true,
                     Ok(Ok(_)) => {
+                        if reading.is_none() {
+                            reading = Some(Held::new(&self.stats.connections_reading));
+                        }
                         if waiting_first_byte {
                             waiting_first_byte = false;
                             deadline = Instant::now() + self.header_timeout;
@@ -1439,6 +1448,12 @@ mod tests {
     /// Writes `req`, returns everything answered until the connection
     /// closes (or 5 s pass).
     async fn exchange(front: Arc<H1Front<Echo>>, parts: &[&[u8]]) -> String {
+        exchange_until_close(front, parts).await.0
+    }
+
+    /// [`exchange`], also telling whether the server closed the connection
+    /// (rather than the 5 s wait running out).
+    async fn exchange_until_close(front: Arc<H1Front<Echo>>, parts: &[&[u8]]) -> (String, bool) {
         let (mut c, _tx) = serve(front);
         for (i, p) in parts.iter().enumerate() {
             if i > 0 {
@@ -1447,8 +1462,10 @@ mod tests {
             c.write_all(p).await.unwrap();
         }
         let mut out = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out)).await;
-        String::from_utf8_lossy(&out).into_owned()
+        let closed = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out))
+            .await
+            .is_ok();
+        (String::from_utf8_lossy(&out).into_owned(), closed)
     }
 
     fn statuses(text: &str) -> Vec<u16> {
@@ -1525,8 +1542,7 @@ mod tests {
         // Bad framing that arrives later fails the app's body read at once:
         // the connection closes without an answer from the app (the proxy
         // turns that failure into nginx's 400, see `request_body_refusal`).
-        let started = std::time::Instant::now();
-        let text = exchange(
+        let (text, closed) = exchange_until_close(
             front(),
             &[
                 b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -1535,7 +1551,7 @@ mod tests {
         )
         .await;
         assert!(statuses(&text).is_empty(), "{text}");
-        assert!(started.elapsed() < Duration::from_secs(4), "stalled");
+        assert!(closed, "stalled instead of failing the body read");
     }
 
     #[tokio::test]
@@ -1570,12 +1586,12 @@ mod tests {
             b"\x00\x00\x00\x01",
             b"GET /\x01",
         ] {
-            let started = std::time::Instant::now();
+            // `read_responses` gives up after 5 s: no line end ever comes, so
+            // an answer at all means it came without waiting for one.
             let (mut c, _tx) = serve(front());
             c.write_all(junk).await.unwrap();
             let r = read_responses(&mut c, 1).await;
             assert_eq!(r[0].0, 400, "{junk:?}");
-            assert!(started.elapsed() < Duration::from_secs(2));
         }
     }
 

@@ -94,6 +94,9 @@ pub struct ProxyOptions {
     pub client_body_timeout: std::time::Duration,
     /// nginx `underscores_in_headers` (Kong: on).
     pub underscores_in_headers: bool,
+    /// `upstream_keepalive_idle_timeout`: how long a pooled upstream
+    /// connection may wait unused; `None` (Kong's 0) = no limit.
+    pub upstream_idle_timeout: Option<std::time::Duration>,
 }
 
 impl Default for ProxyOptions {
@@ -109,6 +112,7 @@ impl Default for ProxyOptions {
             client_header_timeout: std::time::Duration::from_secs(60),
             client_body_timeout: std::time::Duration::from_secs(60),
             underscores_in_headers: true,
+            upstream_idle_timeout: Some(std::time::Duration::from_secs(60)),
         }
     }
 }
@@ -436,31 +440,11 @@ impl ProxyHttp for KongProxy {
     // costs a module context and two boxed filter calls per request.
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
-    // A marker carried to the next request on a keep-alive connection tells
-    // the first request of a connection from the others (for `/status`).
-    fn persist_connection_context(
-        &self,
-        _session: &Session,
-        _ctx: &RequestCtx,
-    ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
-        Some(Box::new(()))
-    }
-
-    fn on_connection_reuse(
-        &self,
-        _session: &mut Session,
-        ctx: &mut RequestCtx,
-        _prev: Box<dyn std::any::Any + Send + Sync>,
-    ) {
-        ctx.reused_connection = true;
-    }
-
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        self.stats.requests_total.fetch_add(1, Ordering::Relaxed);
-        if !ctx.reused_connection {
-            self.stats
-                .connections_accepted
-                .fetch_add(1, Ordering::Relaxed);
+        // HTTP/1 connections and requests are counted by the front, where
+        // nginx counts them; anything else (h2) is counted here.
+        if session.as_downstream().as_http1().is_none() {
+            self.stats.requests_total.fetch_add(1, Ordering::Relaxed);
         }
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         ctx.counted_in_flight = true;
@@ -684,7 +668,7 @@ impl ProxyHttp for KongProxy {
         peer.options.connection_timeout = Some(service.connect_timeout);
         peer.options.read_timeout = Some(service.read_timeout);
         peer.options.write_timeout = Some(service.write_timeout);
-        peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
+        peer.options.idle_timeout = self.options.upstream_idle_timeout;
         if tls {
             peer.options.verify_cert = service.tls_verify;
             peer.options.verify_hostname = service.tls_verify;

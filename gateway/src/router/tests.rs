@@ -2105,6 +2105,416 @@ fn arb_route() -> impl Strategy<Value = RouteSpec> {
         })
 }
 
+// ---------------------------------------------------------------------------
+// An independent oracle: Kong's traditional_compatible rules restated from
+// kong/router/transform.lua (`get_expression`, `get_priority`,
+// `split_routes_and_services_by_path`, `split_host_port`), kong/router/
+// fields.lua (`net.dst.port` falls back to the listener port) and
+// atc-router (matchers tried by priority, then uuid, both descending),
+// written without the production matcher, priority or index code.
+//
+// Covers what `arb_route` generates: methods; hosts exact, `*.x`, `x.*`,
+// with a decimal `:port`, and the empty hosts array; prefix and regex paths,
+// including routes split by path group (v5 ids); one header with plain and
+// `~*` regex values, compared lower-cased; SNIs (only on https); and
+// regex_priority. Not covered: sources/destinations, non-decimal ports,
+// non-ASCII lower-casing, non-UTF-8 headers, captures (only the matched
+// path text is compared), stream routes, expressions.
+// ---------------------------------------------------------------------------
+
+mod oracle {
+    use super::RouteSpec;
+    use regex::Regex;
+    use uuid::Uuid;
+
+    /// The request as Kong's router fields see it.
+    pub(super) struct Request<'a> {
+        pub method: &'a str,
+        /// The Host header as sent (may carry `:port`).
+        pub host: Option<&'a str>,
+        pub listener_port: u16,
+        pub path: &'a str,
+        /// Values of the request's headers, by lower-case name.
+        pub headers: Vec<(&'a str, &'a str)>,
+        pub sni: Option<&'a str>,
+        pub https: bool,
+    }
+
+    enum PathTest {
+        Prefix(String),
+        Regex(Regex),
+    }
+
+    /// One atc matcher: a route, or one path group of a split route.
+    struct Candidate {
+        priority: u64,
+        id: Uuid,
+        route: usize,
+        paths: Vec<PathTest>,
+        /// (lower-case name, plain lower-cased values, regexes)
+        headers: Vec<(String, Vec<String>, Vec<Regex>)>,
+    }
+
+    pub(super) struct Oracle {
+        routes: Vec<RouteSpec>,
+        candidates: Vec<Candidate>,
+    }
+
+    /// LuaJIT's `bit.lshift(n, s)` on a plain Lua number: the operand is
+    /// taken as an int32 (mod 2^32), the count mod 32. Once `bit.bor`-ed
+    /// with a uint64 cdata (PLAIN_HOST_ONLY_BIT, REGEX_URL_BIT) the int32
+    /// is widened with its sign.
+    fn lua_lshift(n: i64, s: u32) -> u64 {
+        let x = (n as i32).wrapping_shl(s % 32);
+        i64::from(x) as u64
+    }
+
+    /// `get_priority` for a route whose paths are `paths`.
+    pub(super) fn priority(route: &RouteSpec, paths: &[String]) -> u64 {
+        let hosts = route.hosts.as_deref().unwrap_or(&[]);
+        let header_count = route.headers.len().min(255) as i64;
+        let weight = [
+            !route.methods.is_empty(),
+            !hosts.is_empty(),
+            header_count > 0,
+            !route.snis.is_empty(),
+            !paths.is_empty(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count() as i64;
+        let plain_host_only = route.hosts.is_some() && hosts.iter().all(|h| !h.contains('*'));
+        let regex_url = paths.first().is_some_and(|p| p.starts_with('~'));
+        let uri_length = match paths.first() {
+            Some(p) if !regex_url => p.len() as u64,
+            _ => 0,
+        };
+        let regex_priority = if regex_url { route.regex_priority } else { 0 };
+        let mut p = lua_lshift(weight, 61)
+            | lua_lshift(header_count, 52)
+            | lua_lshift(regex_priority, 19)
+            | (uri_length & 0x7FFFF);
+        if plain_host_only {
+            p |= 1 << 60;
+        }
+        if regex_url {
+            p |= 1 << 51;
+        }
+        p
+    }
+
+    /// `group_by_regex_or_length`: regexes together, prefixes by length,
+    /// in order of first appearance.
+    fn groups(paths: &[String]) -> Vec<Vec<String>> {
+        let mut keys: Vec<usize> = Vec::new();
+        let mut out: Vec<Vec<String>> = Vec::new();
+        for p in paths {
+            let key = if p.starts_with('~') { 0 } else { p.len() };
+            match keys.iter().position(|k| *k == key) {
+                Some(i) => out[i].push(p.clone()),
+                None => {
+                    keys.push(key);
+                    out.push(vec![p.clone()]);
+                }
+            }
+        }
+        out
+    }
+
+    /// `split_host_port`: split at the first ':' when a number follows.
+    fn split_host_port(s: &str) -> (&str, Option<i64>) {
+        match s.split_once(':') {
+            Some((h, port)) => match port.parse::<i64>() {
+                Ok(n) => (h, Some(n)),
+                Err(_) => (s, None),
+            },
+            None => (s, None),
+        }
+    }
+
+    /// `http.host` / `tls.sni` against one pattern already split into its
+    /// operator: `*x` → ends with x, `x*` → starts with x, else equal.
+    fn host_op(pattern: &str, value: &str) -> bool {
+        if let Some(rest) = pattern.strip_prefix('*') {
+            value.ends_with(rest)
+        } else if let Some(rest) = pattern.strip_suffix('*') {
+            value.starts_with(rest)
+        } else {
+            value == pattern
+        }
+    }
+
+    /// `sni_op_transform` + `sni_val_transform`: `*x` → ends with x, `x*`
+    /// → starts with x, else equal; a trailing dot (of a pattern longer
+    /// than one byte) is dropped except from a prefix pattern.
+    fn sni_ok(pattern: &str, sni: &str) -> bool {
+        let trimmed = if pattern.len() > 1 {
+            pattern.strip_suffix('.').unwrap_or(pattern)
+        } else {
+            pattern
+        };
+        if pattern.starts_with('*') {
+            sni.ends_with(&trimmed[1..])
+        } else if let Some(prefix) = pattern.strip_suffix('*') {
+            sni.starts_with(prefix)
+        } else {
+            sni == trimmed
+        }
+    }
+
+    impl Oracle {
+        pub(super) fn new(routes: &[RouteSpec]) -> Oracle {
+            let mut candidates = Vec::new();
+            for (i, r) in routes.iter().enumerate() {
+                let gs = groups(&r.paths);
+                let split = r.paths.len() > 1 && gs.len() > 1;
+                let namespace =
+                    Uuid::parse_str("7f145bf9-0dce-4f91-98eb-debbce4b9f6b").expect("uuid");
+                let parts: Vec<(Uuid, Vec<String>)> = if split {
+                    gs.into_iter()
+                        .enumerate()
+                        .map(|(g, paths)| {
+                            let name = format!("{}#{}", r.id, g + 1);
+                            (Uuid::new_v5(&namespace, name.as_bytes()), paths)
+                        })
+                        .collect()
+                } else {
+                    vec![(r.id, r.paths.clone())]
+                };
+                for (id, paths) in parts {
+                    candidates.push(Candidate {
+                        priority: priority(r, &paths),
+                        id,
+                        route: i,
+                        paths: paths
+                            .iter()
+                            .map(|p| match p.strip_prefix('~') {
+                                Some(re) => PathTest::Regex(
+                                    Regex::new(&format!("^{}", re.replace("?<", "?P<")))
+                                        .expect("path regex"),
+                                ),
+                                None => PathTest::Prefix(p.clone()),
+                            })
+                            .collect(),
+                        headers: r
+                            .headers
+                            .iter()
+                            .map(|(name, vals)| {
+                                let name = name.to_lowercase().replace('_', "-");
+                                let plain = vals
+                                    .iter()
+                                    .filter(|v| !v.starts_with("~*"))
+                                    .map(|v| v.to_lowercase())
+                                    .collect();
+                                let res = vals
+                                    .iter()
+                                    .filter_map(|v| v.strip_prefix("~*"))
+                                    .map(|v| Regex::new(&v.to_lowercase()).expect("header regex"))
+                                    .collect();
+                                (name, plain, res)
+                            })
+                            .collect(),
+                    });
+                }
+            }
+            // atc-router: highest priority first, then the larger uuid.
+            candidates.sort_by_key(|c| std::cmp::Reverse((c.priority, c.id.as_u128())));
+            Oracle {
+                routes: routes.to_vec(),
+                candidates,
+            }
+        }
+
+        fn matches(&self, c: &Candidate, q: &Request<'_>) -> bool {
+            let r = &self.routes[c.route];
+            if !r.snis.is_empty() && q.https {
+                match q.sni {
+                    Some(sni) => {
+                        if !r.snis.iter().any(|p| sni_ok(p, sni)) {
+                            return false;
+                        }
+                    }
+                    None => return false,
+                }
+            }
+            if !r.methods.is_empty() && !r.methods.iter().any(|m| m == q.method) {
+                return false;
+            }
+            let hosts = r.hosts.as_deref().unwrap_or(&[]);
+            if !hosts.is_empty() {
+                let Some(host_header) = q.host else {
+                    return false;
+                };
+                let (host, port) = split_host_port(host_header);
+                let port = port.unwrap_or(i64::from(q.listener_port));
+                let any = hosts.iter().any(|h| {
+                    let (pattern, want_port) = split_host_port(h);
+                    host_op(pattern, host) && want_port.is_none_or(|p| p == port)
+                });
+                if !any {
+                    return false;
+                }
+            }
+            if !c.paths.is_empty() && self.matched_path(c, q.path).is_none() {
+                return false;
+            }
+            c.headers.iter().all(|(name, plain, res)| {
+                q.headers.iter().filter(|(n, _)| n == name).any(|(_, v)| {
+                    let v = v.to_lowercase();
+                    plain.contains(&v) || res.iter().any(|re| re.is_match(&v))
+                })
+            })
+        }
+
+        /// The text `http.path` matched: the first path of the group (in
+        /// configuration order) that matches.
+        fn matched_path(&self, c: &Candidate, path: &str) -> Option<String> {
+            c.paths.iter().find_map(|p| match p {
+                PathTest::Prefix(pre) => path.starts_with(pre.as_str()).then(|| pre.clone()),
+                PathTest::Regex(re) => re.find(path).map(|m| m.as_str().to_string()),
+            })
+        }
+
+        /// (route index, route id, stripped prefix as Kong sees it: "/"
+        /// when no path or an empty match).
+        pub(super) fn find(&self, q: &Request<'_>) -> Option<(usize, Uuid, String)> {
+            let c = self.candidates.iter().find(|c| self.matches(c, q))?;
+            let r = &self.routes[c.route];
+            let matched = self
+                .matched_path(c, q.path)
+                .filter(|m| !m.is_empty())
+                .unwrap_or_else(|| "/".to_string());
+            Some((r.index, r.id, matched))
+        }
+    }
+}
+
+#[test]
+fn oracle_priority_known_answers() {
+    // The LuaJIT-checked values of `priority_emulates_luajit_32bit_shifts`.
+    let p = |f: fn(R) -> R| {
+        let s = f(r(1)).0;
+        oracle::priority(&s, &s.paths)
+    };
+    assert_eq!(p(|r| r.paths(&["/abcd"])), 536_870_917);
+    assert_eq!(
+        p(|r| r.hosts(&["a"]).paths(&["/abcd"])),
+        1_152_921_505_680_588_805
+    );
+    assert_eq!(
+        p(|r| r
+            .hosts(&["a*"])
+            .methods(&["GET"])
+            .header("x", &["1"])
+            .paths(&["/abcd"])),
+        0xFFFF_FFFF_8010_0005
+    );
+    assert_eq!(
+        p(|r| r.header("x", &["1"]).paths(&["~/a"]).regex_priority(3)),
+        2_251_800_888_999_936
+    );
+    assert_eq!(
+        p(|r| r.methods(&["GET"]).paths(&["~/a"]).regex_priority(-1)),
+        18_446_744_073_709_027_328
+    );
+}
+
+/// The oracle on 08-router_spec's `select()` cases (the same expectations
+/// as `select_*` / `*_headers_value*` above), so that it is itself checked
+/// against Kong and not only against the router.
+#[test]
+fn oracle_agrees_with_kong_spec_cases() {
+    type Case = (
+        &'static str,
+        &'static str,
+        Option<&'static str>,
+        &'static [(&'static str, &'static str)],
+        Option<u32>,
+    );
+    const UA: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/83.0.4103.116 Safari/537.36";
+    let cases: &[Case] = &[
+        ("GET", "/", Some("domain-1.org"), &[], Some(0x8101)),
+        ("GET", "/", Some("domain-1.org:80"), &[], Some(0x8101)),
+        ("GET", "/", Some("domain-1.org:321"), &[], Some(0x8113)),
+        ("GET", "/", Some("domain-3.org:321"), &[], Some(0x8114)),
+        ("GET", "/", Some("domain-3.org:123"), &[], None),
+        ("GET", "/my-route", Some("domain.org"), &[], Some(0x8103)),
+        ("GET", "/my-route-uri", Some(""), &[], Some(0x8103)),
+        ("GET", "/my-route-uri", None, &[], Some(0x8103)),
+        ("TRACE", "/", Some("domain.org"), &[], Some(0x8102)),
+        ("GET", "/route-4", Some("domain-1.org"), &[], Some(0x8104)),
+        ("POST", "/", Some("domain-1.org"), &[], Some(0x8105)),
+        ("PUT", "/route-6", Some("domain.org"), &[], Some(0x8106)),
+        (
+            "PUT",
+            "/my-route-uri",
+            Some("domain-with-uri-2.org"),
+            &[],
+            Some(0x8107),
+        ),
+        (
+            "GET",
+            "/",
+            None,
+            &[("location", "my-location-2")],
+            Some(0x8109),
+        ),
+        (
+            "GET",
+            "/",
+            None,
+            &[("location", "my-location-3"), ("location", "my-location-2")],
+            Some(0x8109),
+        ),
+        ("GET", "/", None, &[("location", "my-location-3")], None),
+        (
+            "GET",
+            "/",
+            None,
+            &[("location", "my-location-1"), ("version", "v2")],
+            Some(0x8110),
+        ),
+        (
+            "GET",
+            "/",
+            None,
+            &[
+                ("location", "my-location-3"),
+                ("location", "my-location-2"),
+                ("version", "v2"),
+            ],
+            Some(0x8109),
+        ),
+        ("GET", "/", None, &[("user-agent", UA)], Some(0x8115)),
+    ];
+    let routes: Vec<RouteSpec> = select_use_case().into_iter().map(|r| r.0).collect();
+    let o = oracle::Oracle::new(&routes);
+    let rt = Router::new(routes).expect("router builds");
+    for &(method, path, host, headers, want) in cases {
+        let got = o
+            .find(&oracle::Request {
+                method,
+                host,
+                listener_port: 8000,
+                path,
+                headers: headers.to_vec(),
+                sni: None,
+                https: false,
+            })
+            .map(|(i, _, _)| i as u32);
+        assert_eq!(got, want, "oracle: {method} {path} {host:?} {headers:?}");
+        let mut req = q(method, path, host);
+        for (k, v) in headers {
+            req = req.h(k, v);
+        }
+        assert_eq!(
+            hit(&rt, req),
+            want,
+            "router: {method} {path} {host:?} {headers:?}"
+        );
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
     #[test]
@@ -2129,6 +2539,7 @@ proptest! {
             .into_iter()
             .filter(|r| !(r.methods.is_empty() && r.hosts.as_ref().is_none_or(|h| h.is_empty()) && r.paths.is_empty() && r.headers.is_empty() && r.snis.is_empty()))
             .collect();
+        let oracle = oracle::Oracle::new(&routes);
         let rt = Router::new(routes).expect("valid routes");
         for (host, port, path, method, hv, https) in reqs {
             let host = host.map(|h| format!("{h}{}", port.unwrap_or("")));
@@ -2145,7 +2556,19 @@ proptest! {
                 sni: https.then_some("sni.a.com"),
                 https,
             };
-            prop_assert_eq!(rt.find(&info), rt.find_naive(&info));
+            let found = rt.find(&info);
+            prop_assert_eq!(&found, &rt.find_naive(&info));
+            let want = oracle.find(&oracle::Request {
+                method,
+                host: host.as_deref(),
+                listener_port: 8000,
+                path,
+                headers: hv.map(|v| ("x-ver", v)).into_iter().collect(),
+                sni: https.then_some("sni.a.com"),
+                https,
+            });
+            let got = found.map(|m| (m.index, m.route_id, m.matched_prefix.as_str().to_string()));
+            prop_assert_eq!(got, want, "router vs the independent oracle: {} {:?} {}", method, host, path);
         }
     }
 }

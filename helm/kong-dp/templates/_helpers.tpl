@@ -98,6 +98,22 @@ service block with http/tls sub-blocks, or "off". Default address: 0.0.0.0
 {{- if $out -}}{{ $out | join ", " }}{{- else -}}off{{- end -}}
 {{- end -}}
 
+{{/*
+The listen flags among the given ones that the gateway refuses: it serves
+plain HTTP/1.1 listeners only (no TLS, HTTP/2, PROXY protocol, deferred
+accept or TCP keepalive). Joined with ", "; empty when none.
+*/}}
+{{- define "kong-dp.unservedFlags" -}}
+{{- $bad := list -}}
+{{- range . -}}
+  {{- $f := toString . -}}
+  {{- if or (has $f (list "ssl" "http2" "proxy_protocol" "deferred")) (and (hasPrefix "so_keepalive=" $f) (ne $f "so_keepalive=off")) -}}
+    {{- $bad = append $bad $f -}}
+  {{- end -}}
+{{- end -}}
+{{- $bad | uniq | join ", " -}}
+{{- end -}}
+
 {{- define "kong-dp.portMaps" -}}
 {{- $maps := list -}}
 {{- if .http.enabled -}}{{- $maps = append $maps (printf "%v:%v" .http.servicePort .http.containerPort) -}}{{- end -}}
@@ -221,6 +237,52 @@ becomes `value: "<quoted>"`.
 {{- define "kong-dp.validate" -}}
 {{- if .Values.ingressController.enabled -}}
 {{- fail "ingressController.enabled=true is not supported: kong-dp deploys only the Kong data plane, without the Kong Ingress Controller. Set ingressController.enabled=false (as Konnect and hybrid data planes do), or use the kong/kong chart for the controller." -}}
+{{- end -}}
+{{- /* What the gateway does not serve yet is refused here, so a kong/kong
+values file asking for it fails to render instead of deploying a pod
+that refuses to start (or a Service port nothing listens on). */ -}}
+{{- if and .Values.proxy.enabled .Values.proxy.tls.enabled -}}
+{{- fail "proxy.tls.enabled=true is not supported yet: the data plane does not terminate TLS (no ssl listener). Terminate TLS in front of it (e.g. a TLS listener on the NLB) and set proxy.tls.enabled=false; kong/kong enables it by default." -}}
+{{- end -}}
+{{- if and .Values.status.enabled .Values.status.tls.enabled -}}
+{{- fail "status.tls.enabled=true is not supported yet: the status API is served over plain HTTP only; set status.tls.enabled=false." -}}
+{{- end -}}
+{{- if .Values.admin.enabled -}}
+{{- fail "admin.enabled=true is not supported: the data plane has no Admin API (it is configured by its control plane or by dblessConfig); set admin.enabled=false." -}}
+{{- end -}}
+{{- if (.Values.certificates | default dict).enabled -}}
+{{- fail "certificates.enabled=true is not supported: the data plane serves no TLS listener, and the cluster certificate comes from a Secret (secretVolumes plus env.cluster_cert / env.cluster_cert_key); set certificates.enabled=false." -}}
+{{- end -}}
+{{- if or .Values.proxy.stream (.Values.udpProxy | default dict).enabled -}}
+{{- fail "proxy.stream / udpProxy are not supported yet: the data plane serves no TCP/UDP stream listener; remove proxy.stream entries and set udpProxy.enabled=false." -}}
+{{- end -}}
+{{- range $svc := list "proxy" "status" -}}
+  {{- $block := index $.Values $svc -}}
+  {{- if and $block.enabled $block.http $block.http.enabled -}}
+    {{- $bad := include "kong-dp.unservedFlags" (default (list) $block.http.parameters) -}}
+    {{- if $bad -}}
+      {{- fail (printf "%s.http.parameters: %s not supported yet: the data plane serves plain HTTP/1.1 listeners only (no TLS, HTTP/2, PROXY protocol, deferred accept or TCP keepalive); remove them." $svc $bad) -}}
+    {{- end -}}
+  {{- end -}}
+{{- end -}}
+{{- range $key := list "proxy_listen" "status_listen" -}}
+  {{- $v := index $.Values.env $key -}}
+  {{- if kindIs "string" $v -}}
+    {{- $bad := include "kong-dp.unservedFlags" (regexSplit "[,\\s]+" $v -1) -}}
+    {{- if $bad -}}
+      {{- fail (printf "env.%s=%q: %s not supported yet: the data plane serves plain HTTP/1.1 listeners only; remove them." $key $v $bad) -}}
+    {{- end -}}
+  {{- end -}}
+{{- end -}}
+{{- if hasKey .Values.env "admin_listen" -}}
+  {{- if ne (toString (index .Values.env "admin_listen")) "off" -}}
+    {{- fail (printf "env.admin_listen=%q is not supported: the data plane has no Admin API; remove it or set it to \"off\" (quoted, else YAML reads a boolean)." (toString (index .Values.env "admin_listen"))) -}}
+  {{- end -}}
+{{- end -}}
+{{- if hasKey .Values.env "router_flavor" -}}
+  {{- if ne (toString (index .Values.env "router_flavor")) "traditional_compatible" -}}
+    {{- fail (printf "env.router_flavor=%q is not supported yet: the data plane routes as Kong's default flavour, traditional_compatible; remove env.router_flavor or set it to traditional_compatible." (toString (index .Values.env "router_flavor"))) -}}
+  {{- end -}}
 {{- end -}}
 {{- if ne (toString .Values.env.database) "off" -}}
 {{- fail (printf "env.database=%q is not supported: the data plane is DB-less, set env.database to \"off\"" (toString .Values.env.database)) -}}

@@ -23,7 +23,7 @@ mod tls;
 use crate::tls::connectors as tls;
 
 use crate::protocols::l4::ext::attach_connect_local_addr;
-use crate::protocols::{GetSocketDigest, Stream};
+use crate::protocols::{Digest, GetSocketDigest, Stream};
 use crate::server::configuration::ServerConf;
 use crate::upstreams::peer::{Peer, ALPN};
 
@@ -110,6 +110,10 @@ pub struct ConnectorOptions {
     /// Optional callback for observing how long upstream connections stayed idle
     /// before leaving the keep-alive pool without reuse.
     pub keepalive_pool_callback: Option<PoolCallback>,
+    /// Patched (see vendor/README.md): how many HTTP/1 requests one upstream
+    /// connection may carry; after that many it is closed instead of pooled
+    /// (nginx `keepalive_requests`). 0 = no limit.
+    pub keepalive_max_requests: usize,
 }
 
 impl ConnectorOptions {
@@ -147,6 +151,7 @@ impl ConnectorOptions {
             bind_to_v4,
             bind_to_v6,
             keepalive_pool_callback: None,
+            keepalive_max_requests: server_conf.upstream_keepalive_max_requests,
         }
     }
 
@@ -163,6 +168,7 @@ impl ConnectorOptions {
             bind_to_v4: vec![],
             bind_to_v6: vec![],
             keepalive_pool_callback: None,
+            keepalive_max_requests: 0,
         }
     }
 }
@@ -179,6 +185,10 @@ pub struct TransportConnector {
     /// for periodic metric reporting without needing access to the connector itself.
     unexpected_data_conn_count: Arc<AtomicU64>,
     keepalive_pool_callback: Option<PoolCallback>,
+    /// Patched (see vendor/README.md): a pool size of 0 keeps no connection.
+    keepalive_off: bool,
+    /// Patched (see vendor/README.md): see [ConnectorOptions::keepalive_max_requests].
+    keepalive_max_requests: usize,
 }
 
 const DEFAULT_POOL_SIZE: usize = 128;
@@ -201,6 +211,7 @@ impl TransportConnector {
         let keepalive_pool_callback = options
             .as_ref()
             .and_then(|o| o.keepalive_pool_callback.clone());
+        let keepalive_max_requests = options.as_ref().map_or(0, |o| o.keepalive_max_requests);
         TransportConnector {
             tls_ctx: tls::Connector::new(options),
             connection_pool: Arc::new(ConnectionPool::new(pool_size)),
@@ -210,6 +221,25 @@ impl TransportConnector {
             preferred_http_version: PreferredHttpVersion::new(),
             unexpected_data_conn_count: Arc::new(AtomicU64::new(0)),
             keepalive_pool_callback,
+            keepalive_off: pool_size == 0,
+            keepalive_max_requests,
+        }
+    }
+
+    /// Patched (see vendor/README.md): counts one more request on the
+    /// connection `digest` describes and answers whether the connection may
+    /// still go back to the pool (pooling is on and, with a request limit,
+    /// it has carried fewer requests than that).
+    pub fn keepalive_allowed(&self, digest: &Digest) -> bool {
+        if self.keepalive_off {
+            return false;
+        }
+        if self.keepalive_max_requests == 0 {
+            return true;
+        }
+        match &digest.socket_digest {
+            Some(d) => d.count_request() < self.keepalive_max_requests,
+            None => true,
         }
     }
 
@@ -315,6 +345,13 @@ impl TransportConnector {
         key: u64, // usually peer.reuse_hash()
         idle_timeout: Option<Duration>,
     ) {
+        // Patched (see vendor/README.md): with a pool size of 0 the stream is
+        // dropped (closed). Unpatched, `ConnectionPool::new(0)` evicts the
+        // entry before inserting the connection, which then stays in the pool
+        // unseen by its LRU and its idle watcher, and is reused indefinitely.
+        if self.keepalive_off {
+            return;
+        }
         if !test_reusable_stream(&mut stream, &self.unexpected_data_conn_count) {
             return;
         }

@@ -14,6 +14,7 @@
 
 //! Extra information about the connection
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -88,6 +89,9 @@ pub struct SocketDigest {
     pub local_addr: OnceCell<Option<SocketAddr>>,
     /// Original destination address
     pub original_dst: OnceCell<Option<SocketAddr>>,
+    /// Patched (see vendor/README.md): requests counted on this connection
+    /// by [`SocketDigest::count_request`].
+    requests: AtomicUsize,
 }
 
 impl SocketDigest {
@@ -98,6 +102,7 @@ impl SocketDigest {
             peer_addr: OnceCell::new(),
             local_addr: OnceCell::new(),
             original_dst: OnceCell::new(),
+            requests: AtomicUsize::new(0),
         }
     }
 
@@ -108,7 +113,14 @@ impl SocketDigest {
             peer_addr: OnceCell::new(),
             local_addr: OnceCell::new(),
             original_dst: OnceCell::new(),
+            requests: AtomicUsize::new(0),
         }
+    }
+
+    /// Patched (see vendor/README.md): counts one more request carried by
+    /// this connection and returns the new total.
+    pub fn count_request(&self) -> usize {
+        self.requests.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Return the kernel socket cookie for this connection.

@@ -57,6 +57,13 @@ impl Connector {
         idle_timeout: Option<Duration>,
     ) {
         session.respect_keepalive();
+        // Patched (see vendor/README.md): no pooling (pool size 0), or the
+        // connection has carried its last request (nginx
+        // `keepalive_requests`): close it instead of pooling it.
+        if !self.transport.keepalive_allowed(session.digest()) {
+            session.shutdown().await;
+            return;
+        }
         if let Some(stream) = session.reuse().await {
             self.transport
                 .release_stream(stream, peer.reuse_hash(), idle_timeout);

@@ -1,0 +1,203 @@
+"""The load harness's own failure modes: waits that time out must fail the
+run, and --check must refuse results with failed requests, no requests, or
+no apply time, in every scenario.
+
+  python3 -m unittest discover -s benches/load -v     (scripts/bench-smoke runs it)
+
+The end-to-end proof (the real harness against a closed upstream port must
+fail every scenario's check) is `scripts/bench-smoke --self-test`.
+"""
+import io
+import os
+import socket
+import tempfile
+import unittest
+
+import bench
+from bench import BenchError
+
+
+def closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ok_run(**kw):
+    r = {"requests": 100, "rps": 100.0, "p50_ms": 1.0, "p99_ms": 2.0, "p999_ms": None,
+         "errors": 0, "error_kinds": {}}
+    r.update(kw)
+    return r
+
+
+FAILED = ok_run(requests=0, rps=0.0, errors=400, error_kinds={"status 502": 400})
+EMPTY = ok_run(requests=0, rps=0.0)
+
+
+def good(name):
+    """A result of scenario `name` that passes --check."""
+    if name in ("throughput", "routes"):
+        return {"runs": {"nginx": [ok_run()], "gateway": [ok_run()]}}
+    if name in ("seed", "quota"):
+        return {"by_cpu": {"0.5": {"runs": {"nginx": [ok_run()], "gateway": [ok_run()]}}},
+                "max_rate_p99_under_10ms": {"gateway": {"rate": 0, "tried": [FAILED]}}}
+    if name == "apply":
+        row = {**ok_run(), "apply_ms": 12.0, "baseline": ok_run()}
+        return {"sighup": {"runs": [dict(row)]}, "cp_push": {"runs": [dict(row)]}}
+    if name == "memory":
+        return {"rss_kib": {"nginx idle": 1000, "gateway idle": 2000},
+                "probes": [{"what": "gateway GET /get", "status": 200}]}
+    if name == "coldstart":
+        return {"declarative_file_ms": {"runs": [40.0], "probe_status": [200]},
+                "cp_cache_ms": {"runs": [30.0], "probe_status": [200]}}
+    if name == "push":
+        return {"by_routes": {"100": {"runs": [{"push_to_ping_ms": 50.0, "apply_ms": 20.0,
+                                               "last_route_status": 200}]}}}
+    raise AssertionError(name)
+
+
+class Waits(unittest.TestCase):
+    def test_wait_port_raises_on_timeout(self):
+        port = closed_port()
+        with self.assertRaisesRegex(BenchError, f"upstream.*127.0.0.1:{port}"):
+            bench.wait_port(port, timeout=0.3, what="upstream")
+
+    def test_wait_ready_raises_on_timeout(self):
+        with self.assertRaisesRegex(BenchError, "not 200 within .*no connection"):
+            bench.wait_ready(closed_port(), 0.3)
+
+    def test_wait_log_raises_on_timeout(self):
+        class P:
+            stderr_path = "/nowhere.log"
+
+            @staticmethod
+            def log_text():
+                return "applied config abc in 5 ms\n"
+        self.assertEqual(bench.wait_log(P, r"applied config abc in (\d+) ms", timeout=0.2), "5")
+        with self.assertRaisesRegex(BenchError, r"\(#2\) not seen in /nowhere.log"):
+            bench.wait_log(P, r"applied config abc in (\d+) ms", count=2, timeout=0.2)
+
+    def fake_cp(self, reply):
+        class Popen:
+            stdin = io.StringIO()
+            stdout = io.StringIO(reply)
+
+        class Cp:
+            p = Popen()
+            stderr_path = "/cp.log"
+        return Cp
+
+    def test_a_ping_that_never_comes_raises(self):
+        with self.assertRaisesRegex(BenchError, "no data plane pinged with config hash h1"):
+            bench.cp_wait_ping(self.fake_cp('{"seen": false}\n'), "h1", 1)
+        bench.cp_wait_ping(self.fake_cp('{"seen": true}\n'), "h1", 1)
+
+    def test_a_dead_control_plane_raises(self):
+        with self.assertRaisesRegex(BenchError, "exited"):
+            bench.cp_send(self.fake_cp(""), "push 1 80")
+
+
+class LoadResults(unittest.TestCase):
+    def test_wrk_counts_refused_and_non_2xx(self):
+        out = ("Running 1s test @ http://127.0.0.1:1/get\n  1 threads and 50 connections\n"
+               "  Latency Distribution\n     50%  1.00ms\n     99%  2.00ms\n"
+               "  400 requests in 1.00s, 60.00KB read\n  Non-2xx or 3xx responses: 400\n"
+               "Requests/sec:    400.00\nnon-2xx: 400\n")
+        r = bench.parse_wrk(out, "", "u", 1)
+        self.assertEqual((r["requests"], r["errors"]), (0, 400))
+        out = ("  0 requests in 1.00s, 0.00B read\n"
+               "  Socket errors: connect 50, read 0, write 0, timeout 0\n")
+        r = bench.parse_wrk(out, "", "u", 1)
+        self.assertEqual((r["requests"], r["errors"]), (0, 50))
+        with self.assertRaisesRegex(BenchError, "wrk gave no result"):
+            bench.parse_wrk("", "unable to connect", "u", 1)
+
+    def test_the_wrk_check_script_counts_3xx(self):
+        out = "  10 requests in 1.00s, 1KB read\nnon-2xx: 3\n"
+        r = bench.parse_wrk(out, "", "u", 1)
+        self.assertEqual((r["requests"], r["errors"]), (7, 3))
+
+    def test_open_loop_against_a_closed_port_completes_nothing(self):
+        r = bench.open_loop(f"http://127.0.0.1:{closed_port()}/get", 1, 2, 20, {})
+        self.assertEqual(r["requests"], 0)
+        self.assertGreater(r["errors"], 0)
+        self.assertTrue(bench.load_problems(r, "x"))
+
+
+class Check(unittest.TestCase):
+    def test_good_results_pass(self):
+        for s in bench.ALL_SCENARIOS:
+            self.assertEqual(bench.check_scenario(s, good(s)), [], s)
+
+    def test_failed_and_empty_load_runs_fail_every_load_scenario(self):
+        for s in ("throughput", "routes", "seed", "quota"):
+            for bad in (FAILED, EMPTY):
+                r = good(s)
+                runs = r["runs"] if "runs" in r else r["by_cpu"]["0.5"]["runs"]
+                runs["gateway"] = [bad]
+                self.assertTrue(bench.check_scenario(s, r), (s, bad))
+            r = good(s)
+            if "runs" in r:
+                r["runs"] = {}
+            else:
+                r["by_cpu"] = {}
+            self.assertTrue(bench.check_scenario(s, r), s)
+
+    def test_apply_needs_clean_runs_and_a_number(self):
+        for how in ("sighup", "cp_push"):
+            for key, bad in (("apply_ms", None), ("errors", 3), ("requests", 0)):
+                r = good("apply")
+                r[how]["runs"][0][key] = bad
+                self.assertTrue(bench.check_scenario("apply", r), (how, key))
+            r = good("apply")
+            r[how]["runs"][0]["baseline"] = FAILED
+            self.assertTrue(bench.check_scenario("apply", r), how)
+            r = good("apply")
+            r[how] = {"skipped": "bench-cp binary not built"}
+            self.assertTrue(bench.check_scenario("apply", r), how)
+
+    def test_memory_coldstart_push_need_answers_and_numbers(self):
+        r = good("memory")
+        r["probes"][0]["status"] = 502
+        self.assertTrue(bench.check_scenario("memory", r))
+        r = good("memory")
+        r["rss_kib"]["gateway idle"] = 0
+        self.assertTrue(bench.check_scenario("memory", r))
+        for key in ("declarative_file_ms", "cp_cache_ms"):
+            r = good("coldstart")
+            r[key]["probe_status"] = [502]
+            self.assertTrue(bench.check_scenario("coldstart", r), key)
+            r = good("coldstart")
+            r[key]["runs"] = []
+            self.assertTrue(bench.check_scenario("coldstart", r), key)
+        for key, bad in (("push_to_ping_ms", None), ("apply_ms", None), ("last_route_status", 502)):
+            r = good("push")
+            r["by_routes"]["100"]["runs"][0][key] = bad
+            self.assertTrue(bench.check_scenario("push", r), key)
+
+    def test_skips(self):
+        for s in ("seed", "quota"):
+            self.assertEqual(bench.check_scenario(s, {"skipped": bench.CGROUP_ABSENT}, ci=True), [])
+            self.assertEqual(bench.check_scenario(s, {"skipped": bench.CGROUP_NOT_WRITABLE}), [])
+            self.assertTrue(bench.check_scenario(s, {"skipped": bench.CGROUP_NOT_WRITABLE}, ci=True))
+        self.assertTrue(bench.check_scenario("push", {"skipped": "bench-cp binary not built"}))
+        self.assertTrue(bench.check_scenario("nope", {}))
+        self.assertTrue(bench.check_scenario("throughput", None))
+
+    def test_cgroup_v1_detection_reads_mountinfo(self):
+        v1 = "32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n"
+        v1_both = "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n"
+        v1_other = "33 31 0:30 / /sys/fs/cgroup/cpuacct rw - cgroup cgroup rw,cpuacct\n"
+        v2 = "41 31 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n"
+        for text, want in ((v1, True), (v1_both, True), (v1_other + v2, False), ("", False)):
+            with tempfile.NamedTemporaryFile("w", delete=False) as f:
+                f.write(text)
+            try:
+                self.assertEqual(bench.cgroup_v1_cpu_mounted(f.name), want, text)
+            finally:
+                os.unlink(f.name)
+        self.assertFalse(bench.cgroup_v1_cpu_mounted("/nonexistent/mountinfo"))
+
+
+if __name__ == "__main__":
+    unittest.main()
