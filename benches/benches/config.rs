@@ -51,7 +51,7 @@ fn plugins() -> Vec<String> {
 }
 
 fn opts() -> ParseOptions {
-    ParseOptions::with_plugins(plugins())
+    ParseOptions::with_schemas(gateway::plugins::schemas(&plugins()))
 }
 
 fn id(kind: &str, i: usize) -> String {

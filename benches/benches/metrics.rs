@@ -1,23 +1,10 @@
 //! Per-request cost of recording Kong's prometheus families on a route's
-//! pre-resolved handles (`Metrics::record_sample`), with every flag on,
-//! with the plugin absent, and for a status code outside the pre-resolved
-//! set (a label lookup per request).
+//! series (`Metrics::record_sample`, what the `prometheus` plugin's log
+//! handler does), with every flag on, with no flag, per consumer, and for a
+//! status code outside the pre-resolved set (a label lookup per request).
 
-use config_sync::{parse_declarative_str, ParseOptions};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use gateway::metrics::{Metrics, RequestSample};
-use gateway::snapshot::Snapshot;
-
-fn snapshot(plugins: &str) -> Snapshot {
-    let yml = format!(
-        "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://127.0.0.1:1\n  routes:\n  - name: r\n    paths: [\"/r\"]\n{plugins}"
-    );
-    let opts = ParseOptions::with_plugins(["prometheus"]);
-    match parse_declarative_str(&yml, &opts).map(|cfg| Snapshot::compile(&cfg, "h".into())) {
-        Ok(Ok(s)) => s,
-        _ => panic!("bench config must compile"),
-    }
-}
+use gateway::metrics::{Metrics, RecordFlags, RequestSample, RouteSeries};
 
 fn sample(status: u16) -> RequestSample {
     RequestSample {
@@ -36,21 +23,33 @@ fn bench(c: &mut Criterion) {
         Ok(m) => m,
         Err(e) => panic!("{e}"),
     };
-    let on = snapshot(
-        "plugins:\n- name: prometheus\n  config: {status_code_metrics: true, latency_metrics: true, bandwidth_metrics: true}\n",
-    );
-    let off = snapshot("");
+    let all = RecordFlags {
+        status_code: true,
+        latency: true,
+        bandwidth: true,
+    };
+    let route = RouteSeries::new("s".into(), "r".into());
     let mut g = c.benchmark_group("metrics_record");
     let ok = sample(200);
     g.bench_function("all_flags_200", |b| {
-        b.iter(|| metrics.record_sample(black_box(&on.metrics.routes[0]), black_box(&ok)))
+        b.iter(|| metrics.record_sample(black_box(&route), all, "", black_box(&ok)))
     });
     let teapot = sample(418);
     g.bench_function("all_flags_uncommon_code", |b| {
-        b.iter(|| metrics.record_sample(black_box(&on.metrics.routes[0]), black_box(&teapot)))
+        b.iter(|| metrics.record_sample(black_box(&route), all, "", black_box(&teapot)))
     });
-    g.bench_function("plugin_absent", |b| {
-        b.iter(|| metrics.record_sample(black_box(&off.metrics.routes[0]), black_box(&ok)))
+    g.bench_function("per_consumer", |b| {
+        b.iter(|| metrics.record_sample(black_box(&route), all, "alice", black_box(&ok)))
+    });
+    g.bench_function("no_flags", |b| {
+        b.iter(|| {
+            metrics.record_sample(
+                black_box(&route),
+                RecordFlags::default(),
+                "",
+                black_box(&ok),
+            )
+        })
     });
     g.finish();
 }

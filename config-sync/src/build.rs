@@ -918,32 +918,88 @@ fn plugin(item: &Item<'_>, opts: &ParseOptions, errs: &mut Vec<ConfigError>) -> 
         );
     }
     let name = r.required_string("name").unwrap_or_default();
-    if !name.is_empty() && !opts.available_plugins.iter().any(|p| p == &name) {
+    let schema = opts.plugins.get(&name);
+    if !name.is_empty() && schema.is_none() {
         r.err(
             "name",
             format!("plugin '{name}' not enabled; add it to the 'plugins' configuration property"),
         );
     }
     let instance_name = r.checked_string("instance_name", validate_utf8_name);
-    let config = match r.raw("config") {
-        None => Value::Object(Map::new()),
+    let raw_config = match r.raw("config") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
         Some(v @ Value::Object(_)) => v.clone(),
         Some(_) => {
             r.err("config", "expected a record");
-            Value::Object(Map::new())
+            Value::Null
         }
     };
+    // The plugin's own schema: Kong's messages at `config.<field>`, and the
+    // config comes back with its defaults filled in.
+    let config = match (schema, &raw_config) {
+        (Some(s), Value::Object(_)) => {
+            match crate::schema::validate_record(&s.config, &raw_config, "config") {
+                Ok(v) => v,
+                Err(list) => {
+                    for e in list {
+                        r.err(&e.path, e.message);
+                    }
+                    raw_config.clone()
+                }
+            }
+        }
+        _ => raw_config.clone(),
+    };
+    let allowed = schema.map_or(PROTOCOLS, |s| s.allowed_protocols);
     let protocols = r
         .checked_list("protocols", true, |p| {
-            if PROTOCOLS.contains(&p) {
+            if allowed.contains(&p) {
                 Ok(())
             } else {
-                Err(format!("expected one of: {}", PROTOCOLS.join(", ")))
+                Err(format!("expected one of: {}", allowed.join(", ")))
             }
         })
-        .unwrap_or_else(|| HTTP_PROTOCOLS.iter().map(|s| s.to_string()).collect());
+        .unwrap_or_else(|| {
+            schema
+                .map_or(HTTP_PROTOCOLS, |s| s.default_protocols)
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        });
     let enabled = r.bool("enabled", true);
     let tags = r.tags();
+    let service = item.fks.get("service").copied();
+    let route = item.fks.get("route").copied();
+    let consumer = item.fks.get("consumer").copied();
+    if let Some(s) = schema {
+        // Kong's `no_consumer` / `no_route` / `no_service` (`eq = null`).
+        for (scoped, refused, field) in [
+            (
+                consumer.is_some() || r.has("consumer"),
+                s.no_consumer,
+                "consumer",
+            ),
+            (route.is_some() || r.has("route"), s.no_route, "route"),
+            (
+                service.is_some() || r.has("service"),
+                s.no_service,
+                "service",
+            ),
+        ] {
+            if scoped && refused {
+                r.err(field, "value must be null");
+            }
+        }
+        if r.error_count() == 0 {
+            let mut whole = item.obj.clone().into_owned();
+            whole.insert("config".into(), config.clone());
+            for check in &s.entity_checks {
+                if let Err(msg) = check(&whole) {
+                    r.err("@entity", msg);
+                }
+            }
+        }
+    }
     r.finish();
     Plugin {
         id: item.id,
@@ -951,9 +1007,9 @@ fn plugin(item: &Item<'_>, opts: &ParseOptions, errs: &mut Vec<ConfigError>) -> 
         instance_name,
         enabled,
         config,
-        service: item.fks.get("service").copied(),
-        route: item.fks.get("route").copied(),
-        consumer: item.fks.get("consumer").copied(),
+        service,
+        route,
+        consumer,
         protocols,
         tags,
     }

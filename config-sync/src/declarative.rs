@@ -20,22 +20,30 @@ use uuid::Uuid;
 use crate::build;
 use crate::error::{ConfigError, ConfigErrors};
 use crate::model::DeclarativeConfig;
+use crate::schema::{PluginSchema, PluginSchemas};
 
 /// Options for parsing a declarative config.
 #[derive(Debug, Clone, Default)]
 pub struct ParseOptions {
-    /// Plugins the gateway implements; any other plugin name is rejected.
-    pub available_plugins: Vec<String>,
+    /// The plugins the gateway runs, with their config schemas; any other
+    /// plugin name is rejected, and each config is validated (and its
+    /// defaults filled) by its schema.
+    pub plugins: PluginSchemas,
 }
 
 impl ParseOptions {
-    pub fn with_plugins<I, S>(plugins: I) -> Self
+    pub fn with_schemas(plugins: PluginSchemas) -> Self {
+        ParseOptions { plugins }
+    }
+
+    /// Accepts the named plugins with any config (no schema): for tests and
+    /// benches of the loader itself.
+    pub fn with_plugins<I>(plugins: I) -> Self
     where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
+        I: IntoIterator<Item = &'static str>,
     {
         ParseOptions {
-            available_plugins: plugins.into_iter().map(Into::into).collect(),
+            plugins: PluginSchemas::new(plugins.into_iter().map(PluginSchema::untyped)),
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod error;
 pub mod hash;
 pub mod model;
 pub mod private_fs;
+pub mod schema;
 pub mod settings;
 pub mod validate;
 

@@ -26,7 +26,6 @@ use serde_json::Value;
 
 use crate::kong::KONG_VERSION;
 use crate::metrics::Metrics;
-use crate::plugins::IMPLEMENTED;
 use crate::snapshot::{ConfigHandle, Snapshot};
 
 /// Validates, compiles and swaps configs pushed by the control plane.
@@ -41,9 +40,7 @@ impl GatewaySink {
     pub fn new(config: ConfigHandle, plugins: &[String]) -> GatewaySink {
         GatewaySink {
             config,
-            opts: ParseOptions {
-                available_plugins: plugins.to_vec(),
-            },
+            opts: ParseOptions::with_schemas(crate::plugins::schemas(plugins)),
             metrics: std::sync::OnceLock::new(),
         }
     }
@@ -79,8 +76,8 @@ impl ConfigSink for GatewaySink {
 /// `(name, version)` of the enabled plugins, for `basic_info`: a CP only
 /// sends configs whose plugins we list, so list exactly what we run.
 pub fn plugin_versions(enabled: &[String]) -> Vec<(String, String)> {
-    IMPLEMENTED
-        .iter()
+    crate::plugins::implemented()
+        .into_iter()
         .filter(|(n, _)| enabled.iter().any(|e| e == n))
         .map(|(n, v)| (n.to_string(), v.to_string()))
         .collect()

@@ -23,9 +23,7 @@ pub enum LoadError {
 /// Parses, validates and compiles declarative config text.
 /// The hash of a file-loaded config is the MD5 of its text, as Kong's.
 pub fn compile_text(text: &str, plugins: &[String], origin: &str) -> Result<Snapshot, LoadError> {
-    let opts = ParseOptions {
-        available_plugins: plugins.to_vec(),
-    };
+    let opts = ParseOptions::with_schemas(crate::plugins::schemas(plugins));
     let started = std::time::Instant::now();
     let cfg = parse_declarative_str(text, &opts).map_err(|errors| LoadError::Invalid {
         path: origin.to_string(),

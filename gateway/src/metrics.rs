@@ -6,17 +6,17 @@
 //! Two registries, both owned here (never the crate's global default):
 //! - per-request families (`kong_http_requests_total`, the latency
 //!   histograms, `kong_bandwidth_bytes`, `kong_nginx_metric_errors_total`),
-//!   exported only while the config has a `prometheus` instance: Kong's
-//!   exporter then drops its shared-dict keys from the scrape;
+//!   fed by the `prometheus` plugin (`plugins/prometheus.rs`) and exported
+//!   only while the config has an instance of it: Kong's exporter then
+//!   drops its shared-dict keys from the scrape;
 //! - node families (connections, node info, datastore, target health,
 //!   process, cgroup, config apply), always exported; values read from
-//!   [`Stats`], the snapshot and cgroupfs at scrape time.
+//!   [`Stats`], the [`Scrape`] the status API hands in, and cgroupfs.
 //!
-//! Hot path: each route of a [`Snapshot`] carries a [`RouteMetrics`] built
-//! at compile time (labels and the applicable plugin config); its metric
-//! handles resolve once, on the route's first recorded request, so recording
-//! is a few atomic adds with no lock and no label hashing. Handles bind to the
-//! first [`Metrics`] that records the snapshot (there is one per process).
+//! This module knows neither the proxy nor the snapshot: the plugin records
+//! [`RequestSample`]s on [`RouteSeries`] it keeps per route, whose handles
+//! resolve on first use, so recording is a few atomic adds with no lock and
+//! no label hashing.
 //!
 //! Not exported: `kong_memory_workers_lua_vms_bytes` and
 //! `kong_memory_lua_shared_dict_*` (there is no Lua VM or shared dict; RSS
@@ -25,21 +25,16 @@
 //! the AI and Wasm families (nothing feeds them).
 
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use autoscale_hooks::{Cgroup, CgroupFs};
 use config_sync::cluster::ClusterStatus;
-use config_sync::model::DeclarativeConfig;
-use pingora::proxy::Session;
 use prometheus::{
     Counter, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::kong::KONG_VERSION;
-use crate::plugins::prometheus::{self as plugin, PrometheusConfig};
-use crate::proxy::RequestCtx;
-use crate::snapshot::{ConfigHandle, RouteRt, ServiceRt, Snapshot};
 use crate::stats::Stats;
 
 /// Kong's `KONG_LATENCY_BUCKETS` (ms).
@@ -101,78 +96,24 @@ pub struct RequestSample {
     pub egress_bytes: u64,
 }
 
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+/// Which per-request families an instance of the `prometheus` plugin feeds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordFlags {
+    /// `kong_http_requests_total`.
+    pub status_code: bool,
+    /// The three latency histograms.
+    pub latency: bool,
+    /// `kong_bandwidth_bytes`.
+    pub bandwidth: bool,
 }
 
-/// Size of a response head as nginx writes it (status line, headers, CRLF).
-fn response_head_len(resp: &pingora::http::ResponseHeader) -> u64 {
-    // "HTTP/1.1 200 " + reason + CRLF
-    let reason = resp.status.canonical_reason().map_or(0, str::len);
-    let mut n = 13 + reason + 2;
-    for (name, value) in resp.headers.iter() {
-        n += name.as_str().len() + 2 + value.len() + 2;
-    }
-    (n + 2) as u64
-}
-
-impl RequestSample {
-    /// Reads the sample off a finished request. Approximations: body bytes
-    /// are counted as Pingora decodes them (chunk framing is not counted),
-    /// and the response head size is recomputed from the header sent.
-    pub fn from_request(session: &Session, ctx: &RequestCtx) -> RequestSample {
-        let now = Instant::now();
-        let written = session.response_written();
-        // Nothing written and no status of our own: the client went away
-        // (nginx logs 499).
-        let status = written
-            .map(|r| r.status.as_u16())
-            .or(ctx.kong_status)
-            .unwrap_or(499);
-        let proxied = ctx.tries > 0;
-        let kong_ms = if proxied {
-            ctx.proxy_latency_ms
-                .or_else(|| {
-                    ctx.upstream_start
-                        .map(|t| ms(t.saturating_duration_since(ctx.start)))
-                })
-                .unwrap_or(0)
-        } else {
-            ms(now.saturating_duration_since(ctx.start))
-        };
-        let upstream_ms = match (proxied, ctx.upstream_start) {
-            (true, Some(a)) => {
-                let b = ctx.upstream_header_at.unwrap_or(now);
-                Some(ms(b.saturating_duration_since(a)))
-            }
-            _ => None,
-        };
-        let head_in = session
-            .as_downstream()
-            .as_http1()
-            .map_or(0, |h| h.get_headers_raw_bytes().len());
-        let ingress = (head_in + session.body_bytes_read()) as u64;
-        let egress = written.map_or(0, response_head_len) + session.body_bytes_sent() as u64;
-        RequestSample {
-            status,
-            from_service: ctx.proxied,
-            kong_ms,
-            upstream_ms,
-            request_ms: ms(now.saturating_duration_since(ctx.start)),
-            ingress_bytes: ingress,
-            egress_bytes: egress,
-        }
-    }
-}
-
-/// Per-route recording state, built when the snapshot compiles.
-pub struct RouteMetrics {
-    /// The `prometheus` instance that applies to this route; `None`: the
-    /// plugin does not run for it and nothing is recorded.
-    cfg: Option<PrometheusConfig>,
+/// The series of one route (or of requests without a route), with their
+/// handles resolved on first use: recording is then a few atomic adds with
+/// no lock and no label hashing.
+pub struct RouteSeries {
     /// Kong's `service.name or service.host` ("" without a service).
     service: String,
-    /// Kong's `route.name or route.id`.
+    /// Kong's `route.name or route.id` ("" without a route).
     route: String,
     /// kong, upstream, request latency histograms (each resolved on its
     /// first observation: Kong has no series before one).
@@ -183,20 +124,18 @@ pub struct RouteMetrics {
     codes: [OnceLock<IntCounter>; 2 * COMMON_CODES.len()],
 }
 
-impl std::fmt::Debug for RouteMetrics {
+impl std::fmt::Debug for RouteSeries {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RouteMetrics")
-            .field("cfg", &self.cfg)
+        f.debug_struct("RouteSeries")
             .field("service", &self.service)
             .field("route", &self.route)
             .finish_non_exhaustive()
     }
 }
 
-impl RouteMetrics {
-    fn new(cfg: Option<PrometheusConfig>, service: String, route: String) -> RouteMetrics {
-        RouteMetrics {
-            cfg,
+impl RouteSeries {
+    pub fn new(service: String, route: String) -> RouteSeries {
+        RouteSeries {
             service,
             route,
             latency: std::array::from_fn(|_| OnceLock::new()),
@@ -204,65 +143,17 @@ impl RouteMetrics {
             codes: std::array::from_fn(|_| OnceLock::new()),
         }
     }
-
-    /// The applicable plugin config, if the plugin runs for this route.
-    pub fn config(&self) -> Option<&PrometheusConfig> {
-        self.cfg.as_ref()
-    }
 }
 
-/// The metrics part of a compiled snapshot.
+/// What a scrape needs from the live config.
 #[derive(Debug, Default)]
-pub struct SnapshotMetrics {
-    /// Some `prometheus` instance is configured (Kong's `IS_PROMETHEUS_ENABLED`):
-    /// the per-request families are exported.
-    pub enabled: bool,
-    /// Some instance has `upstream_health_metrics` (a global switch in Kong).
-    pub upstream_health: bool,
-    /// Indexed like [`Snapshot::routes`].
-    pub routes: Vec<RouteMetrics>,
-}
-
-impl SnapshotMetrics {
-    /// Resolves, per route, which `prometheus` instance applies and its
-    /// labels. `cfg` is the validated config the routes were compiled from.
-    pub fn compile(
-        cfg: &DeclarativeConfig,
-        routes: &[RouteRt],
-        services: &[ServiceRt],
-    ) -> Result<SnapshotMetrics, plugin::ConfigError> {
-        plugin::validate(&cfg.plugins)?;
-        let enabled: Vec<_> = cfg
-            .plugins
-            .iter()
-            .filter(|p| p.enabled && p.name == plugin::NAME)
-            .cloned()
-            .collect();
-        let mut upstream_health = false;
-        for p in &enabled {
-            upstream_health |= PrometheusConfig::from_json(&p.config)?.upstream_health_metrics;
-        }
-        let mut out = Vec::with_capacity(routes.len());
-        for r in routes {
-            let service = r.service.and_then(|i| services.get(i));
-            // Only plain-HTTP listeners exist so far: the request protocol is http.
-            let applied = plugin::applicable(&enabled, Some(r.id), service.map(|s| s.id), "http");
-            let pcfg = match applied {
-                Some(p) => Some(PrometheusConfig::from_json(&p.config)?),
-                None => None,
-            };
-            let service_label = service
-                .map(|s| s.name.clone().unwrap_or_else(|| s.host.clone()))
-                .unwrap_or_default();
-            let route_label = r.name.clone().unwrap_or_else(|| r.id.to_string());
-            out.push(RouteMetrics::new(pcfg, service_label, route_label));
-        }
-        Ok(SnapshotMetrics {
-            enabled: !enabled.is_empty(),
-            upstream_health,
-            routes: out,
-        })
-    }
+pub struct Scrape {
+    /// Some `prometheus` instance is configured (Kong's
+    /// `IS_PROMETHEUS_ENABLED`): the per-request families are exported.
+    pub per_request: bool,
+    /// `kong_upstream_target_health` (some instance asked for it):
+    /// (upstream, target, state).
+    pub target_health: Option<Vec<(String, String, &'static str)>>,
 }
 
 /// Why the metric set could not be built (a programming error: every
@@ -510,7 +401,8 @@ impl Metrics {
         let _ = self.node_id.set(id);
     }
 
-    fn node_id(&self) -> &str {
+    /// Kong's node id (set at start; a random one until then).
+    pub fn node_id(&self) -> &str {
         self.node_id
             .get_or_init(|| uuid::Uuid::new_v4().to_string())
             .as_str()
@@ -531,50 +423,47 @@ impl Metrics {
         self.config_apply.observe(took.as_secs_f64());
     }
 
-    /// The log phase: records the request if the `prometheus` plugin
-    /// applies to it. Kong's exporter records nothing for a request that
-    /// matched no route (a router 404).
-    pub fn record(&self, session: &Session, ctx: &RequestCtx, config: &ConfigHandle) {
-        let Some(ri) = ctx.route else { return };
-        // Kong-generated answers after routing (426, 503 ...) happen before
-        // the request pins its snapshot: the live one is used then (a swap
-        // in between could mislabel that one request).
-        let live;
-        let snap = match ctx.snapshot.as_deref() {
-            Some(s) => s,
-            None => {
-                live = config.load();
-                &live
-            }
-        };
-        let Some(rm) = snap.metrics.routes.get(ri) else {
-            return;
-        };
-        if rm.cfg.is_none_or(|c| !c.records_requests()) {
-            return;
-        }
-        self.record_sample(rm, &RequestSample::from_request(session, ctx));
-    }
-
-    /// Records one request on a route's pre-resolved handles.
-    pub fn record_sample(&self, rm: &RouteMetrics, s: &RequestSample) {
-        let Some(cfg) = rm.cfg else { return };
-        // No consumer is ever identified yet, so `per_consumer` changes
-        // nothing: the consumer label is "" either way.
-        if cfg.bandwidth_metrics && (s.ingress_bytes > 0 || s.egress_bytes > 0) {
-            if let Some([ingress, egress]) = self.bandwidth_handles(rm) {
-                if s.ingress_bytes > 0 {
-                    ingress.inc_by(s.ingress_bytes);
+    /// Records one request on a route's series. `consumer` is the label
+    /// value ("" unless the instance has `per_consumer`).
+    pub fn record_sample(
+        &self,
+        rm: &RouteSeries,
+        flags: RecordFlags,
+        consumer: &str,
+        s: &RequestSample,
+    ) {
+        if flags.bandwidth && (s.ingress_bytes > 0 || s.egress_bytes > 0) {
+            if consumer.is_empty() {
+                if let Some([ingress, egress]) = self.bandwidth_handles(rm) {
+                    if s.ingress_bytes > 0 {
+                        ingress.inc_by(s.ingress_bytes);
+                    }
+                    if s.egress_bytes > 0 {
+                        egress.inc_by(s.egress_bytes);
+                    }
                 }
-                if s.egress_bytes > 0 {
-                    egress.inc_by(s.egress_bytes);
+            } else {
+                for (dir, n) in [("ingress", s.ingress_bytes), ("egress", s.egress_bytes)] {
+                    if n == 0 {
+                        continue;
+                    }
+                    match self.bandwidth.get_metric_with_label_values(&[
+                        &rm.service,
+                        &rm.route,
+                        dir,
+                        WORKSPACE,
+                        consumer,
+                    ]) {
+                        Ok(c) => c.inc_by(n),
+                        Err(_) => self.metric_errors.inc(),
+                    }
                 }
             }
         }
-        if cfg.status_code_metrics {
-            self.count_status(rm, s.status, s.from_service);
+        if flags.status_code {
+            self.count_status(rm, s.status, s.from_service, consumer);
         }
-        if cfg.latency_metrics {
+        if flags.latency {
             self.observe(rm, LATENCY_REQUEST, s.request_ms);
             if let Some(u) = s.upstream_ms {
                 self.observe(rm, LATENCY_UPSTREAM, u);
@@ -583,7 +472,7 @@ impl Metrics {
         }
     }
 
-    fn bandwidth_handles<'a>(&self, rm: &'a RouteMetrics) -> Option<&'a [IntCounter; 2]> {
+    fn bandwidth_handles<'a>(&self, rm: &'a RouteSeries) -> Option<&'a [IntCounter; 2]> {
         if let Some(h) = rm.bandwidth.get() {
             return Some(h);
         }
@@ -605,7 +494,7 @@ impl Metrics {
         }
     }
 
-    fn observe(&self, rm: &RouteMetrics, which: usize, v: u64) {
+    fn observe(&self, rm: &RouteSeries, which: usize, v: u64) {
         let Some(slot) = rm.latency.get(which) else {
             return;
         };
@@ -624,7 +513,7 @@ impl Metrics {
         }
     }
 
-    fn count_status(&self, rm: &RouteMetrics, status: u16, from_service: bool) {
+    fn count_status(&self, rm: &RouteSeries, status: u16, from_service: bool, consumer: &str) {
         let source = if from_service { "service" } else { "kong" };
         let resolve = || {
             let code = status.to_string();
@@ -634,10 +523,12 @@ impl Metrics {
                 &code,
                 source,
                 WORKSPACE,
-                "",
+                consumer,
             ])
         };
-        let Some(i) = code_slot(status) else {
+        // Per-consumer series are looked up each time (not cached per route).
+        let slot = code_slot(status).filter(|_| consumer.is_empty());
+        let Some(i) = slot else {
             match resolve() {
                 Ok(c) => c.inc(),
                 Err(_) => self.metric_errors.inc(),
@@ -656,7 +547,7 @@ impl Metrics {
     }
 
     /// Sets the scrape-time families from live state.
-    fn refresh(&self, snap: &Snapshot, stats: &Stats, seen: &mut CgroupSeen) {
+    fn refresh(&self, scrape: &Scrape, stats: &Stats, seen: &mut CgroupSeen) {
         use std::sync::atomic::Ordering::Relaxed;
         let node_id = self.node_id().to_string();
         let c = stats.connections();
@@ -689,9 +580,9 @@ impl Metrics {
 
         // Kong resets the family each scrape so removed targets vanish.
         self.target_health.reset();
-        if snap.metrics.upstream_health {
-            for (upstream, target, state) in snap.target_health() {
-                let state = state.as_str();
+        if let Some(health) = &scrape.target_health {
+            for (upstream, target, state) in health {
+                let state = *state;
                 // Kong labels each resolved address; the balancer exposes
                 // none yet, so an IP target is its own address and a name
                 // gets "" (TODO: per-address series once the balancer
@@ -704,7 +595,7 @@ impl Metrics {
                     };
                 for s in ["healthchecks_off", "healthy", "unhealthy", "dns_error"] {
                     self.target_health
-                        .with_label_values(&[&upstream, &target, address, s, SUBSYSTEM])
+                        .with_label_values(&[upstream, target, address, s, SUBSYSTEM])
                         .set(i64::from(s == state));
                 }
             }
@@ -738,11 +629,11 @@ impl Metrics {
     }
 
     /// The `/metrics` body for the live snapshot.
-    pub fn render(&self, snap: &Snapshot, stats: &Stats) -> String {
+    pub fn render(&self, scrape: &Scrape, stats: &Stats) -> String {
         let mut seen = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
-        self.refresh(snap, stats, &mut seen);
+        self.refresh(scrape, stats, &mut seen);
         let mut families = self.node.gather();
-        if snap.metrics.enabled {
+        if scrape.per_request {
             families.extend(self.requests.gather());
             families.sort_by(|a, b| a.name().cmp(b.name()));
         }
@@ -811,26 +702,6 @@ impl Default for Metrics {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use config_sync::{parse_declarative_str, ParseOptions};
-
-    fn snapshot(yaml: &str) -> Snapshot {
-        let opts = ParseOptions::with_plugins(["prometheus"]);
-        let cfg = parse_declarative_str(yaml, &opts).unwrap();
-        Snapshot::compile(&cfg, "h".into()).unwrap()
-    }
-
-    const YML: &str = r#"
-_format_version: "3.0"
-services:
-  - name: s
-    url: http://127.0.0.1:1
-    routes: [{name: r, paths: ["/r"]}]
-  - host: example.test
-    routes: [{id: 6a4b8c39-4bd7-4d8b-9a0a-000000000001, paths: ["/x"]}]
-plugins:
-  - name: prometheus
-    config: {status_code_metrics: true, latency_metrics: true, bandwidth_metrics: true}
-"#;
 
     fn sample(status: u16, from_service: bool) -> RequestSample {
         RequestSample {
@@ -844,29 +715,49 @@ plugins:
         }
     }
 
+    const ALL_FLAGS: RecordFlags = RecordFlags {
+        status_code: true,
+        latency: true,
+        bandwidth: true,
+    };
+
+    fn on() -> Scrape {
+        Scrape {
+            per_request: true,
+            target_health: None,
+        }
+    }
+
     #[test]
     fn metrics_records_with_kong_names_labels_and_buckets() {
         let m = Metrics::new().unwrap();
-        let snap = snapshot(YML);
         let stats = Stats::default();
         m.set_node_id("11111111-2222-4333-8444-555555555555".into());
+        let r = RouteSeries::new("s".into(), "r".into());
+        let x = RouteSeries::new(
+            "example.test".into(),
+            "6a4b8c39-4bd7-4d8b-9a0a-000000000001".into(),
+        );
         for _ in 0..3 {
-            m.record_sample(&snap.metrics.routes[0], &sample(200, true));
+            m.record_sample(&r, ALL_FLAGS, "", &sample(200, true));
         }
-        m.record_sample(&snap.metrics.routes[0], &sample(503, false));
-        m.record_sample(&snap.metrics.routes[1], &sample(418, true));
-        let text = m.render(&snap, &stats);
+        m.record_sample(&r, ALL_FLAGS, "", &sample(503, false));
+        m.record_sample(&x, ALL_FLAGS, "", &sample(418, true));
+        m.record_sample(&r, ALL_FLAGS, "alice", &sample(200, true));
+        let text = m.render(&on(), &stats);
         for line in [
             r#"kong_http_requests_total{service="s",route="r",code="200",source="service",workspace="default",consumer=""} 3"#,
+            r#"kong_http_requests_total{service="s",route="r",code="200",source="service",workspace="default",consumer="alice"} 1"#,
             r#"kong_http_requests_total{service="s",route="r",code="503",source="kong",workspace="default",consumer=""} 1"#,
             r#"kong_http_requests_total{service="example.test",route="6a4b8c39-4bd7-4d8b-9a0a-000000000001",code="418",source="service",workspace="default",consumer=""} 1"#,
-            r#"kong_kong_latency_ms_bucket{service="s",route="r",workspace="default",le="5"} 4"#,
-            r#"kong_kong_latency_ms_bucket{service="s",route="r",workspace="default",le="6000"} 4"#,
-            r#"kong_upstream_latency_ms_count{service="s",route="r",workspace="default"} 3"#,
+            r#"kong_kong_latency_ms_bucket{service="s",route="r",workspace="default",le="5"} 5"#,
+            r#"kong_kong_latency_ms_bucket{service="s",route="r",workspace="default",le="6000"} 5"#,
+            r#"kong_upstream_latency_ms_count{service="s",route="r",workspace="default"} 4"#,
             r#"kong_request_latency_ms_bucket{service="s",route="r",workspace="default",le="25"} 0"#,
-            r#"kong_request_latency_ms_bucket{service="s",route="r",workspace="default",le="50"} 4"#,
+            r#"kong_request_latency_ms_bucket{service="s",route="r",workspace="default",le="50"} 5"#,
             r#"kong_bandwidth_bytes{service="s",route="r",direction="egress",workspace="default",consumer=""} 1000"#,
             r#"kong_bandwidth_bytes{service="s",route="r",direction="ingress",workspace="default",consumer=""} 400"#,
+            r#"kong_bandwidth_bytes{service="s",route="r",direction="ingress",workspace="default",consumer="alice"} 100"#,
             "# HELP kong_http_requests_total HTTP status codes per consumer/service/route in Kong",
             "# TYPE kong_kong_latency_ms histogram",
             "kong_nginx_metric_errors_total 0",
@@ -884,25 +775,29 @@ plugins:
     }
 
     #[test]
-    fn metrics_families_follow_the_plugin_and_its_flags() {
+    fn metrics_families_follow_the_flags_and_the_scrape() {
         let m = Metrics::new().unwrap();
         let stats = Stats::default();
-        let bare = snapshot(YML.split("plugins:").next().unwrap_or_default());
-        assert!(!bare.metrics.enabled);
-        assert!(bare.metrics.routes.iter().all(|r| r.config().is_none()));
-
-        let only_status = snapshot(&YML.replace(
-            "status_code_metrics: true, latency_metrics: true, bandwidth_metrics: true",
-            "status_code_metrics: true, upstream_health_metrics: true",
-        ));
-        assert!(only_status.metrics.upstream_health);
-        m.record_sample(&only_status.metrics.routes[0], &sample(200, true));
-        let text = m.render(&only_status, &stats);
+        let r = RouteSeries::new("s".into(), "r".into());
+        let only_status = RecordFlags {
+            status_code: true,
+            ..RecordFlags::default()
+        };
+        m.record_sample(&r, only_status, "", &sample(200, true));
+        let scrape = Scrape {
+            per_request: true,
+            target_health: Some(vec![("up".into(), "127.0.0.1:1".into(), "healthy")]),
+        };
+        let text = m.render(&scrape, &stats);
         assert!(text.contains("kong_http_requests_total{"), "{text}");
         assert!(!text.contains("kong_kong_latency_ms"), "{text}");
         assert!(!text.contains("kong_bandwidth_bytes"), "{text}");
+        assert!(
+            text.contains(r#"kong_upstream_target_health{upstream="up",target="127.0.0.1:1",address="127.0.0.1:1",state="healthy",subsystem="http"} 1"#),
+            "{text}"
+        );
         // Without the plugin the recorded families drop out of the scrape.
-        let text = m.render(&bare, &stats);
+        let text = m.render(&Scrape::default(), &stats);
         assert!(!text.contains("kong_http_requests_total"), "{text}");
         assert!(!text.contains("kong_nginx_metric_errors_total"), "{text}");
         assert!(text.contains("kong_node_info{"), "{text}");
@@ -913,7 +808,7 @@ plugins:
         let m = Metrics::new().unwrap();
         m.set_worker_threads(3);
         m.observe_config_apply(Duration::from_millis(7));
-        let text = m.render(&Snapshot::empty(), &Stats::default());
+        let text = m.render(&Scrape::default(), &Stats::default());
         assert!(text.contains("kong_dp_worker_threads 3"), "{text}");
         assert!(
             text.contains("kong_dp_config_apply_seconds_bucket{le=\"0.01\"} 1"),
@@ -931,13 +826,5 @@ plugins:
         ] {
             assert!(text.contains(name), "{name}: {text}");
         }
-    }
-
-    #[test]
-    fn metrics_response_head_len_counts_status_line_and_headers() {
-        let mut r = pingora::http::ResponseHeader::build(200, None).unwrap();
-        r.insert_header("Content-Length", "2").unwrap();
-        // "HTTP/1.1 200 OK\r\n" + "content-length: 2\r\n" + "\r\n"
-        assert_eq!(response_head_len(&r), 17 + 19 + 2);
     }
 }

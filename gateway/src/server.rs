@@ -21,7 +21,7 @@ use crate::stats::Stats;
 use crate::status::StatusApi;
 
 /// Handles shared by the proxy, the status API and the reload thread.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Shared {
     pub config: ConfigHandle,
     pub stats: Arc<Stats>,
@@ -29,6 +29,26 @@ pub struct Shared {
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// Prometheus registries behind the status API's `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// What plugins share across requests and config swaps (holds the
+    /// same metrics handle).
+    pub plugins: Arc<crate::plugins::PluginEnv>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        let metrics = Arc::new(Metrics::default());
+        let store = Arc::new(crate::plugins::runtime::StateStore::default());
+        Shared {
+            config: ConfigHandle::with_plugin_state(store.clone()),
+            stats: Arc::default(),
+            draining: Arc::default(),
+            plugins: Arc::new(crate::plugins::PluginEnv {
+                metrics: metrics.clone(),
+                store,
+            }),
+            metrics,
+        }
+    }
 }
 
 /// The proxy path's options from Kong settings.
@@ -64,6 +84,7 @@ pub fn proxy_options(s: &Settings) -> ProxyOptions {
         client_header_timeout: s.client_header_timeout,
         client_body_timeout: s.client_body_timeout,
         underscores_in_headers: s.underscores_in_headers,
+        client_body_buffer_size: s.nginx_http_client_body_buffer_size,
         // Kong: 0 keeps an idle pooled connection open indefinitely.
         upstream_idle_timeout: (s.upstream_keepalive_idle_timeout > 0)
             .then(|| std::time::Duration::from_secs(s.upstream_keepalive_idle_timeout)),
@@ -166,7 +187,7 @@ pub fn build(settings: &Settings, shared: &Shared) -> anyhow::Result<Built> {
         options: Arc::new(proxy_options(settings)),
         stats: shared.stats.clone(),
         access_log: access_log.clone(),
-        metrics: shared.metrics.clone(),
+        plugins: shared.plugins.clone(),
         draining: shared.draining.clone(),
     };
     // The HTTP/1 front checks each request head before Pingora parses it;

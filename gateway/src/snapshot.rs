@@ -92,16 +92,16 @@ pub struct Snapshot {
     pub routes: Vec<RouteRt>,
     pub services: Vec<ServiceRt>,
     pub upstreams: HashMap<String, Arc<Balancer>>,
-    /// Enabled plugin instances (their phases run once plugins are implemented).
-    pub plugins: Vec<model::Plugin>,
+    /// Enabled plugin instances, built, and each route's resolved chain.
+    pub plugins: crate::plugins::PluginSet,
+    /// Consumers and credentials, for the auth plugins.
+    pub consumers: crate::plugins::consumers::ConsumerDb,
     pub certificates: Vec<CertificateRt>,
     pub ca_certificates: Vec<model::CaCertificate>,
     /// Kong's configuration hash (32 hex digits).
     pub hash: String,
     /// Whether the config holds anything (an empty one is not "ready").
     pub has_entities: bool,
-    /// Per-route metric labels and handles (`prometheus` plugin).
-    pub metrics: crate::metrics::SnapshotMetrics,
 }
 
 /// Why a config could not be compiled.
@@ -112,7 +112,7 @@ pub enum CompileError {
     #[error("in 'routes': {0}")]
     Router(#[from] crate::router::RouterError),
     #[error("in 'plugins': {0}")]
-    Plugin(#[from] crate::plugins::prometheus::ConfigError),
+    Plugin(#[from] crate::plugins::runtime::PluginError),
 }
 
 impl Snapshot {
@@ -126,12 +126,12 @@ impl Snapshot {
             routes: Vec::new(),
             services: Vec::new(),
             upstreams: HashMap::new(),
-            plugins: Vec::new(),
+            plugins: crate::plugins::PluginSet::default(),
+            consumers: crate::plugins::consumers::ConsumerDb::default(),
             certificates: Vec::new(),
             ca_certificates: Vec::new(),
             hash: EMPTY_CONFIG_HASH.to_string(),
             has_entities: false,
-            metrics: crate::metrics::SnapshotMetrics::default(),
         }
     }
 
@@ -239,18 +239,23 @@ impl Snapshot {
                 snis: snis_of.remove(&c.id).unwrap_or_default(),
             })
             .collect();
-        let metrics = crate::metrics::SnapshotMetrics::compile(cfg, &routes, &services)?;
+        let scopes: Vec<(Uuid, Option<Uuid>)> = routes
+            .iter()
+            .map(|r| (r.id, r.service.and_then(|i| services.get(i)).map(|s| s.id)))
+            .collect();
+        let plugins = crate::plugins::PluginSet::compile(&cfg.plugins, &scopes)?;
+        let consumers = crate::plugins::consumers::ConsumerDb::compile(cfg);
         Ok(Snapshot {
             router,
             routes,
             services,
             upstreams,
-            plugins: cfg.plugins.iter().filter(|p| p.enabled).cloned().collect(),
+            plugins,
+            consumers,
             certificates,
             ca_certificates: cfg.ca_certificates.clone(),
             hash,
             has_entities,
-            metrics,
         })
     }
 }
@@ -315,6 +320,8 @@ pub struct ConfigHandle {
     background: Arc<Background>,
     /// Serializes stores, so health is inherited from the snapshot replaced.
     swap: Arc<std::sync::Mutex<()>>,
+    /// Plugin state kept across swaps; pruned to the live instances.
+    plugin_state: Arc<crate::plugins::runtime::StateStore>,
 }
 
 impl Default for ConfigHandle {
@@ -323,11 +330,20 @@ impl Default for ConfigHandle {
             current: Arc::new(ArcSwap::from_pointee(Snapshot::empty())),
             background: Arc::new(Background::default()),
             swap: Arc::new(std::sync::Mutex::new(())),
+            plugin_state: Arc::default(),
         }
     }
 }
 
 impl ConfigHandle {
+    /// A handle whose swaps prune `state` to the live plugin instances.
+    pub fn with_plugin_state(state: Arc<crate::plugins::runtime::StateStore>) -> ConfigHandle {
+        ConfigHandle {
+            plugin_state: state,
+            ..ConfigHandle::default()
+        }
+    }
+
     /// The snapshot for one request; hold the `Arc` for the request's life.
     pub fn load(&self) -> Arc<Snapshot> {
         self.current.load_full()
@@ -343,6 +359,8 @@ impl ConfigHandle {
         snapshot.activate(&self.background, &self.current.load());
         let old = self.current.swap(snapshot.clone());
         old.deactivate();
+        // A deleted plugin instance's state goes; a kept one's survives.
+        self.plugin_state.retain(&snapshot.plugins.ids());
         drop_elsewhere(old);
         self.warm_router(snapshot);
     }

@@ -65,7 +65,8 @@ fn metrics_response(body: String) -> Response<Vec<u8>> {
 impl StatusApi {
     /// `/metrics`: Prometheus text for the live snapshot.
     pub fn metrics(&self) -> String {
-        self.metrics.render(&self.config.load(), &self.stats)
+        let scrape = crate::plugins::prometheus::scrape(&self.config.load());
+        self.metrics.render(&scrape, &self.stats)
     }
 
     /// `/status/ready`: 200 once a non-empty config is loaded.

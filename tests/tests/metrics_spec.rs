@@ -355,7 +355,7 @@ fn invalid_plugin_config_is_refused() {
         .err()
         .expect("startup must fail");
     assert!(
-        err.contains("config.latency_metrics: expected a boolean"),
+        err.contains("field 'config.latency_metrics': expected a boolean"),
         "{err}"
     );
 }

@@ -66,6 +66,9 @@ const KEYS: &[(&str, Option<&str>)] = &[
     ("nginx_http_client_max_body_size", Some("0")),
     // Not in Kong's defaults (nginx's own defaults apply there).
     ("nginx_http_client_header_buffer_size", Some("1k")),
+    // Kong's default (kong.conf.default): the largest request body plugins
+    // can read (`kong.request.get_raw_body()`).
+    ("nginx_http_client_body_buffer_size", Some("8k")),
     ("nginx_http_large_client_header_buffers", Some("4 8k")),
     // nginx's defaults; the `nginx_proxy_*` forms (Kong injects them into
     // the proxy server block) win over the `nginx_http_*` ones.
@@ -254,6 +257,8 @@ pub struct Settings {
     pub nginx_http_client_max_body_size: Option<u64>,
     /// Bytes.
     pub nginx_http_client_header_buffer_size: u64,
+    /// Bytes: bodies up to this size are readable by plugins.
+    pub nginx_http_client_body_buffer_size: u64,
     pub nginx_http_large_client_header_buffers: LargeHeaderBuffers,
     /// nginx `client_header_timeout`: the whole request head must arrive within it.
     pub client_header_timeout: Duration,
@@ -508,6 +513,8 @@ impl Settings {
 
         let max_body = l.get("nginx_http_client_max_body_size", values::parse_size);
         let nginx_http_client_max_body_size = (max_body != 0).then_some(max_body);
+        let nginx_http_client_body_buffer_size =
+            l.get("nginx_http_client_body_buffer_size", values::parse_size);
         let nginx_http_client_header_buffer_size =
             l.get("nginx_http_client_header_buffer_size", |n, v| {
                 values::parse_size(n, v).and_then(|s| {
@@ -659,6 +666,7 @@ impl Settings {
             allow_debug_header,
             nginx_http_client_max_body_size,
             nginx_http_client_header_buffer_size,
+            nginx_http_client_body_buffer_size,
             nginx_http_large_client_header_buffers,
             client_header_timeout,
             client_body_timeout,
@@ -791,6 +799,10 @@ impl Settings {
         put(
             "nginx_http_client_header_buffer_size",
             json!(self.nginx_http_client_header_buffer_size),
+        );
+        put(
+            "nginx_http_client_body_buffer_size",
+            json!(self.nginx_http_client_body_buffer_size),
         );
         put(
             "nginx_http_large_client_header_buffers",

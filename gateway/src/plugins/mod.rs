@@ -1,15 +1,146 @@
-//! Plugins: the names this gateway implements.
+//! Kong's plugin runtime, as it applies to a data plane
+//! (`kong/runloop/plugins_iterator.lua`, `kong/init.lua`): one file per
+//! plugin with its config schema and its handler, instances resolved into
+//! per-route chains when a config is compiled ([`runtime`]), and the phases
+//! run from the proxy's one `ProxyHttp` through the [`pdk::Kong`] facade.
 //!
-//! Kong refuses a config that names a plugin it does not have loaded
-//! ("plugin 'x' not enabled; add it to the 'plugins' configuration
-//! property"); so does this gateway, for every plugin not listed here.
-//! Each plugin gets its own file in this folder as it is implemented.
+//! Adding a plugin: a file here with a `DEF: PluginDef` (name, Kong's
+//! PRIORITY and VERSION, its schema, how to build an instance from a
+//! validated config), listed in [`ALL`].
 
+pub mod consumers;
+pub mod pdk;
 pub mod prometheus;
+pub mod runtime;
 
-/// Plugins implemented by this gateway, with the version reported to a
-/// control plane.
-pub const IMPLEMENTED: &[(&str, &str)] = &[(prometheus::NAME, prometheus::VERSION)];
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use config_sync::schema::{PluginSchema, PluginSchemas};
+use pingora::http::ResponseHeader;
+use serde_json::Value;
+use uuid::Uuid;
+
+pub use pdk::{Exit, Kong};
+pub use runtime::{PluginEnv, PluginSet};
+
+/// Every bundled handler reports Kong's release as its version (Kong:
+/// `VERSION = kong_meta.version`); a control plane compares them.
+pub const VERSION: &str = crate::kong::KONG_VERSION;
+
+/// A plugin this gateway implements.
+pub struct PluginDef {
+    pub name: &'static str,
+    /// Kong's `PRIORITY` (higher runs first; ties by name, descending).
+    pub priority: i32,
+    pub version: &'static str,
+    /// The plugin's schema, for the declarative loader.
+    pub schema: fn() -> PluginSchema,
+    /// Builds an instance from its validated config (defaults filled).
+    pub build: fn(&Instance<'_>) -> Result<Arc<dyn Plugin>, String>,
+}
+
+impl std::fmt::Debug for PluginDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginDef")
+            .field("name", &self.name)
+            .field("priority", &self.priority)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one plugin instance is built from.
+#[derive(Debug)]
+pub struct Instance<'a> {
+    pub id: Uuid,
+    /// Validated, with the schema's defaults.
+    pub config: &'a Value,
+    pub route: Option<Uuid>,
+    pub service: Option<Uuid>,
+    pub consumer: Option<Uuid>,
+    /// Routes in the snapshot being compiled (for per-route caches).
+    pub routes: usize,
+}
+
+/// Phases an instance implements; the runtime skips the others.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Phases(u8);
+
+impl Phases {
+    pub const ACCESS: Phases = Phases(1);
+    pub const HEADER_FILTER: Phases = Phases(2);
+    pub const BODY_FILTER: Phases = Phases(4);
+    pub const LOG: Phases = Phases(8);
+
+    pub const fn union(self, other: Phases) -> Phases {
+        Phases(self.0 | other.0)
+    }
+
+    pub fn has(self, p: Phases) -> bool {
+        self.0 & p.0 == p.0
+    }
+}
+
+impl std::ops::BitOr for Phases {
+    type Output = Phases;
+    fn bitor(self, rhs: Phases) -> Phases {
+        self.union(rhs)
+    }
+}
+
+/// A plugin instance's handler. Phase methods run only if [`Plugin::phases`]
+/// lists them.
+#[async_trait]
+pub trait Plugin: Send + Sync + 'static {
+    fn phases(&self) -> Phases;
+
+    /// Kong's `access`: after routing, before the upstream. `Err(exit)`
+    /// short-circuits: the later plugins' access handlers are skipped (their
+    /// header_filter/body_filter/log still run) and the exit is sent.
+    async fn access(&self, _kong: &mut Kong<'_>) -> Result<(), Exit> {
+        Ok(())
+    }
+
+    /// Kong's `header_filter`, on proxied and on Kong-generated responses.
+    fn header_filter(&self, _kong: &mut Kong<'_>, _resp: &mut ResponseHeader) {}
+
+    /// Kong's `body_filter`, per chunk; `eof` on the last.
+    fn body_filter(&self, _kong: &mut Kong<'_>, _body: &mut Option<Bytes>, _eof: bool) {}
+
+    /// Kong's `log`, once the response is done.
+    fn log(&self, _kong: &mut Kong<'_>) {}
+
+    /// The request body is read (up to `client_body_buffer_size`) before
+    /// the access phase, for [`Kong::request_body`].
+    fn needs_request_body(&self) -> bool {
+        false
+    }
+}
+
+/// The plugins this gateway implements, in no particular order.
+pub const ALL: &[PluginDef] = &[prometheus::DEF];
+
+/// A plugin by name.
+pub fn def(name: &str) -> Option<&'static PluginDef> {
+    ALL.iter().find(|d| d.name == name)
+}
+
+/// Names and versions for the control plane's `basic_info`.
+pub fn implemented() -> Vec<(&'static str, &'static str)> {
+    let mut v: Vec<_> = ALL.iter().map(|d| (d.name, d.version)).collect();
+    v.sort_by_key(|(n, _)| n.to_ascii_lowercase());
+    v
+}
+
+/// The schemas of the enabled plugins, for the declarative loader.
+pub fn schemas(enabled: &[String]) -> PluginSchemas {
+    PluginSchemas::new(
+        ALL.iter()
+            .filter(|d| enabled.iter().any(|n| n == d.name))
+            .map(|d| (d.schema)()),
+    )
+}
 
 /// Names enabled by the `plugins` setting (`bundled` means all we have).
 /// A name we do not implement stops the start, as Kong stops when a listed
@@ -21,13 +152,13 @@ pub fn enabled(setting: &[String]) -> Result<Vec<String>, String> {
     for p in setting {
         match p.as_str() {
             "off" => return Ok(Vec::new()),
-            "bundled" => out.extend(IMPLEMENTED.iter().map(|(n, _)| n.to_string())),
-            other if IMPLEMENTED.iter().any(|(n, _)| *n == other) => out.push(other.to_string()),
+            "bundled" => out.extend(ALL.iter().map(|d| d.name.to_string())),
+            other if def(other).is_some() => out.push(other.to_string()),
             other => missing.push(other),
         }
     }
     if !missing.is_empty() {
-        let have: Vec<&str> = IMPLEMENTED.iter().map(|(n, _)| *n).collect();
+        let have: Vec<&str> = implemented().into_iter().map(|(n, _)| n).collect();
         return Err(missing
             .iter()
             .map(|m| {
@@ -61,14 +192,27 @@ mod tests {
             Ok(list(&["prometheus"]))
         );
         assert_eq!(enabled(&list(&["off"])), Ok(vec![]));
-        let e = enabled(&list(&["bundled", "key-auth", "my-plugin"])).unwrap_err();
+        let e = enabled(&list(&["bundled", "key-auth-x", "my-plugin"])).unwrap_err();
         assert!(
-            e.contains("key-auth plugin is enabled but not installed"),
+            e.contains("key-auth-x plugin is enabled but not installed"),
             "{e}"
         );
         assert!(
             e.contains("my-plugin plugin is enabled but not installed"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn every_plugin_has_a_valid_schema_and_kongs_version() {
+        for d in ALL {
+            let s = (d.schema)();
+            assert_eq!(s.name, d.name);
+            assert_eq!(d.version, VERSION);
+            // Defaults alone form a valid config, or the schema says which
+            // field is required.
+            let _ =
+                config_sync::schema::validate_record(&s.config, &serde_json::json!({}), "config");
+        }
     }
 }

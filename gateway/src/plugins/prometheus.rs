@@ -1,23 +1,29 @@
-//! The `prometheus` plugin (Kong's `kong/plugins/prometheus`): its config
-//! schema and which instance applies to a request. Recording and exporting
-//! live in [`crate::metrics`].
-//!
-//! As in Kong, the plugin only decides *whether* a request is recorded and
-//! which per-request families it feeds; `/metrics` itself is served by the
-//! status API, and node-level families are exported with or without it.
+//! The `prometheus` plugin (Kong's `kong/plugins/prometheus`): its schema
+//! and its log handler, which records each request on the per-request
+//! families of [`crate::metrics`]. `/metrics` itself is served by the status
+//! API, and the node families are exported with or without the plugin, as
+//! in Kong.
 
-use config_sync::model;
-use serde_json::Value;
-use uuid::Uuid;
+use std::sync::{Arc, OnceLock};
 
-/// The plugin's name in configs.
+use config_sync::schema::{boolean, PluginSchema, Record, PROTOCOLS_HTTP};
+use serde::Deserialize;
+
+use super::{Instance, Kong, Phases, Plugin, PluginDef, PluginSet, VERSION};
+use crate::metrics::{RecordFlags, RouteSeries, Scrape};
+
 pub const NAME: &str = "prometheus";
 
-/// Kong's handler reports `kong_meta.version` as the plugin version.
-pub const VERSION: &str = crate::kong::KONG_VERSION;
+pub const DEF: PluginDef = PluginDef {
+    name: NAME,
+    priority: 13,
+    version: VERSION,
+    schema,
+    build,
+};
 
 /// `config` of a `prometheus` instance; every flag defaults to false (3.x).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct PrometheusConfig {
     /// Fill the `consumer` label of requests and bandwidth counters.
     pub per_consumer: bool,
@@ -35,152 +41,127 @@ pub struct PrometheusConfig {
     pub wasm_metrics: bool,
 }
 
-/// A `prometheus` config Kong's schema would refuse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    #[error("plugin 'prometheus': config.{0}: expected a boolean")]
-    NotBoolean(String),
-    #[error("plugin 'prometheus': config.{0}: unknown field")]
-    UnknownField(String),
-    #[error("plugin 'prometheus': config: expected a record")]
-    NotRecord,
+fn schema() -> PluginSchema {
+    let flag = || boolean().default(false);
+    PluginSchema {
+        name: NAME,
+        config: Record::new(vec![
+            ("per_consumer", flag()),
+            ("status_code_metrics", flag()),
+            ("ai_metrics", flag()),
+            ("latency_metrics", flag()),
+            ("bandwidth_metrics", flag()),
+            ("upstream_health_metrics", flag()),
+            ("wasm_metrics", flag()),
+        ]),
+        default_protocols: PROTOCOLS_HTTP,
+        allowed_protocols: &[
+            "grpc",
+            "grpcs",
+            "http",
+            "https",
+            "tcp",
+            "tls",
+            "tls_passthrough",
+            "udp",
+            "ws",
+            "wss",
+        ],
+        no_consumer: false,
+        no_route: false,
+        no_service: false,
+        entity_checks: Vec::new(),
+    }
 }
 
-impl PrometheusConfig {
-    /// Parses `config` with Kong's defaults; `null` means the default.
-    pub fn from_json(config: &Value) -> Result<PrometheusConfig, ConfigError> {
-        let mut c = PrometheusConfig::default();
-        let map = match config {
-            Value::Object(m) => m,
-            Value::Null => return Ok(c),
-            _ => return Err(ConfigError::NotRecord),
+fn build(i: &Instance<'_>) -> Result<Arc<dyn Plugin>, String> {
+    let cfg: PrometheusConfig =
+        serde_json::from_value(i.config.clone()).map_err(|e| format!("config: {e}"))?;
+    Ok(Arc::new(Prometheus {
+        cfg,
+        flags: RecordFlags {
+            status_code: cfg.status_code_metrics,
+            latency: cfg.latency_metrics,
+            bandwidth: cfg.bandwidth_metrics,
+        },
+        routes: (0..i.routes).map(|_| OnceLock::new()).collect(),
+    }))
+}
+
+struct Prometheus {
+    cfg: PrometheusConfig,
+    flags: RecordFlags,
+    /// Series per route index, labelled on first use.
+    routes: Box<[OnceLock<RouteSeries>]>,
+}
+
+impl Plugin for Prometheus {
+    fn phases(&self) -> Phases {
+        Phases::LOG
+    }
+
+    fn log(&self, kong: &mut Kong<'_>) {
+        if self.flags == RecordFlags::default() {
+            return;
+        }
+        // Kong's exporter labels with `service.name or service.host` and
+        // `route.name or route.id`, and records nothing without a route.
+        let Some(slot) = kong.ctx().route.and_then(|i| self.routes.get(i)) else {
+            return;
         };
-        for (k, v) in map {
-            let slot = match k.as_str() {
-                "per_consumer" => &mut c.per_consumer,
-                "status_code_metrics" => &mut c.status_code_metrics,
-                "ai_metrics" => &mut c.ai_metrics,
-                "latency_metrics" => &mut c.latency_metrics,
-                "bandwidth_metrics" => &mut c.bandwidth_metrics,
-                "upstream_health_metrics" => &mut c.upstream_health_metrics,
-                "wasm_metrics" => &mut c.wasm_metrics,
-                other => return Err(ConfigError::UnknownField(other.to_string())),
-            };
-            match v {
-                Value::Bool(b) => *slot = *b,
-                Value::Null => {}
-                _ => return Err(ConfigError::NotBoolean(k.clone())),
-            }
-        }
-        Ok(c)
-    }
-
-    /// Whether this instance records anything per request.
-    pub fn records_requests(&self) -> bool {
-        self.status_code_metrics || self.latency_metrics || self.bandwidth_metrics
+        let series = {
+            slot.get_or_init(|| {
+                let service = kong
+                    .service()
+                    .map(|s| s.name.clone().unwrap_or_else(|| s.host.clone()))
+                    .unwrap_or_default();
+                let route = kong
+                    .route()
+                    .map(|r| r.name.clone().unwrap_or_else(|| r.id.to_string()))
+                    .unwrap_or_default();
+                RouteSeries::new(service, route)
+            })
+        };
+        let consumer = if self.cfg.per_consumer {
+            kong.consumer()
+                .and_then(|c| c.username.clone())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let sample = kong.sample();
+        kong.env()
+            .metrics
+            .record_sample(series, self.flags, &consumer, &sample);
     }
 }
 
-/// Parses every `prometheus` instance (disabled ones too: Kong validates
-/// the schema whatever `enabled` says).
-pub fn validate(plugins: &[model::Plugin]) -> Result<(), ConfigError> {
-    for p in plugins.iter().filter(|p| p.name == NAME) {
-        PrometheusConfig::from_json(&p.config)?;
+/// What a scrape needs from the live plugins: whether the per-request
+/// families are exported, and whether target health is.
+pub fn scrape_flags(set: &PluginSet) -> (bool, bool) {
+    let mut any = false;
+    let mut health = false;
+    for c in set.instances_named(NAME) {
+        any = true;
+        health |= c
+            .config
+            .get("upstream_health_metrics")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
     }
-    Ok(())
+    (any, health)
 }
 
-/// The instance that runs for a request on `route` / `service` over
-/// `protocol`, by Kong's precedence without a consumer (none is identified
-/// yet): route+service, route, service, global. `plugins` holds enabled
-/// instances only.
-pub fn applicable<'a>(
-    plugins: &'a [model::Plugin],
-    route: Option<Uuid>,
-    service: Option<Uuid>,
-    protocol: &str,
-) -> Option<&'a model::Plugin> {
-    let candidates = || {
-        plugins.iter().filter(|p| {
-            p.name == NAME
-                && p.consumer.is_none()
-                && (p.protocols.is_empty() || p.protocols.iter().any(|x| x == protocol))
-        })
-    };
-    let pick =
-        |r: Option<Uuid>, s: Option<Uuid>| candidates().find(|p| p.route == r && p.service == s);
-    let mut order: Vec<(Option<Uuid>, Option<Uuid>)> = Vec::with_capacity(4);
-    if route.is_some() && service.is_some() {
-        order.push((route, service));
-    }
-    if route.is_some() {
-        order.push((route, None));
-    }
-    if service.is_some() {
-        order.push((None, service));
-    }
-    order.push((None, None));
-    order.into_iter().find_map(|(r, s)| pick(r, s))
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn defaults_are_all_false() {
-        let c = PrometheusConfig::from_json(&json!({})).unwrap();
-        assert_eq!(c, PrometheusConfig::default());
-        assert!(!c.records_requests());
-        let c =
-            PrometheusConfig::from_json(&json!({"latency_metrics": true, "per_consumer": null}))
-                .unwrap();
-        assert!(c.latency_metrics && !c.per_consumer);
-    }
-
-    #[test]
-    fn schema_errors() {
-        assert_eq!(
-            PrometheusConfig::from_json(&json!({"latency_metrics": "yes"})),
-            Err(ConfigError::NotBoolean("latency_metrics".into()))
-        );
-        assert_eq!(
-            PrometheusConfig::from_json(&json!({"nope": true})),
-            Err(ConfigError::UnknownField("nope".into()))
-        );
-    }
-
-    fn plugin(route: Option<u128>, service: Option<u128>, flag: bool) -> model::Plugin {
-        model::Plugin {
-            id: Uuid::new_v4(),
-            name: NAME.into(),
-            instance_name: None,
-            enabled: true,
-            config: json!({ "status_code_metrics": flag }),
-            service: service.map(Uuid::from_u128),
-            route: route.map(Uuid::from_u128),
-            consumer: None,
-            protocols: vec!["http".into(), "https".into()],
-            tags: vec![],
-        }
-    }
-
-    #[test]
-    fn most_specific_instance_wins() {
-        let ps = vec![
-            plugin(None, None, false),
-            plugin(None, Some(2), true),
-            plugin(Some(1), None, false),
-        ];
-        let r = Some(Uuid::from_u128(1));
-        let s = Some(Uuid::from_u128(2));
-        let other = Some(Uuid::from_u128(9));
-        assert_eq!(applicable(&ps, r, s, "http").unwrap().id, ps[2].id);
-        assert_eq!(applicable(&ps, other, s, "http").unwrap().id, ps[1].id);
-        assert_eq!(applicable(&ps, other, other, "http").unwrap().id, ps[0].id);
-        assert!(applicable(&ps, other, other, "grpc").is_none());
-        assert!(applicable(&ps[1..], other, other, "http").is_none());
+/// The scrape input for a snapshot.
+pub fn scrape(snap: &crate::snapshot::Snapshot) -> Scrape {
+    let (per_request, health) = scrape_flags(&snap.plugins);
+    Scrape {
+        per_request,
+        target_health: health.then(|| {
+            snap.target_health()
+                .into_iter()
+                .map(|(u, t, s)| (u, t, s.as_str()))
+                .collect()
+        }),
     }
 }

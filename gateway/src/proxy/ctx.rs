@@ -77,6 +77,9 @@ pub struct RequestCtx {
     pub uri_captures: Vec<(Option<String>, String)>,
     /// Balancer state of this request, see [`BalancerCtx`].
     pub balancer: BalancerCtx,
+    /// The plugins this request runs; `None` when none apply (the common
+    /// case pays nothing for the plugin runtime).
+    pub plugins: Option<Box<crate::plugins::runtime::PluginRun>>,
 }
 
 /// What the balancer keeps across the tries of one request.
@@ -129,6 +132,7 @@ impl RequestCtx {
             debug_header: false,
             uri_captures: Vec::new(),
             balancer: BalancerCtx::default(),
+            plugins: None,
         }
     }
 }

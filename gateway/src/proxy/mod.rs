@@ -37,6 +37,8 @@ use pingora::{Error, ErrorSource, ErrorType, Result, RetryType};
 use crate::access_log::AccessLog;
 use crate::balancer::health::passive::Outcome;
 use crate::balancer::{Balancer, HashInput};
+use crate::plugins::pdk::{Exit, ExitBody};
+use crate::plugins::runtime::{self as plugin_rt, PluginEnv, PluginRun};
 use crate::router::{self, RequestInfo};
 use crate::snapshot::{ConfigHandle, Scheme, ServiceTarget};
 use crate::stats::Stats;
@@ -97,6 +99,8 @@ pub struct ProxyOptions {
     /// `upstream_keepalive_idle_timeout`: how long a pooled upstream
     /// connection may wait unused; `None` (Kong's 0) = no limit.
     pub upstream_idle_timeout: Option<std::time::Duration>,
+    /// nginx `client_body_buffer_size`: bodies plugins can read.
+    pub client_body_buffer_size: u64,
 }
 
 impl Default for ProxyOptions {
@@ -112,6 +116,7 @@ impl Default for ProxyOptions {
             client_header_timeout: std::time::Duration::from_secs(60),
             client_body_timeout: std::time::Duration::from_secs(60),
             underscores_in_headers: true,
+            client_body_buffer_size: 8 * 1024,
             upstream_idle_timeout: Some(std::time::Duration::from_secs(60)),
         }
     }
@@ -123,8 +128,8 @@ pub struct KongProxy {
     pub options: Arc<ProxyOptions>,
     pub stats: Arc<Stats>,
     pub access_log: Option<AccessLog>,
-    /// Per-request Prometheus families (`prometheus` plugin).
-    pub metrics: Arc<crate::metrics::Metrics>,
+    /// What plugins share across requests and config swaps.
+    pub plugins: Arc<PluginEnv>,
     /// Set from SIGTERM (or `kong quit`) on: every response then carries
     /// `Connection: close`, so keep-alive clients leave between requests
     /// rather than have a request cut off when the listener closes.
@@ -163,24 +168,131 @@ impl KongProxy {
         body: Option<(ErrorFormat, Bytes)>,
         extra: &[(&str, String)],
     ) -> Result<()> {
+        let body = body.map(|(fmt, b)| (Some(fmt.content_type()), b));
+        self.respond_raw(session, ctx, status, body, extra).await
+    }
+
+    /// [`Self::respond`] with any content type; the plugins' header and
+    /// body filters run on it, as Kong runs them on its own answers.
+    async fn respond_raw(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        status: u16,
+        body: Option<(Option<&str>, Bytes)>,
+        extra: &[(&str, String)],
+    ) -> Result<()> {
         ctx.kong_status = Some(status);
         self.close_if_draining(session);
         let mut resp = ResponseHeader::build(status, Some(8))?;
         let head = session.req_header().method == http::Method::HEAD;
-        let len = body.as_ref().map(|(_, b)| b.len()).unwrap_or(0);
-        if let Some((fmt, _)) = &body {
-            resp.insert_header("Content-Type", fmt.content_type())?;
+        let (content_type, mut bytes) = match body {
+            Some((ct, b)) => (ct, Some(b)),
+            None => (None, None),
+        };
+        if let Some(ct) = content_type {
+            resp.insert_header("Content-Type", ct)?;
         }
-        resp.insert_header("Content-Length", len.to_string())?;
         for (name, value) in extra {
             resp.insert_header(name.to_string(), value.as_str())?;
         }
         self.add_kong_response_headers(&mut resp, ctx);
-        let end = body.is_none() || head;
+        let snap = ctx.snapshot.clone();
+        if let (Some(snap), true) = (&snap, ctx.plugins.is_some()) {
+            plugin_rt::header_filter(&self.plugins, session, ctx, snap, &mut resp);
+            if plugin_rt::has_body_filter(snap, ctx) {
+                plugin_rt::body_filter(&self.plugins, session, ctx, snap, &mut bytes, true);
+            }
+        }
+        let len = bytes.as_ref().map_or(0, Bytes::len);
+        if !resp.headers.contains_key(header::CONTENT_LENGTH) || bytes.is_some() {
+            resp.insert_header("Content-Length", len.to_string())?;
+        }
+        let end = bytes.is_none() || head;
         session.write_response_header(Box::new(resp), end).await?;
         if !end {
-            if let Some((_, b)) = body {
+            if let Some(b) = bytes {
                 session.write_response_body(Some(b), true).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a plugin's `kong.response.exit` / `error`.
+    async fn send_exit(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        exit: Exit,
+    ) -> Result<()> {
+        let extra: Vec<(&str, String)> = exit
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        match exit.body {
+            ExitBody::Empty => {
+                self.respond_raw(session, ctx, exit.status, None, &extra)
+                    .await
+            }
+            ExitBody::Json(v) => {
+                let body = Bytes::from(v.to_string());
+                let ct = Some("application/json; charset=utf-8");
+                self.respond_raw(session, ctx, exit.status, Some((ct, body)), &extra)
+                    .await
+            }
+            ExitBody::Raw(b) => {
+                self.respond_raw(session, ctx, exit.status, Some((None, b)), &extra)
+                    .await
+            }
+            ExitBody::Error(message) => {
+                self.pdk_error(session, ctx, exit.status, &message, &extra)
+                    .await
+            }
+        }
+    }
+
+    /// Reads the request body for the plugins that asked for it, up to
+    /// `client_body_buffer_size` (at most Pingora's 64 KiB retry buffer,
+    /// which replays what was read to the upstream). A larger body is left
+    /// to stream, and plugins see none, as in Kong when nginx has put it in
+    /// a temp file.
+    async fn read_body_for_plugins(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        const RETRY_BUFFER: u64 = 64 * 1024;
+        let cap = self.options.client_body_buffer_size.min(RETRY_BUFFER);
+        let declared = session
+            .req_header()
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > cap) {
+            return Ok(());
+        }
+        session.as_mut().enable_retry_buffering();
+        let mut read = bytes::BytesMut::new();
+        let mut complete = false;
+        while (read.len() as u64) <= cap {
+            match session.read_request_body().await? {
+                Some(b) => read.extend_from_slice(&b),
+                None => {
+                    complete = true;
+                    break;
+                }
+            }
+        }
+        let truncated = session.as_ref().retry_buffer_truncated();
+        if let Some(run) = ctx.plugins.as_mut() {
+            if complete {
+                run.request_body = Some(read.freeze());
+            } else if truncated {
+                // Pingora will not replay what it could not keep: send it
+                // ahead of the next chunk ourselves.
+                run.pending_prefix = Some(read.freeze());
             }
         }
         Ok(())
@@ -495,6 +607,8 @@ impl ProxyHttp for KongProxy {
             https: false,
         };
         let Some(m) = snapshot.router.find(&info) else {
+            // Kong runs the global plugins' later phases on its 404.
+            plugin_rt::start_without_route(&snapshot, ctx);
             self.pdk_error(session, ctx, 404, MSG_NO_ROUTE, &[]).await?;
             return Ok(true);
         };
@@ -580,44 +694,59 @@ impl ProxyHttp for KongProxy {
             return Ok(true);
         }
 
-        let Some(service_idx) = route.service else {
-            self.pdk_error(session, ctx, 503, MSG_NO_SERVICE, &[])
-                .await?;
-            return Ok(true);
-        };
-        let Some(service) = snapshot.services.get(service_idx) else {
-            self.pdk_error(session, ctx, 503, MSG_NO_SERVICE, &[])
-                .await?;
-            return Ok(true);
-        };
-        ctx.service = Some(service_idx);
-
-        // Upstream URI: Kong's path_handling v0 on the normalized path,
-        // re-escaped, with the query string forwarded verbatim.
-        let stripped = if route.strip_path {
-            m.matched_prefix.as_str()
-        } else {
-            "/"
-        };
-        let uri =
-            router::upstream_uri_v0(&path, stripped, route.strip_path, service.path.as_deref());
-        // `escape_uri` borrows when nothing needs escaping: keep `uri` then.
-        let mut upstream_uri = match router::escape_uri(&uri) {
-            std::borrow::Cow::Borrowed(_) => uri,
-            std::borrow::Cow::Owned(escaped) => escaped,
-        };
-        let (_, query) = raw_path_only(req.raw_path());
-        if let Some(q) = query {
-            upstream_uri.push('?');
-            upstream_uri.push_str(&String::from_utf8_lossy(q));
-        }
-        ctx.upstream_uri = upstream_uri;
-        if route.strip_path && stripped != "/" && !stripped.is_empty() {
-            ctx.forwarded_prefix = Some(stripped.to_string());
+        // A serviceless route still runs its plugins: Kong answers 503 after them.
+        let service = route
+            .service
+            .and_then(|i| snapshot.services.get(i).map(|s| (i, s)));
+        if let Some((service_idx, service)) = service {
+            ctx.service = Some(service_idx);
+            // Upstream URI: Kong's path_handling v0 on the normalized path,
+            // re-escaped, with the query string forwarded verbatim. Set
+            // before the plugins run, as Kong's `$upstream_uri`, so they can
+            // change it.
+            let stripped = if route.strip_path {
+                m.matched_prefix.as_str()
+            } else {
+                "/"
+            };
+            let uri =
+                router::upstream_uri_v0(&path, stripped, route.strip_path, service.path.as_deref());
+            // `escape_uri` borrows when nothing needs escaping: keep `uri` then.
+            let mut upstream_uri = match router::escape_uri(&uri) {
+                std::borrow::Cow::Borrowed(_) => uri,
+                std::borrow::Cow::Owned(escaped) => escaped,
+            };
+            let (_, query) = raw_path_only(req.raw_path());
+            if let Some(q) = query {
+                upstream_uri.push('?');
+                upstream_uri.push_str(&String::from_utf8_lossy(q));
+            }
+            ctx.upstream_uri = upstream_uri;
+            if route.strip_path && stripped != "/" && !stripped.is_empty() {
+                ctx.forwarded_prefix = Some(stripped.to_string());
+            }
+            ctx.preserve_host = route.preserve_host;
+            ctx.retries_left = service.retries;
         }
         ctx.forwarded_proto = fwd_proto;
-        ctx.preserve_host = route.preserve_host;
-        ctx.retries_left = service.retries;
+
+        // Kong's access phase: the route's plugin chain, resolved when the
+        // config was compiled. Routes without plugins skip all of it.
+        if let Some(chain) = snapshot.plugins.route_chain(m.index) {
+            ctx.plugins = Some(Box::new(PluginRun::new(chain)));
+            if plugin_rt::needs_body(&snapshot, chain) {
+                self.read_body_for_plugins(session, ctx).await?;
+            }
+            if let Some(exit) = plugin_rt::access(&self.plugins, session, ctx, &snapshot).await {
+                self.send_exit(session, ctx, exit).await?;
+                return Ok(true);
+            }
+        }
+        if ctx.service.is_none() {
+            self.pdk_error(session, ctx, 503, MSG_NO_SERVICE, &[])
+                .await?;
+            return Ok(true);
+        }
         Ok(false)
     }
 
@@ -740,6 +869,11 @@ impl ProxyHttp for KongProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         upstream.set_raw_path(ctx.upstream_uri.as_bytes())?;
+        // A body a plugin replaced goes out with its own length.
+        if let Some(new) = ctx.plugins.as_ref().and_then(|r| r.replaced_body()) {
+            upstream.remove_header(&header::TRANSFER_ENCODING);
+            upstream.insert_header(header::CONTENT_LENGTH, new.len().to_string())?;
+        }
         let req = session.req_header();
 
         // Hop-by-hop: Pingora has already removed the standard fields and
@@ -874,6 +1008,43 @@ impl ProxyHttp for KongProxy {
         Ok(())
     }
 
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(run) = ctx.plugins.as_mut() else {
+            return Ok(());
+        };
+        if let Some(new) = run.replaced_body() {
+            // The whole body was read before access: this is Pingora's
+            // replay of it (on every try), which the plugins' body replaces.
+            *body = Some(new.clone());
+        } else if let Some(prefix) = run.pending_prefix.take() {
+            let mut joined = bytes::BytesMut::from(&prefix[..]);
+            if let Some(b) = body.as_ref() {
+                joined.extend_from_slice(b);
+            }
+            *body = Some(joined.freeze());
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let (Some(snap), true) = (ctx.snapshot.clone(), ctx.plugins.is_some()) {
+            plugin_rt::body_filter(&self.plugins, session, ctx, &snap, body, end_of_stream);
+        }
+        Ok(None)
+    }
+
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
@@ -889,12 +1060,12 @@ impl ProxyHttp for KongProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.proxied = true;
-        self.close_if_draining(_session);
+        self.close_if_draining(session);
         let h = self.options.headers;
         if resp.status != http::StatusCode::SWITCHING_PROTOCOLS {
             for n in connection_listed(&resp.headers) {
@@ -906,6 +1077,10 @@ impl ProxyHttp for KongProxy {
         }
         if !ctx.client_te_trailers {
             resp.remove_header(&header::TRAILER);
+        }
+        // Kong's header_filter: plugins, then Kong's own headers.
+        if let (Some(snap), true) = (ctx.snapshot.clone(), ctx.plugins.is_some()) {
+            plugin_rt::header_filter(&self.plugins, session, ctx, &snap, resp);
         }
         if h.upstream_status {
             let status = HeaderValue::from(resp.status.as_u16());
@@ -1028,6 +1203,8 @@ impl ProxyHttp for KongProxy {
         if let Some(log) = &self.access_log {
             log.record(session, ctx);
         }
-        self.metrics.record(session, ctx, &self.config);
+        if let (Some(snap), true) = (ctx.snapshot.clone(), ctx.plugins.is_some()) {
+            plugin_rt::log(&self.plugins, session, ctx, &snap);
+        }
     }
 }

@@ -1,0 +1,601 @@
+//! Plugin instances compiled into a snapshot, and the phases that run them.
+//!
+//! Kong resolves which instance of a plugin applies per request
+//! (`lookup_cfg`, `kong/runloop/plugins_iterator.lua`): the most specific
+//! of route+service+consumer, route+consumer, service+consumer,
+//! route+service, consumer, route, service, global. Here that is done once
+//! per route when the config is compiled: each route gets a [`Chain`], one
+//! entry per plugin name in priority order, holding the instance that
+//! applies without a consumer and, where consumer-scoped instances exist,
+//! the one for each consumer. The consumer is looked up per plugin while the
+//! access phase runs, as Kong does, so a consumer-scoped instance only
+//! applies to plugins that run after the auth plugin that identified it.
+//! Routes without plugins get the empty chain and pay nothing.
+
+use std::any::Any;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use config_sync::model;
+use http::header::HeaderName;
+use http::HeaderValue;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::consumers::CredentialRef;
+use super::pdk::{Exit, Kong};
+use super::{def, Instance, Phases, Plugin, PluginDef};
+use crate::metrics::Metrics;
+use crate::proxy::RequestCtx;
+use crate::snapshot::Snapshot;
+
+/// Process-wide handles plugins use, outside any snapshot: what must
+/// outlive a config swap lives here (metrics, counters keyed by instance).
+#[derive(Default)]
+pub struct PluginEnv {
+    pub metrics: Arc<Metrics>,
+    /// State plugins keep across config swaps, keyed by plugin instance id
+    /// (the config handle drops entries of removed instances).
+    pub store: Arc<StateStore>,
+}
+
+impl std::fmt::Debug for PluginEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginEnv").finish_non_exhaustive()
+    }
+}
+
+/// Per-instance state that survives config swaps (e.g. rate counters),
+/// keyed by the plugin instance's id. Entries of instances that are gone
+/// from the config are dropped when a new config goes live.
+#[derive(Default)]
+pub struct StateStore {
+    slots: std::sync::Mutex<HashMap<Uuid, Arc<dyn Any + Send + Sync>>>,
+}
+
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateStore").finish_non_exhaustive()
+    }
+}
+
+impl StateStore {
+    /// The state of instance `id`, created by `init` the first time.
+    pub fn get_or_init<T: Any + Send + Sync>(&self, id: Uuid, init: impl FnOnce() -> T) -> Arc<T> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = slots.get(&id) {
+            if let Ok(t) = s.clone().downcast::<T>() {
+                return t;
+            }
+        }
+        let t = Arc::new(init());
+        slots.insert(id, t.clone());
+        t
+    }
+
+    /// Drops the state of instances not in `live`.
+    pub fn retain(&self, live: &HashSet<Uuid>) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.retain(|id, _| live.contains(id));
+    }
+}
+
+/// One enabled plugin instance of a snapshot.
+pub struct Compiled {
+    pub id: Uuid,
+    pub def: &'static PluginDef,
+    pub handler: Arc<dyn Plugin>,
+    pub phases: Phases,
+    pub route: Option<Uuid>,
+    pub service: Option<Uuid>,
+    pub consumer: Option<Uuid>,
+    /// The validated config (defaults filled).
+    pub config: Value,
+}
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compiled")
+            .field("id", &self.id)
+            .field("name", &self.def.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One plugin name in a chain.
+#[derive(Debug)]
+struct Entry {
+    /// The instance when no consumer is known (or for one without its own).
+    default: Option<u32>,
+    /// Consumer-specific resolutions, when consumer-scoped instances exist.
+    by_consumer: Option<HashMap<Uuid, u32>>,
+}
+
+impl Entry {
+    fn resolve(&self, consumer: Option<Uuid>) -> Option<u32> {
+        if let (Some(map), Some(c)) = (&self.by_consumer, consumer) {
+            if let Some(&i) = map.get(&c) {
+                return Some(i);
+            }
+        }
+        self.default
+    }
+}
+
+/// The plugins of one route (or of requests no route matched), in order.
+#[derive(Debug, Default)]
+pub struct Chain {
+    entries: Box<[Entry]>,
+    needs_body: bool,
+}
+
+impl Chain {
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// The compiled plugins of a snapshot.
+#[derive(Debug)]
+pub struct PluginSet {
+    pub instances: Vec<Compiled>,
+    /// `chains[0]` is the empty chain.
+    chains: Vec<Chain>,
+    /// Chain of each route, by route index.
+    route_chain: Vec<u32>,
+    /// Global instances only: what runs when no route matched.
+    global_chain: u32,
+}
+
+impl Default for PluginSet {
+    fn default() -> Self {
+        PluginSet {
+            instances: Vec::new(),
+            chains: vec![Chain::default()],
+            route_chain: Vec::new(),
+            global_chain: 0,
+        }
+    }
+}
+
+/// Why a plugin instance could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin '{name}' ({id}): {reason}")]
+pub struct PluginError {
+    pub name: String,
+    pub id: Uuid,
+    pub reason: String,
+}
+
+/// Kong's scope key: (route, service, consumer).
+type Scope = (Option<Uuid>, Option<Uuid>, Option<Uuid>);
+
+impl PluginSet {
+    /// Builds every enabled instance that runs in the HTTP subsystem and
+    /// resolves each route's chain. `routes` gives each route's id and its
+    /// service's id, by route index.
+    pub fn compile(
+        plugins: &[model::Plugin],
+        routes: &[(Uuid, Option<Uuid>)],
+    ) -> Result<PluginSet, PluginError> {
+        let mut set = PluginSet::default();
+        for p in plugins {
+            // Kong keeps an instance if it is enabled and one of its
+            // protocols is of this subsystem; `enabled: false` does not mask
+            // a less specific instance.
+            let http = p
+                .protocols
+                .iter()
+                .any(|x| matches!(x.as_str(), "http" | "https" | "grpc" | "grpcs"));
+            if !p.enabled || !http {
+                continue;
+            }
+            let Some(def) = def(&p.name) else {
+                // The loader refuses names without a schema, so none get here.
+                continue;
+            };
+            let handler = (def.build)(&Instance {
+                id: p.id,
+                config: &p.config,
+                route: p.route,
+                service: p.service,
+                consumer: p.consumer,
+                routes: routes.len(),
+            })
+            .map_err(|reason| PluginError {
+                name: p.name.clone(),
+                id: p.id,
+                reason,
+            })?;
+            set.instances.push(Compiled {
+                id: p.id,
+                def,
+                phases: handler.phases(),
+                handler,
+                route: p.route,
+                service: p.service,
+                consumer: p.consumer,
+                config: p.config.clone(),
+            });
+        }
+        if set.instances.is_empty() {
+            set.route_chain = vec![0; routes.len()];
+            return Ok(set);
+        }
+
+        // Names in run order: PRIORITY descending, ties by name descending.
+        let mut names: Vec<&'static PluginDef> = Vec::new();
+        for c in &set.instances {
+            if !names.iter().any(|d| d.name == c.def.name) {
+                names.push(c.def);
+            }
+        }
+        names.sort_by(|a, b| b.priority.cmp(&a.priority).then(b.name.cmp(a.name)));
+        // name -> scope -> instance.
+        let mut by_name: HashMap<&str, HashMap<Scope, u32>> = HashMap::new();
+        let mut consumers_of: HashMap<&str, Vec<Uuid>> = HashMap::new();
+        let mut route_scoped: HashSet<Uuid> = HashSet::new();
+        for (i, c) in set.instances.iter().enumerate() {
+            by_name
+                .entry(c.def.name)
+                .or_default()
+                .insert((c.route, c.service, c.consumer), i as u32);
+            if let Some(cid) = c.consumer {
+                let list = consumers_of.entry(c.def.name).or_default();
+                if !list.contains(&cid) {
+                    list.push(cid);
+                }
+            }
+            if let Some(r) = c.route {
+                route_scoped.insert(r);
+            }
+        }
+
+        let build_chain = |route: Option<Uuid>, service: Option<Uuid>, globals_only: bool| {
+            let mut entries = Vec::new();
+            let mut needs_body = false;
+            for d in &names {
+                let Some(scopes) = by_name.get(d.name) else {
+                    continue;
+                };
+                let find = |k: Scope| scopes.get(&k).copied();
+                let (r, s) = (route, service);
+                let default = if globals_only {
+                    find((None, None, None))
+                } else {
+                    let mut order: Vec<Scope> = Vec::with_capacity(4);
+                    if r.is_some() && s.is_some() {
+                        order.push((r, s, None));
+                    }
+                    if r.is_some() {
+                        order.push((r, None, None));
+                    }
+                    if s.is_some() {
+                        order.push((None, s, None));
+                    }
+                    order.push((None, None, None));
+                    order.into_iter().find_map(find)
+                };
+                let mut map: HashMap<Uuid, u32> = HashMap::new();
+                if !globals_only {
+                    for &cid in consumers_of
+                        .get(d.name)
+                        .map(Vec::as_slice)
+                        .unwrap_or_default()
+                    {
+                        let c = Some(cid);
+                        let mut order: Vec<Scope> = Vec::with_capacity(8);
+                        if r.is_some() && s.is_some() {
+                            order.push((r, s, c));
+                        }
+                        if r.is_some() {
+                            order.push((r, None, c));
+                        }
+                        if s.is_some() {
+                            order.push((None, s, c));
+                        }
+                        if r.is_some() && s.is_some() {
+                            order.push((r, s, None));
+                        }
+                        order.push((None, None, c));
+                        if r.is_some() {
+                            order.push((r, None, None));
+                        }
+                        if s.is_some() {
+                            order.push((None, s, None));
+                        }
+                        order.push((None, None, None));
+                        if let Some(i) = order.into_iter().find_map(find) {
+                            if Some(i) != default {
+                                map.insert(cid, i);
+                            }
+                        }
+                    }
+                }
+                if default.is_none() && map.is_empty() {
+                    continue;
+                }
+                for i in default.iter().chain(map.values()) {
+                    needs_body |= set.instances[*i as usize].handler.needs_request_body();
+                }
+                entries.push(Entry {
+                    default,
+                    by_consumer: (!map.is_empty()).then_some(map),
+                });
+            }
+            Chain {
+                entries: entries.into_boxed_slice(),
+                needs_body,
+            }
+        };
+
+        let mut chains = vec![Chain::default()];
+        let mut push = |c: Chain| -> u32 {
+            if c.is_empty() {
+                return 0;
+            }
+            chains.push(c);
+            (chains.len() - 1) as u32
+        };
+        // Routes without route-scoped instances share their service's chain.
+        let mut per_service: HashMap<Option<Uuid>, u32> = HashMap::new();
+        let mut route_chain = Vec::with_capacity(routes.len());
+        for &(rid, sid) in routes {
+            let idx = if route_scoped.contains(&rid) {
+                push(build_chain(Some(rid), sid, false))
+            } else if let Some(&i) = per_service.get(&sid) {
+                i
+            } else {
+                let i = push(build_chain(None, sid, false));
+                per_service.insert(sid, i);
+                i
+            };
+            route_chain.push(idx);
+        }
+        let global_chain = push(build_chain(None, None, true));
+        set.chains = chains;
+        set.route_chain = route_chain;
+        set.global_chain = global_chain;
+        Ok(set)
+    }
+
+    /// The chain of route `index`, if it has plugins.
+    pub fn route_chain(&self, index: usize) -> Option<u32> {
+        self.route_chain.get(index).copied().filter(|&c| c != 0)
+    }
+
+    /// The global instances, for requests no route matched.
+    pub fn global_chain(&self) -> Option<u32> {
+        (self.global_chain != 0).then_some(self.global_chain)
+    }
+
+    fn chain(&self, index: u32) -> &Chain {
+        self.chains.get(index as usize).unwrap_or(&self.chains[0])
+    }
+
+    /// Every enabled instance of a plugin.
+    pub fn instances_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Compiled> {
+        self.instances.iter().filter(move |c| c.def.name == name)
+    }
+
+    /// Ids of every instance (to drop state of removed ones).
+    pub fn ids(&self) -> HashSet<Uuid> {
+        self.instances.iter().map(|c| c.id).collect()
+    }
+}
+
+/// What one request's plugins share across its phases.
+#[derive(Default)]
+pub struct PluginRun {
+    /// The chain the request runs (route's, or global).
+    pub(crate) chain: u32,
+    /// Instances collected in access, in run order.
+    pub(crate) collected: Vec<u32>,
+    /// Per-request state of each collected instance (same order).
+    pub(crate) state: Vec<Option<Box<dyn Any + Send + Sync>>>,
+    /// `ctx.authenticated_consumer`: index into the snapshot's consumers.
+    pub(crate) consumer: Option<u32>,
+    /// `ctx.authenticated_credential`.
+    pub(crate) credential: Option<CredentialRef>,
+    /// `ctx.authenticated_groups`.
+    pub(crate) authenticated_groups: Option<Vec<String>>,
+    /// Headers plugins set on the response in access
+    /// (`kong.response.set_header` / `add_header`), applied to whatever
+    /// response goes out.
+    pub(crate) response_headers: Vec<(HeaderName, HeaderValue, bool)>,
+    /// `kong.ctx.shared`.
+    pub(crate) shared: HashMap<String, Value>,
+    /// `kong.log.set_serialize_value` entries.
+    pub(crate) serialize: Map<String, Value>,
+    /// The request body, when a plugin asked for it and it fitted.
+    pub(crate) request_body: Option<Bytes>,
+    /// A body plugins replaced the request's with.
+    pub(crate) new_body: Option<Bytes>,
+    /// Body bytes read for the plugins that Pingora's retry buffer could
+    /// not keep: sent ahead of the first chunk Pingora forwards.
+    pub(crate) pending_prefix: Option<Bytes>,
+    /// A plugin's exit answered the request.
+    pub(crate) exited: bool,
+}
+
+impl std::fmt::Debug for PluginRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRun")
+            .field("chain", &self.chain)
+            .field("collected", &self.collected)
+            .field("consumer", &self.consumer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PluginRun {
+    pub fn new(chain: u32) -> PluginRun {
+        PluginRun {
+            chain,
+            ..PluginRun::default()
+        }
+    }
+
+    /// The body a plugin replaced the request's with.
+    pub fn replaced_body(&self) -> Option<&Bytes> {
+        self.new_body.as_ref()
+    }
+}
+
+/// Whether the request's chain wants the body read before access.
+pub fn needs_body(snap: &Snapshot, chain: u32) -> bool {
+    snap.plugins.chain(chain).needs_body
+}
+
+/// Runs the access phase of `ctx.plugins`' chain. Returns the exit a plugin
+/// asked for; the later plugins are still collected (their downstream
+/// phases run), only their access handlers are skipped.
+pub async fn access(
+    env: &PluginEnv,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    snap: &Arc<Snapshot>,
+) -> Option<Exit> {
+    let run = ctx.plugins.as_ref()?;
+    let chain = snap.plugins.chain(run.chain);
+    let mut exit: Option<Exit> = None;
+    for entry in chain.entries.iter() {
+        let consumer = ctx
+            .plugins
+            .as_ref()
+            .and_then(|r| r.consumer)
+            .and_then(|i| snap.consumers.get(i))
+            .map(|c| c.id);
+        let Some(idx) = entry.resolve(consumer) else {
+            continue;
+        };
+        let slot = match ctx.plugins.as_mut() {
+            Some(run) => {
+                run.collected.push(idx);
+                run.state.push(None);
+                run.collected.len() - 1
+            }
+            None => return exit,
+        };
+        let inst = &snap.plugins.instances[idx as usize];
+        if exit.is_some() || !inst.phases.has(Phases::ACCESS) {
+            continue;
+        }
+        let mut kong = Kong::new(env, session, ctx, snap, idx, slot);
+        if let Err(e) = inst.handler.access(&mut kong).await {
+            exit = Some(e);
+        }
+    }
+    if exit.is_some() {
+        if let Some(run) = ctx.plugins.as_mut() {
+            run.exited = true;
+        }
+    }
+    exit
+}
+
+/// The instances that run the downstream phases: those collected in
+/// access, or, when access never ran (no route, or an exit before it), the
+/// global ones with Kong's global config.
+fn downstream(snap: &Snapshot, ctx: &mut RequestCtx) -> Vec<u32> {
+    let Some(run) = ctx.plugins.as_mut() else {
+        return Vec::new();
+    };
+    if !run.collected.is_empty() {
+        return run.collected.clone();
+    }
+    let Some(g) = snap.plugins.global_chain() else {
+        return Vec::new();
+    };
+    let list: Vec<u32> = snap
+        .plugins
+        .chain(g)
+        .entries
+        .iter()
+        .filter_map(|e| e.default)
+        .collect();
+    run.collected = list.clone();
+    run.state = list.iter().map(|_| None).collect();
+    list
+}
+
+/// Makes sure a request that never reached access (no route matched)
+/// still runs the global instances' downstream phases.
+pub fn start_without_route(snap: &Snapshot, ctx: &mut RequestCtx) {
+    if ctx.plugins.is_none() {
+        if let Some(g) = snap.plugins.global_chain() {
+            ctx.plugins = Some(Box::new(PluginRun::new(g)));
+        }
+    }
+}
+
+/// Applies headers set in access, then runs the header_filter phase.
+pub fn header_filter(
+    env: &PluginEnv,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    snap: &Arc<Snapshot>,
+    resp: &mut ResponseHeader,
+) {
+    if let Some(run) = ctx.plugins.as_ref() {
+        for (name, value, append) in &run.response_headers {
+            let r = if *append {
+                resp.append_header(name.clone(), value.clone()).map(|_| ())
+            } else {
+                resp.insert_header(name.clone(), value.clone())
+            };
+            if r.is_err() {
+                log::debug!("plugin response header {name} not set");
+            }
+        }
+    }
+    for (slot, idx) in downstream(snap, ctx).into_iter().enumerate() {
+        let inst = &snap.plugins.instances[idx as usize];
+        if inst.phases.has(Phases::HEADER_FILTER) {
+            let mut kong = Kong::new(env, session, ctx, snap, idx, slot);
+            inst.handler.header_filter(&mut kong, resp);
+        }
+    }
+}
+
+/// Runs the body_filter phase on one chunk.
+pub fn body_filter(
+    env: &PluginEnv,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    snap: &Arc<Snapshot>,
+    body: &mut Option<Bytes>,
+    eof: bool,
+) {
+    for (slot, idx) in downstream(snap, ctx).into_iter().enumerate() {
+        let inst = &snap.plugins.instances[idx as usize];
+        if inst.phases.has(Phases::BODY_FILTER) {
+            let mut kong = Kong::new(env, session, ctx, snap, idx, slot);
+            inst.handler.body_filter(&mut kong, body, eof);
+        }
+    }
+}
+
+/// Whether any instance that will run has a body filter (so a response
+/// Kong generates must be passed through it).
+pub fn has_body_filter(snap: &Snapshot, ctx: &mut RequestCtx) -> bool {
+    downstream(snap, ctx).into_iter().any(|i| {
+        snap.plugins.instances[i as usize]
+            .phases
+            .has(Phases::BODY_FILTER)
+    })
+}
+
+/// Runs the log phase.
+pub fn log(env: &PluginEnv, session: &mut Session, ctx: &mut RequestCtx, snap: &Arc<Snapshot>) {
+    for (slot, idx) in downstream(snap, ctx).into_iter().enumerate() {
+        let inst = &snap.plugins.instances[idx as usize];
+        if inst.phases.has(Phases::LOG) {
+            let mut kong = Kong::new(env, session, ctx, snap, idx, slot);
+            inst.handler.log(&mut kong);
+        }
+    }
+}
