@@ -1,0 +1,25 @@
+//! The `file-log` plugin (Kong's `kong/plugins/file-log`): not implemented yet.
+
+use std::sync::Arc;
+
+use config_sync::schema::PluginSchema;
+
+use super::{Instance, Plugin, PluginDef, VERSION};
+
+pub const NAME: &str = "file-log";
+
+pub const DEF: PluginDef = PluginDef {
+    name: NAME,
+    priority: 9,
+    version: VERSION,
+    schema,
+    build,
+};
+
+fn schema() -> PluginSchema {
+    PluginSchema::untyped(NAME)
+}
+
+fn build(_i: &Instance<'_>) -> Result<Arc<dyn Plugin>, String> {
+    Err("not implemented yet".into())
+}

@@ -1,0 +1,25 @@
+//! The `request-transformer` plugin (Kong's `kong/plugins/request-transformer`): not implemented yet.
+
+use std::sync::Arc;
+
+use config_sync::schema::PluginSchema;
+
+use super::{Instance, Plugin, PluginDef, VERSION};
+
+pub const NAME: &str = "request-transformer";
+
+pub const DEF: PluginDef = PluginDef {
+    name: NAME,
+    priority: 801,
+    version: VERSION,
+    schema,
+    build,
+};
+
+fn schema() -> PluginSchema {
+    PluginSchema::untyped(NAME)
+}
+
+fn build(_i: &Instance<'_>) -> Result<Arc<dyn Plugin>, String> {
+    Err("not implemented yet".into())
+}
