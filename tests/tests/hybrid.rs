@@ -228,9 +228,9 @@ fn version_and_plugin_mismatch() {
     let cp = ControlPlane::start(&certs);
     let mut cfg = cp::kong_export(rec.port, "/v1", 1);
     cfg["plugins"] = json!([{
-        "id": "db8af0a8-0000-4000-8000-000000000001", "name": "key-auth",
+        "id": "db8af0a8-0000-4000-8000-000000000001", "name": "bot-detection",
         "service": null, "route": null, "consumer": null,
-        "config": {"key_names": ["apikey"]}, "protocols": ["grpc", "grpcs", "http", "https"],
+        "config": {"allow": [], "deny": []}, "protocols": ["grpc", "grpcs", "http", "https"],
         "enabled": true, "tags": null, "created_at": 1700000000, "updated_at": 1700000000,
     }]);
     cp.set_config(&cfg);
