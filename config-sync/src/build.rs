@@ -35,7 +35,10 @@ pub(crate) fn build_all(
             Kind::Certificate => cfg.certificates.push(certificate(item, errs)),
             Kind::Sni => cfg.snis.push(sni(item, errs)),
             Kind::CaCertificate => cfg.ca_certificates.push(ca_certificate(item, errs)),
-            k if k.is_credential() => cfg.credentials.push(credential(item, errs)),
+            k if k.is_credential() => {
+                let transform = cfg.transform;
+                cfg.credentials.push(credential(item, transform, errs))
+            }
             _ => {}
         }
     }
@@ -906,6 +909,9 @@ fn target(item: &Item<'_>, errs: &mut Vec<ConfigError>) -> Target {
 
 fn plugin(item: &Item<'_>, opts: &ParseOptions, errs: &mut Vec<ConfigError>) -> Plugin {
     let mut r = reader(item, errs);
+    // The error list is shared with the other entities: only this plugin's
+    // own errors keep its entity checks from running.
+    let errors_before = r.error_count();
     // Kong Enterprise fields, exported as null by a control plane.
     r.accept(&["ordering", "consumer_group"]);
     if r.has("ordering") {
@@ -990,7 +996,7 @@ fn plugin(item: &Item<'_>, opts: &ParseOptions, errs: &mut Vec<ConfigError>) -> 
                 r.err(field, "value must be null");
             }
         }
-        if r.error_count() == 0 {
+        if r.error_count() == errors_before {
             let mut whole = item.obj.clone().into_owned();
             whole.insert("config".into(), config.clone());
             for check in &s.entity_checks {
@@ -1040,7 +1046,10 @@ fn auto_value() -> Value {
     Value::String(Uuid::new_v4().simple().to_string())
 }
 
-fn credential(item: &Item<'_>, errs: &mut Vec<ConfigError>) -> Credential {
+/// `transform` is the document's `_transform`: rows are stored as Kong's
+/// `on_write` transformations leave them (basic-auth passwords hashed)
+/// unless the document says they already are (a control plane's export).
+fn credential(item: &Item<'_>, transform: bool, errs: &mut Vec<ConfigError>) -> Credential {
     let mut r = reader(item, errs);
     r.accept(&["tags"]);
     let mut fields = item.fields_map();
@@ -1057,25 +1066,54 @@ fn credential(item: &Item<'_>, errs: &mut Vec<ConfigError>) -> Credential {
     match item.kind {
         Kind::KeyAuth => {
             r.string("key");
-            r.int("ttl", 0, 100_000_000);
+            // `ttl = true` schemas take a `ttl` column Kong does not
+            // validate; in a declarative payload it is the absolute epoch
+            // second the credential expires at (off strategy:
+            // `entity.ttl - ngx.time()`). Only numbers can work there.
+            if let Some(v) = r.raw("ttl") {
+                if !v.is_number() {
+                    r.err("ttl", "expected a number");
+                }
+            }
             fill("key", auto_value());
         }
         Kind::BasicAuth => {
             r.required_string("username");
-            r.required_string("password");
+            let password = r.required_string("password");
+            // Kong's `on_write`: password = hex(sha1(password .. consumer.id)).
+            if let (true, Some(p), Some(c)) = (transform, password, consumer) {
+                fields.insert(
+                    "password".into(),
+                    Value::String(crate::credentials::basicauth_hash(&c.to_string(), &p)),
+                );
+            }
         }
         Kind::Jwt => {
             r.string("key");
             r.string("secret");
-            r.string("rsa_public_key");
+            let key = r.string("rsa_public_key");
             let algs = [
                 "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512",
                 "PS256", "PS384", "PS512", "EdDSA",
             ];
             let alg = r.one_of("algorithm", &algs, "HS256");
+            // Kong's conditional: RS*, PS* and EdDSA need a key that loads
+            // (`openssl_pkey.new`); ES* keys are only loaded at request time.
             let needs_key = alg.starts_with("RS") || alg.starts_with("PS") || alg == "EdDSA";
-            if needs_key && !r.has("rsa_public_key") {
-                r.err("rsa_public_key", "required field missing");
+            let parsed = key.as_deref().map(crate::credentials::parse_jwt_public_key);
+            if needs_key {
+                let field_err = match &parsed {
+                    None if !r.has("rsa_public_key") => Some("required field missing".to_string()),
+                    Some(Err(e)) => Some(e.clone()),
+                    _ => None,
+                };
+                if let Some(e) = field_err {
+                    r.err("rsa_public_key", e);
+                    r.err(
+                        "@entity",
+                        "failed conditional validation given value of field 'algorithm'",
+                    );
+                }
             }
             fill("key", auto_value());
             fill("secret", auto_value());

@@ -1,6 +1,7 @@
 //! Kong config model, validation and (later) the control-plane link.
 
 pub mod cluster;
+pub mod credentials;
 pub mod declarative;
 pub mod error;
 pub mod hash;

@@ -325,7 +325,8 @@ pub struct Plugin {
     pub name: String,
     pub instance_name: Option<String>,
     pub enabled: bool,
-    /// Plugin configuration, kept as JSON until per-plugin schemas exist.
+    /// Plugin configuration as validated by the plugin's schema (Kong's
+    /// defaults filled in).
     pub config: Value,
     pub service: Option<Uuid>,
     pub route: Option<Uuid>,

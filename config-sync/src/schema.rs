@@ -122,6 +122,10 @@ pub enum EntityCheck {
     /// `custom_entity_check`: gets the record (defaults filled); `Err` is
     /// reported at `@entity`.
     Custom(fn(&Map<String, Value>) -> Result<(), String>),
+    /// The record's own `custom_validator` (e.g. http-log's on `config`):
+    /// like [`EntityCheck::Custom`], but Kong reports the message at the
+    /// record's key (`config = "..."`), not at `@entity`.
+    RecordValidator(fn(&Map<String, Value>) -> Result<(), String>),
 }
 
 /// A condition of a conditional check.
@@ -137,6 +141,8 @@ pub enum Cond {
     Null,
     /// `gt = n`.
     Gt(f64),
+    /// `contains = v`: an array holding `v`.
+    Contains(Value),
 }
 
 impl Cond {
@@ -148,6 +154,9 @@ impl Cond {
             Cond::Required => v.is_some(),
             Cond::Null => v.is_none(),
             Cond::Gt(n) => v.and_then(Value::as_f64).is_some_and(|x| x > *n),
+            Cond::Contains(want) => v
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.contains(want)),
         }
     }
 
@@ -162,6 +171,7 @@ impl Cond {
             Cond::Required => "required field missing".into(),
             Cond::Null => "value must be null".into(),
             Cond::Gt(n) => format!("value must be greater than {}", fmt_num(*n)),
+            Cond::Contains(v) => format!("expected to contain: {}", lua_literal(v)),
         }
     }
 }
@@ -505,6 +515,14 @@ fn check_record(record: &Record, value: &Value, path: &str, cx: &mut Ctx) -> Val
             }
             continue;
         }
+        // An explicit null does not take the default of a required field:
+        // Kong's `Schema:validate` reports it ("status_code can not be set
+        // as null", request-termination's schema spec).
+        if field.required && given.is_none() && input.get(*name).is_some_and(Value::is_null) {
+            cx.err(&fpath, "required field missing");
+            out.insert(name.to_string(), Value::Null);
+            continue;
+        }
         let v = match (given, &field.default) {
             (Some(v), _) => check_field(field, v, &fpath, cx),
             (None, Some(d)) => {
@@ -542,7 +560,11 @@ fn check_record(record: &Record, value: &Value, path: &str, cx: &mut Ctx) -> Val
     if cx.errors.is_empty() {
         for check in &record.checks {
             if let Err(msg) = entity_check(check, &out, path) {
-                cx.err("@entity", msg);
+                let at = match check {
+                    EntityCheck::RecordValidator(_) => path,
+                    _ => "@entity",
+                };
+                cx.err(at, msg);
             }
         }
     }
@@ -579,6 +601,19 @@ fn check_field(field: &Field, v: &Value, path: &str, cx: &mut Ctx) -> Value {
     let before = cx.errors.len();
     let out = match &field.ty {
         Type::String => match v {
+            // Kong refuses empty strings unless the field sets its own
+            // `len_min` (`Schema:validate_field`: "empty strings are not
+            // accepted by default").
+            Value::String(s)
+                if s.is_empty()
+                    && !field
+                        .checks
+                        .iter()
+                        .any(|c| matches!(c, Check::LenMin(_) | Check::LenEq(_))) =>
+            {
+                cx.err(path, "length must be at least 1");
+                return Value::Null;
+            }
             Value::String(_) => v.clone(),
             _ => {
                 cx.err(path, "expected a string");
@@ -655,13 +690,28 @@ fn check_field(field: &Field, v: &Value, path: &str, cx: &mut Ctx) -> Value {
             };
             let mut out = Map::new();
             for (k, item) in m {
+                // Kong returns the first failing key or value as the map's
+                // own error (`config.headers = "..."`), a record value's
+                // errors nested under the map's key without the entry's.
                 let kpath = join_path(path, k);
+                let first = cx.errors.len();
                 check_field(keys, &Value::String(k.clone()), &kpath, cx);
-                let checked = if item.is_null() {
+                let checked = if item.is_null() || cx.errors.len() > first {
                     Value::Null
                 } else {
                     check_field(values, item, &kpath, cx)
                 };
+                if cx.errors.len() > first {
+                    let nested = format!("{kpath}.");
+                    for e in &mut cx.errors[first..] {
+                        if e.path == kpath {
+                            e.path = path.to_string();
+                        } else if let Some(rest) = e.path.strip_prefix(&nested) {
+                            e.path = join_path(path, rest);
+                        }
+                    }
+                    break;
+                }
                 out.insert(k.clone(), checked);
             }
             Value::Object(out)
@@ -848,7 +898,7 @@ fn entity_check(c: &EntityCheck, rec: &Map<String, Value>, path: &str) -> Result
                 Ok(())
             }
         }
-        EntityCheck::Custom(f) => f(rec),
+        EntityCheck::Custom(f) | EntityCheck::RecordValidator(f) => f(rec),
     }
 }
 
@@ -887,6 +937,24 @@ mod tests {
                 "limit": null, "mode": null, "nested": {"timeout": 2000}
             })
         );
+    }
+
+    #[test]
+    fn an_explicit_null_for_a_required_field_is_missing_not_defaulted() {
+        // request-termination's `status_code = null`, correlation-id's
+        // `generator = null`: required with a default, still refused.
+        let e =
+            validate_record(&key_auth(), &json!({"hide_credentials": null}), "config").unwrap_err();
+        assert_eq!(
+            e,
+            vec![SchemaError {
+                path: "config.hide_credentials".into(),
+                message: "required field missing".into()
+            }]
+        );
+        // Absent, it still takes its default.
+        let v = validate_record(&key_auth(), &json!({}), "config").unwrap();
+        assert_eq!(v["hide_credentials"], json!(false));
     }
 
     #[test]
@@ -949,6 +1017,88 @@ mod tests {
         assert_eq!(e[0].path, "@entity");
         let v = validate_record(&r, &json!({"minute": 5, "redis_host": "h"}), "config").unwrap();
         assert_eq!(v["redis"], json!({"host": "h", "port": 6379}));
+    }
+
+    #[test]
+    fn conditional_contains() {
+        let r = Record::new(vec![
+            ("max", number().default(0)),
+            ("claims", set(string())),
+        ])
+        .with_checks(vec![EntityCheck::Conditional {
+            if_field: "max",
+            if_match: Cond::Gt(0.0),
+            then_field: "claims",
+            then_match: Cond::Contains(json!("exp")),
+            then_err: None,
+        }]);
+        assert!(
+            validate_record(&r, &json!({"max": 5, "claims": ["nbf", "exp"]}), "config").is_ok()
+        );
+        assert!(validate_record(&r, &json!({"claims": ["nbf"]}), "config").is_ok());
+        let e = validate_record(&r, &json!({"max": 5, "claims": ["nbf"]}), "config").unwrap_err();
+        assert!(e[0].message.contains("expected to contain: exp"), "{e:?}");
+    }
+
+    #[test]
+    fn empty_strings_are_refused_unless_len_min_allows_them() {
+        let r = Record::new(vec![
+            ("a", string()),
+            ("b", string().len_min(0)),
+            ("m", map(string(), string())),
+        ]);
+        let e = validate_record(&r, &json!({"a": "", "b": ""}), "config").unwrap_err();
+        assert_eq!(
+            e,
+            vec![SchemaError {
+                path: "config.a".into(),
+                message: "length must be at least 1".into()
+            }]
+        );
+        let e = validate_record(&r, &json!({"m": {"k": ""}}), "config").unwrap_err();
+        assert_eq!(e[0].path, "config.m");
+        assert_eq!(e[0].message, "length must be at least 1");
+    }
+
+    #[test]
+    fn map_errors_are_the_maps_own_and_stop_at_the_first() {
+        let r = Record::new(vec![(
+            "headers",
+            map(
+                string().matches("^[a-z]+$", Some("bad key")),
+                string().matches("^[0-9]+$", Some("bad value")),
+            ),
+        )]);
+        let e = validate_record(
+            &r,
+            &json!({"headers": {"ok": "1", "X": "x", "y": "z"}}),
+            "config",
+        )
+        .unwrap_err();
+        let got: Vec<(&str, &str)> = e
+            .iter()
+            .map(|e| (e.path.as_str(), e.message.as_str()))
+            .collect();
+        assert_eq!(got, vec![("config.headers", "bad key")]);
+        let e = validate_record(&r, &json!({"headers": {"ok": "x"}}), "config").unwrap_err();
+        assert_eq!(e[0].path, "config.headers");
+        assert_eq!(e[0].message, "bad value");
+    }
+
+    #[test]
+    fn a_records_own_validator_reports_at_the_record() {
+        fn not_one(m: &Map<String, Value>) -> Result<(), String> {
+            match m.get("x").and_then(Value::as_i64) {
+                Some(1) => Err("x must not be 1".into()),
+                _ => Ok(()),
+            }
+        }
+        let r = Record::new(vec![("x", integer())])
+            .with_checks(vec![EntityCheck::RecordValidator(not_one)]);
+        assert!(validate_record(&r, &json!({"x": 2}), "config").is_ok());
+        let e = validate_record(&r, &json!({"x": 1}), "config").unwrap_err();
+        assert_eq!(e[0].path, "config");
+        assert_eq!(e[0].message, "x must not be 1");
     }
 
     #[test]

@@ -212,7 +212,12 @@ fn nested_fixture_flattens_with_defaults_and_ids() {
         basic.id,
         entity_uuid("basicauth_credentials", "basicauth_credentials:*:alice")
     );
-    assert_eq!(basic.fields["password"], "s3cret");
+    // Stored as Kong's on_write transformation leaves it (`_transform`
+    // defaults to true): hex(sha1(password .. consumer_id)).
+    assert_eq!(
+        basic.fields["password"],
+        config_sync::credentials::basicauth_hash(&alice.id.to_string(), "s3cret")
+    );
     let acl = &cfg.credentials[2];
     assert_eq!(
         acl.id,
@@ -1507,4 +1512,225 @@ fn json_text_with_flow_yaml_fallback() {
 fn empty_config_is_valid() {
     let cfg = ok("_format_version: \"3.0\"\n");
     assert!(cfg.is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// consumers and the auth plugins' credentials (Kong's DAO schemas)
+
+const RSA_PUBLIC_KEY: &str = "-----BEGIN PUBLIC KEY-----
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAw5mp3MS3hVLkHwB9lMrE
+x34MjYCmKeH/XeMLexNpTd1FzuNv6rArovTY763CDo1Tp0xHz0LPlDJJtpqAgsnf
+DwCcgn6ddZTo1u7XYzgEDfS8J4SYdcKxZiSdVTpb9k7pByXfnwK/fwq5oeBAJXIS
+v5ZLB1IEVZHhUvGCH0udlJ2vadquR03phBHcvlNmMbJGWAetkdcKyi+7TaW7OUSj
+lge4WYERgYzBB6eJH+UfPjmw3aSPZcNXt2RckPXEbNrL8TVXYdEvwLJoJv9/I8JP
+FLiGOm5uTMEk8S4txs2efueg1XyymilCKzzuXlJvrvPA4u6HI7qNvuvkvUjQmwBH
+gwIDAQAB
+-----END PUBLIC KEY-----
+";
+
+#[test]
+fn basicauth_passwords_are_hashed_unless_transform_is_false() {
+    let body = r#"
+consumers:
+  - username: bob
+    id: 5e2f9d34-0000-4000-8000-00000000000b
+    basicauth_credentials:
+      - username: bob
+        password: kong
+"#;
+    let cfg = ok(&doc(body));
+    let hashed =
+        config_sync::credentials::basicauth_hash("5e2f9d34-0000-4000-8000-00000000000b", "kong");
+    assert_eq!(cfg.credentials[0].fields["password"], hashed.as_str());
+    assert!(cfg.transform);
+    // A control plane's export: already hashed, stored as given.
+    let cfg = ok(&format!(
+        "_format_version: \"3.0\"\n_transform: false\n{}",
+        body.replace("password: kong", &format!("password: {hashed}"))
+    ));
+    assert!(!cfg.transform);
+    assert_eq!(cfg.credentials[0].fields["password"], hashed.as_str());
+    // The flat form hashes with the referenced consumer's id too.
+    let cfg = ok(&doc(r#"
+consumers:
+  - username: bob
+    id: 5e2f9d34-0000-4000-8000-00000000000b
+basicauth_credentials:
+  - consumer: bob
+    username: bob
+    password: kong
+"#));
+    assert_eq!(cfg.credentials[0].fields["password"], hashed.as_str());
+}
+
+#[test]
+fn keyauth_ttl_is_an_epoch_and_keys_are_unique() {
+    let cfg = ok(&doc(r#"
+consumers:
+  - username: bob
+    keyauth_credentials:
+      - key: k1
+        ttl: 1900000000
+"#));
+    assert_eq!(cfg.credentials[0].fields["ttl"], 1900000000);
+    let errs = errors(&doc(r#"
+consumers:
+  - username: bob
+    keyauth_credentials:
+      - key: k1
+        ttl: soon
+  - username: alice
+    keyauth_credentials:
+      - key: k1
+"#));
+    assert_err(&errs, "keyauth_credential", "ttl", "expected a number");
+    assert_err(
+        &errs,
+        "keyauth_credential",
+        "key",
+        "uniqueness violation: 'keyauth_credentials' entity with key set to 'k1' already declared",
+    );
+}
+
+#[test]
+fn credential_uniqueness_follows_kong() {
+    let errs = errors(&doc(r#"
+consumers:
+  - username: bob
+    custom_id: c1
+    basicauth_credentials:
+      - username: shared
+        password: a
+    jwt_secrets:
+      - key: j1
+    acls:
+      - group: admins
+      - group: admins
+  - username: bob
+    custom_id: c1
+    basicauth_credentials:
+      - username: shared
+        password: b
+    jwt_secrets:
+      - key: j1
+"#));
+    assert_err(
+        &errs,
+        "consumer",
+        "username",
+        "uniqueness violation: 'consumers' entity with username set to 'bob' already declared",
+    );
+    assert_err(
+        &errs,
+        "consumer",
+        "custom_id",
+        "uniqueness violation: 'consumers' entity with custom_id set to 'c1' already declared",
+    );
+    assert_err(
+        &errs,
+        "basicauth_credential",
+        "username",
+        "uniqueness violation: 'basicauth_credentials' entity with username set to 'shared' already declared",
+    );
+    assert_err(
+        &errs,
+        "jwt_secret",
+        "key",
+        "uniqueness violation: 'jwt_secrets' entity with key set to 'j1' already declared",
+    );
+    // Same consumer and group: the same cache-key id.
+    assert_err(
+        &errs,
+        "acl",
+        "id",
+        "uniqueness violation: 'acls' entity with primary key set to",
+    );
+}
+
+#[test]
+fn credentials_reference_consumers_by_id_or_username() {
+    let errs = errors(&doc(r#"
+consumers:
+  - username: bob
+keyauth_credentials:
+  - consumer: nobody
+    key: k
+"#));
+    assert_err(
+        &errs,
+        "keyauth_credential",
+        "consumer",
+        "invalid reference 'consumer: nobody' (no such entry in 'consumers')",
+    );
+    let cfg = ok(&doc(r#"
+consumers:
+  - id: 5e2f9d34-0000-4000-8000-00000000000c
+    custom_id: only-custom
+acls:
+  - consumer: 5e2f9d34-0000-4000-8000-00000000000c
+    group: g
+"#));
+    assert_eq!(
+        cfg.credentials[0].consumer.to_string(),
+        "5e2f9d34-0000-4000-8000-00000000000c"
+    );
+}
+
+#[test]
+fn jwt_secret_rules() {
+    let cfg = ok(&doc(&format!(
+        r#"
+consumers:
+  - username: bob
+    jwt_secrets:
+      - key: hs
+      - key: rs
+        algorithm: RS256
+        rsa_public_key: {}
+      - key: es
+        algorithm: ES256
+"#,
+        json_str(RSA_PUBLIC_KEY)
+    )));
+    assert_eq!(cfg.credentials[0].fields["algorithm"], "HS256");
+    // Generated secret.
+    assert!(!cfg.credentials[0].fields["secret"]
+        .as_str()
+        .unwrap()
+        .is_empty());
+    assert_eq!(cfg.credentials[1].fields["algorithm"], "RS256");
+    // ES* keys are not required by Kong's conditional.
+    assert!(cfg.credentials[2].fields.get("rsa_public_key").is_none());
+
+    let errs = errors(&doc(r#"
+consumers:
+  - username: bob
+    jwt_secrets:
+      - key: a
+        algorithm: PS256
+      - key: b
+        algorithm: EdDSA
+        rsa_public_key: "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----"
+      - key: c
+        algorithm: HS1
+"#));
+    assert_err(
+        &errs,
+        "jwt_secret",
+        "rsa_public_key",
+        "required field missing",
+    );
+    assert_err(
+        &errs,
+        "jwt_secret",
+        "@entity",
+        "failed conditional validation given value of field 'algorithm'",
+    );
+    assert_err(&errs, "jwt_secret", "rsa_public_key", "invalid key");
+    assert_err(
+        &errs,
+        "jwt_secret",
+        "algorithm",
+        "expected one of: HS256, HS384",
+    );
 }

@@ -262,6 +262,9 @@ fn main() -> anyhow::Result<()> {
     if let Some(log) = built.access_log {
         log.flush(std::time::Duration::from_secs(2));
     }
+    // And send what the logging plugins still hold (Kong's log queues
+    // drain while a worker exits).
+    gateway::plugins::log_io::flush(std::time::Duration::from_secs(5));
     log::info!("gateway stopped");
     Ok(())
 }

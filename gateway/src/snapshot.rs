@@ -59,6 +59,9 @@ pub struct ServiceRt {
     pub write_timeout: Duration,
     pub tls_verify: bool,
     pub target: ServiceTarget,
+    /// The entity as configured, kept only when a plugin echoes it
+    /// (request-termination's `matched_service`).
+    pub entity: Option<Arc<model::Service>>,
 }
 
 /// A route as the proxy path needs it (matching itself lives in the router).
@@ -74,6 +77,9 @@ pub struct RouteRt {
     pub https_redirect_status_code: u16,
     pub strip_path: bool,
     pub preserve_host: bool,
+    /// The entity as configured, kept only when a plugin echoes it
+    /// (request-termination's `matched_route`).
+    pub entity: Option<Arc<model::Route>>,
 }
 
 /// A certificate and the SNIs that select it (served once TLS listeners land).
@@ -96,6 +102,9 @@ pub struct Snapshot {
     pub plugins: crate::plugins::PluginSet,
     /// Consumers and credentials, for the auth plugins.
     pub consumers: crate::plugins::consumers::ConsumerDb,
+    /// Routes and services as Kong's log serializer shows them (compiled
+    /// only when a logging plugin is configured).
+    pub log_entities: crate::plugins::log_serializer::Entities,
     pub certificates: Vec<CertificateRt>,
     pub ca_certificates: Vec<model::CaCertificate>,
     /// Kong's configuration hash (32 hex digits).
@@ -128,6 +137,7 @@ impl Snapshot {
             upstreams: HashMap::new(),
             plugins: crate::plugins::PluginSet::default(),
             consumers: crate::plugins::consumers::ConsumerDb::default(),
+            log_entities: crate::plugins::log_serializer::Entities::default(),
             certificates: Vec::new(),
             ca_certificates: Vec::new(),
             hash: EMPTY_CONFIG_HASH.to_string(),
@@ -149,6 +159,8 @@ impl Snapshot {
             upstreams.insert(up.name.clone(), Arc::new(Balancer::new(up, &targets)));
         }
 
+        // Entities are copied only for a plugin that shows them.
+        let keep_entities = crate::plugins::request_termination::echoes_entities(&cfg.plugins);
         let mut services = Vec::with_capacity(cfg.services.len());
         // Service id -> index, or `None` for a disabled service (its routes
         // are left out of the router entirely, as Kong does).
@@ -176,6 +188,7 @@ impl Snapshot {
                 write_timeout: Duration::from_millis(s.write_timeout),
                 tls_verify: s.tls_verify.unwrap_or(false),
                 target,
+                entity: keep_entities.then(|| Arc::new(s.clone())),
             });
         }
 
@@ -202,6 +215,7 @@ impl Snapshot {
                 https_redirect_status_code: r.https_redirect_status_code,
                 strip_path: r.strip_path,
                 preserve_host: r.preserve_host,
+                entity: keep_entities.then(|| Arc::new(r.clone())),
             });
             specs.push(RouteView {
                 id: r.id,
@@ -245,6 +259,7 @@ impl Snapshot {
             .collect();
         let plugins = crate::plugins::PluginSet::compile(&cfg.plugins, &scopes)?;
         let consumers = crate::plugins::consumers::ConsumerDb::compile(cfg);
+        let log_entities = crate::plugins::log_serializer::Entities::compile(cfg, &routes);
         Ok(Snapshot {
             router,
             routes,
@@ -252,6 +267,7 @@ impl Snapshot {
             upstreams,
             plugins,
             consumers,
+            log_entities,
             certificates,
             ca_certificates: cfg.ca_certificates.clone(),
             hash,

@@ -109,7 +109,24 @@ fn end_to_end(certs: &Certs) {
     assert_eq!(info["type"], "basic_info");
     assert_eq!(
         info["plugins"],
-        json!([{"name": "prometheus", "version": "3.10.0"}]),
+        json!([
+            {"name": "acl", "version": "3.10.0"},
+            {"name": "basic-auth", "version": "3.10.0"},
+            {"name": "correlation-id", "version": "3.10.0"},
+            {"name": "cors", "version": "3.10.0"},
+            {"name": "file-log", "version": "3.10.0"},
+            {"name": "http-log", "version": "3.10.0"},
+            {"name": "ip-restriction", "version": "3.10.0"},
+            {"name": "jwt", "version": "3.10.0"},
+            {"name": "key-auth", "version": "3.10.0"},
+            {"name": "prometheus", "version": "3.10.0"},
+            {"name": "request-size-limiting", "version": "3.10.0"},
+            {"name": "request-termination", "version": "3.10.0"},
+            {"name": "request-transformer", "version": "3.10.0"},
+            {"name": "response-transformer", "version": "3.10.0"},
+            {"name": "tcp-log", "version": "3.10.0"},
+            {"name": "udp-log", "version": "3.10.0"},
+        ]),
         "exactly the implemented plugins"
     );
     assert_eq!(info["filters"], json!({}));

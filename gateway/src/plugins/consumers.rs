@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use config_sync::credentials::{parse_jwt_public_key, JwtPublicKey};
 use config_sync::model::DeclarativeConfig;
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -31,6 +32,23 @@ impl CredentialRt {
     pub fn str(&self, field: &str) -> Option<&str> {
         self.fields.get(field).and_then(Value::as_str)
     }
+
+    /// A `ttl` credential (key-auth) is gone once its `ttl`, an absolute
+    /// epoch second in a declarative payload, is reached: Kong's off
+    /// strategy hides a row whose `ttl - ngx.time()` is not positive.
+    pub fn expired(&self, now_secs: u64) -> bool {
+        self.fields
+            .get("ttl")
+            .and_then(Value::as_f64)
+            .is_some_and(|ttl| ttl - now_secs as f64 <= 0.0)
+    }
+}
+
+/// Seconds since the epoch (`ngx.time()`).
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Which credential identified the request (`kong.client.get_credential()`).
@@ -63,6 +81,9 @@ pub struct ConsumerDb {
     index: HashMap<(&'static str, String), u32>,
     /// ACL groups per consumer, in config order.
     groups: Vec<Vec<String>>,
+    /// Parsed `rsa_public_key` of `jwt_secrets` rows (by row), parsed once
+    /// per config; `Err` when it does not load.
+    jwt_keys: HashMap<u32, Result<JwtPublicKey, String>>,
 }
 
 impl ConsumerDb {
@@ -98,6 +119,11 @@ impl ConsumerDb {
                 consumer,
                 fields: cred.fields.clone(),
             });
+            if cred.kind == "jwt_secrets" {
+                if let Some(pem) = cred.fields.get("rsa_public_key").and_then(Value::as_str) {
+                    db.jwt_keys.insert(row, parse_jwt_public_key(pem));
+                }
+            }
             for (table, field) in INDEXED {
                 if *table == cred.kind {
                     if let Some(v) = cred.fields.get(*field).and_then(Value::as_str) {
@@ -152,11 +178,155 @@ impl ConsumerDb {
             .unwrap_or_default()
     }
 
+    /// A `jwt_secrets` row's public key, if it has one.
+    pub fn jwt_public_key(&self, r: CredentialRef) -> Option<&Result<JwtPublicKey, String>> {
+        if r.table != "jwt_secrets" {
+            return None;
+        }
+        self.jwt_keys.get(&r.index)
+    }
+
     /// The consumer's ACL groups.
     pub fn groups(&self, consumer: u32) -> &[String] {
         self.groups
             .get(consumer as usize)
             .map(Vec::as_slice)
             .unwrap_or_default()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Steps every auth plugin shares (Kong repeats them in each handler).
+
+/// Kong's `constants.HEADERS` the auth plugins set upstream.
+pub const HEADER_CONSUMER_ID: &str = "X-Consumer-ID";
+pub const HEADER_CONSUMER_CUSTOM_ID: &str = "X-Consumer-Custom-ID";
+pub const HEADER_CONSUMER_USERNAME: &str = "X-Consumer-Username";
+pub const HEADER_CREDENTIAL_IDENTIFIER: &str = "X-Credential-Identifier";
+pub const HEADER_ANONYMOUS: &str = "X-Anonymous-Consumer";
+
+/// An auth plugin's `set_consumer(consumer, credential)`:
+/// `kong.client.authenticate`, then the consumer headers upstream, each set
+/// or cleared. `identifier` is the credential column the plugin reports
+/// (`X-Credential-Identifier`); `None` for the anonymous consumer.
+pub fn set_consumer(
+    kong: &mut super::Kong<'_>,
+    consumer: u32,
+    credential: Option<(CredentialRef, String)>,
+) {
+    kong.authenticate(Some(consumer), credential.as_ref().map(|(r, _)| *r));
+    let (id, custom_id, username) = match kong.consumers().get(consumer) {
+        Some(c) => (
+            Some(c.id.to_string()),
+            c.custom_id.clone(),
+            c.username.clone(),
+        ),
+        None => (None, None, None),
+    };
+    for (name, value) in [
+        (HEADER_CONSUMER_ID, id),
+        (HEADER_CONSUMER_CUSTOM_ID, custom_id),
+        (HEADER_CONSUMER_USERNAME, username),
+        (
+            HEADER_CREDENTIAL_IDENTIFIER,
+            credential.as_ref().map(|(_, i)| i.clone()),
+        ),
+    ] {
+        match value {
+            Some(v) => kong.set_upstream_header(name, &v),
+            None => kong.clear_upstream_header(name),
+        }
+    }
+    if credential.is_some() {
+        kong.clear_upstream_header(HEADER_ANONYMOUS);
+    } else {
+        kong.set_upstream_header(HEADER_ANONYMOUS, "true");
+    }
+}
+
+/// The `anonymous` fallback of the auth plugins: the consumer named by id
+/// or username becomes the request's consumer, with no credential; 500
+/// `anonymous consumer <value> is configured but doesn't exist` (through
+/// `kong.response.error`) when there is none.
+pub fn set_anonymous_consumer(
+    kong: &mut super::Kong<'_>,
+    anonymous: &str,
+) -> Result<(), super::Exit> {
+    match kong.consumers().load(anonymous) {
+        Some(c) => {
+            set_consumer(kong, c, None);
+            Ok(())
+        }
+        None => {
+            let msg = format!("anonymous consumer {anonymous} is configured but doesn't exist");
+            log::error!("{msg}");
+            Err(super::Exit::error(500, msg))
+        }
+    }
+}
+
+/// nginx's `ngx_decode_base64` / `ngx_decode_base64url`
+/// (`ngx.decode_base64`, `ngx.base64.decode_base64url`): input stops at the
+/// first `=`, any other byte outside the alphabet fails, and so does a
+/// length of 4n+1; padding is not required.
+pub fn ngx_decode_base64(s: &str, url: bool) -> Option<Vec<u8>> {
+    use base64::engine::{general_purpose, DecodePaddingMode, GeneralPurpose};
+    use base64::Engine as _;
+    let data = s.split('=').next().unwrap_or_default();
+    let ok = |b: u8| {
+        b.is_ascii_alphanumeric()
+            || if url {
+                b == b'-' || b == b'_'
+            } else {
+                b == b'+' || b == b'/'
+            }
+    };
+    if !data.bytes().all(ok) || data.len() % 4 == 1 {
+        return None;
+    }
+    let config = general_purpose::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+        .with_decode_allow_trailing_bits(true);
+    let alphabet = if url {
+        &base64::alphabet::URL_SAFE
+    } else {
+        &base64::alphabet::STANDARD
+    };
+    GeneralPurpose::new(alphabet, config).decode(data).ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nginx_base64_rules() {
+        assert_eq!(
+            ngx_decode_base64("QWxhZGRpbjpPcGVuU2VzYW1l", false).unwrap(),
+            b"Aladdin:OpenSesame"
+        );
+        // Padding optional, stops at '=', trailing garbage after it ignored.
+        assert_eq!(ngx_decode_base64("YQ", false).unwrap(), b"a");
+        assert_eq!(ngx_decode_base64("YQ==xx", false).unwrap(), b"a");
+        assert!(ngx_decode_base64("Y", false).is_none());
+        assert!(ngx_decode_base64("a b", false).is_none());
+        // The url alphabet refuses '+' and '/'.
+        assert!(ngx_decode_base64("a+/b", true).is_none());
+        assert_eq!(ngx_decode_base64("-_8", true).unwrap(), vec![0xfb, 0xff]);
+    }
+
+    #[test]
+    fn ttl_is_an_absolute_epoch() {
+        let mut fields = Map::new();
+        fields.insert("ttl".into(), Value::from(1000));
+        let c = CredentialRt {
+            id: Uuid::nil(),
+            consumer: 0,
+            fields,
+        };
+        assert!(!c.expired(999));
+        assert!(c.expired(1000));
+        assert!(c.expired(2000));
     }
 }

@@ -9,9 +9,11 @@
 //! validated config), listed in [`ALL`].
 
 pub mod consumers;
+pub mod log_io;
 pub mod log_serializer;
 pub mod pdk;
 pub mod prometheus;
+pub mod queue;
 pub mod runtime;
 
 // One file per plugin: its schema and its handler.
@@ -79,6 +81,8 @@ pub struct Instance<'a> {
     pub consumer: Option<Uuid>,
     /// Routes in the snapshot being compiled (for per-route caches).
     pub routes: usize,
+    /// The instance's `instance_name` (Kong names it in log tags).
+    pub instance_name: Option<&'a str>,
 }
 
 /// Phases an instance implements; the runtime skips the others.

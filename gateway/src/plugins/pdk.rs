@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue, Method};
+use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use serde_json::Value;
 
@@ -242,6 +243,52 @@ impl<'a> Kong<'a> {
         self.ctx.forwarded_proto.to_str().unwrap_or("http")
     }
 
+    /// `kong.request.get_scheme()` (nginx's `$scheme`).
+    pub fn scheme(&self) -> &'static str {
+        let tls = self
+            .session
+            .as_downstream()
+            .digest()
+            .is_some_and(|d| d.ssl_digest.is_some());
+        if tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// nginx's `$server_addr` / `$server_port`: where the client connected.
+    pub fn server_addr(&self) -> Option<std::net::SocketAddr> {
+        match self.session.as_downstream().server_addr()? {
+            pingora::protocols::l4::socket::SocketAddr::Inet(sa) => Some(*sa),
+            _ => None,
+        }
+    }
+
+    /// nginx's `$connection` / `$connection_requests`, as correlation-id's
+    /// tracker reads them: the client connection's kernel socket cookie
+    /// (unique while the host runs) and a per-connection count that each
+    /// call advances.
+    pub fn count_connection_request(&self) -> Option<(u64, usize)> {
+        let digest = self.session.as_downstream().digest()?;
+        let socket = digest.socket_digest.as_ref()?;
+        Some((socket.socket_cookie().unwrap_or(0), socket.count_request()))
+    }
+
+    /// Caps a request body that streams to the upstream (one too large to
+    /// read before access): once more than `max` bytes came from the
+    /// client, the request fails with `exit` (sent if no response started).
+    /// `Err(exit)` at once when more than `max` were read already.
+    pub fn limit_request_body(&mut self, max: u64, exit: Exit) -> Result<(), Exit> {
+        if self.session.body_bytes_read() as u64 > max {
+            return Err(exit);
+        }
+        if let Some(run) = self.ctx.plugins.as_mut() {
+            run.body_limit = Some((max, exit));
+        }
+        Ok(())
+    }
+
     /// The request body, when a plugin of this request asked for it
     /// ([`super::Plugin::needs_request_body`]) and it fitted in
     /// `client_body_buffer_size` (Kong: `nil` for a body in a temp file).
@@ -284,6 +331,38 @@ impl<'a> Kong<'a> {
     /// `kong.service.request.clear_header`.
     pub fn clear_upstream_header(&mut self, name: &str) {
         self.session.req_header_mut().remove_header(name);
+    }
+
+    /// `kong.service.request.set_header(name, value)` with a string or an
+    /// array, as nginx applies it: the first line keeps the name as the
+    /// client spelled it (nginx replaces it in place), new lines take
+    /// `name` as given, `""` is sent as `" "` (`normalize_multi_header`),
+    /// an empty array removes the header, and `host` also becomes the
+    /// upstream Host (Kong's `upstream_host`, as `preserve_host` would).
+    pub fn set_upstream_header_values(&mut self, name: &str, values: &[String]) {
+        let Ok(hname) = HeaderName::from_bytes(name.as_bytes()) else {
+            return;
+        };
+        let req = self.session.req_header_mut();
+        let spelled = req
+            .case_header_iter()
+            .find(|(k, _)| k.as_slice().eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(k, _)| String::from_utf8_lossy(k.as_slice()).into_owned());
+        req.remove_header(&hname);
+        for (i, v) in values.iter().enumerate() {
+            let v = if v.is_empty() { " " } else { v.as_str() };
+            let Ok(hv) = HeaderValue::from_str(v) else {
+                continue;
+            };
+            let n = match (&spelled, i) {
+                (Some(s), 0) => s.clone(),
+                _ => name.to_string(),
+            };
+            let _ = req.append_header(n, hv);
+        }
+        if hname == http::header::HOST && !values.is_empty() {
+            self.ctx.preserve_host = true;
+        }
     }
 
     /// The path and query the upstream gets (Kong's `$upstream_uri`).
@@ -349,6 +428,24 @@ impl<'a> Kong<'a> {
     /// Kong did (`kong`; exits and errors).
     pub fn response_from_service(&self) -> bool {
         self.ctx.proxied
+    }
+
+    /// The response head as sent to the client (log phase): what
+    /// `ngx.resp.get_headers()` reads.
+    pub fn response_written(&self) -> Option<&ResponseHeader> {
+        self.session.response_written()
+    }
+
+    /// nginx's `$remote_addr`: the client address after `trusted_ips` /
+    /// `real_ip_header`, or the peer's when the request ended before that
+    /// was decided (no route matched).
+    pub fn remote_addr(&self) -> Option<IpAddr> {
+        self.ctx.client_ip.or(self.ctx.peer_ip).or_else(|| {
+            match self.session.as_downstream().client_addr()? {
+                pingora::protocols::l4::socket::SocketAddr::Inet(sa) => Some(sa.ip()),
+                _ => None,
+            }
+        })
     }
 
     // -- routing ---------------------------------------------------------------

@@ -24,6 +24,7 @@ pub const DEF: PluginDef = PluginDef {
 
 /// `config` of a `prometheus` instance; every flag defaults to false (3.x).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
 pub struct PrometheusConfig {
     /// Fill the `consumer` label of requests and bandwidth counters.
     pub per_consumer: bool,

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use config_sync::model;
+use futures_util::FutureExt;
 use http::header::HeaderName;
 use http::HeaderValue;
 use pingora::http::ResponseHeader;
@@ -204,6 +205,7 @@ impl PluginSet {
                 service: p.service,
                 consumer: p.consumer,
                 routes: routes.len(),
+                instance_name: p.instance_name.as_deref(),
             })
             .map_err(|reason| PluginError {
                 name: p.name.clone(),
@@ -419,6 +421,10 @@ pub struct PluginRun {
     pub(crate) pending_prefix: Option<Bytes>,
     /// A plugin's exit answered the request.
     pub(crate) exited: bool,
+    /// A cap a plugin put on the body streaming to the upstream
+    /// ([`Kong::limit_request_body`]): more bytes than this from the
+    /// client fail the request with the exit.
+    pub(crate) body_limit: Option<(u64, Exit)>,
 }
 
 impl std::fmt::Debug for PluginRun {
@@ -485,8 +491,18 @@ pub async fn access(
             continue;
         }
         let mut kong = Kong::new(env, session, ctx, snap, idx, slot);
-        if let Err(e) = inst.handler.access(&mut kong).await {
-            exit = Some(e);
+        // Kong runs each access handler in a coroutine and turns an error
+        // into 500 "An unexpected error occurred" (kong/init.lua 399-421).
+        let ran = std::panic::AssertUnwindSafe(inst.handler.access(&mut kong))
+            .catch_unwind()
+            .await;
+        match ran {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => exit = Some(e),
+            Err(_) => {
+                log::error!("plugin '{}' ({}) failed in access", inst.def.name, inst.id);
+                exit = Some(Exit::error(500, "An unexpected error occurred"));
+            }
         }
     }
     if exit.is_some() {
@@ -597,5 +613,153 @@ pub fn log(env: &PluginEnv, session: &mut Session, ctx: &mut RequestCtx, snap: &
             let mut kong = Kong::new(env, session, ctx, snap, idx, slot);
             inst.handler.log(&mut kong);
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn u(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    /// A `prometheus` instance (the plugin every build has) with a scope.
+    fn inst(
+        id: u128,
+        route: Option<u128>,
+        service: Option<u128>,
+        consumer: Option<u128>,
+    ) -> model::Plugin {
+        model::Plugin {
+            id: u(id),
+            name: "prometheus".into(),
+            instance_name: None,
+            enabled: true,
+            config: serde_json::json!({}),
+            service: service.map(u),
+            route: route.map(u),
+            consumer: consumer.map(u),
+            protocols: vec!["http".into(), "https".into()],
+            tags: Vec::new(),
+        }
+    }
+
+    /// The instance (by id) route `ri` runs for `consumer`.
+    fn resolved(set: &PluginSet, ri: usize, consumer: Option<u128>) -> Option<Uuid> {
+        let chain = set.chain(set.route_chain(ri)?);
+        let e = chain.entries.first()?;
+        e.resolve(consumer.map(u))
+            .map(|i| set.instances[i as usize].id)
+    }
+
+    // Routes: r1 (service s1), r2 (service s1), r3 (serviceless).
+    const ROUTES: [(u128, Option<u128>); 3] = [(101, Some(201)), (102, Some(201)), (103, None)];
+
+    fn routes() -> Vec<(Uuid, Option<Uuid>)> {
+        ROUTES.iter().map(|(r, s)| (u(*r), s.map(u))).collect()
+    }
+
+    #[test]
+    fn kongs_scope_precedence_without_a_consumer() {
+        let set = PluginSet::compile(
+            &[
+                inst(1, None, None, None),           // global
+                inst(2, None, Some(201), None),      // service
+                inst(3, Some(101), None, None),      // route
+                inst(4, Some(101), Some(201), None), // route + service
+            ],
+            &routes(),
+        )
+        .unwrap();
+        assert_eq!(resolved(&set, 0, None), Some(u(4)), "route+service first");
+        assert_eq!(resolved(&set, 1, None), Some(u(2)), "then service");
+        assert_eq!(resolved(&set, 2, None), Some(u(1)), "serviceless: global");
+        assert_eq!(
+            set.global_chain().map(|g| set.chain(g).entries.len()),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn consumer_overlays_follow_kongs_order() {
+        let set = PluginSet::compile(
+            &[
+                inst(1, None, None, None),
+                inst(2, Some(101), None, None),
+                inst(3, None, None, Some(301)),      // consumer only
+                inst(4, None, Some(201), Some(302)), // service + consumer
+                inst(5, Some(101), None, Some(303)), // route + consumer
+            ],
+            &routes(),
+        )
+        .unwrap();
+        // Kong's lookup_cfg order: route+service+consumer, route+consumer,
+        // service+consumer, route+service, consumer, route, service, global.
+        assert_eq!(resolved(&set, 0, Some(303)), Some(u(5)));
+        assert_eq!(resolved(&set, 0, Some(302)), Some(u(4)));
+        assert_eq!(
+            resolved(&set, 0, Some(301)),
+            Some(u(3)),
+            "consumer-only (5th) beats route-only (6th)"
+        );
+        assert_eq!(resolved(&set, 0, None), Some(u(2)));
+        assert_eq!(
+            resolved(&set, 0, Some(999)),
+            Some(u(2)),
+            "unknown consumer: default"
+        );
+        // r2 (same service, no route instance): consumer-only beats global.
+        assert_eq!(resolved(&set, 1, Some(301)), Some(u(3)));
+        assert_eq!(resolved(&set, 1, Some(302)), Some(u(4)));
+        assert_eq!(resolved(&set, 1, None), Some(u(1)));
+    }
+
+    #[test]
+    fn disabled_and_stream_only_instances_do_not_run_or_mask() {
+        let mut off = inst(2, Some(101), None, None);
+        off.enabled = false;
+        let mut tcp = inst(3, Some(102), None, None);
+        tcp.protocols = vec!["tcp".into()];
+        let set = PluginSet::compile(&[inst(1, None, None, None), off, tcp], &routes()).unwrap();
+        assert_eq!(
+            resolved(&set, 0, None),
+            Some(u(1)),
+            "a disabled route instance lets the global one apply"
+        );
+        assert_eq!(
+            resolved(&set, 1, None),
+            Some(u(1)),
+            "a stream-only instance is not in the HTTP subsystem"
+        );
+        // `["https"]` alone still runs on plain-HTTP requests (only the
+        // subsystem counts).
+        let mut https = inst(4, Some(103), None, None);
+        https.protocols = vec!["https".into()];
+        let set = PluginSet::compile(&[https], &routes()).unwrap();
+        assert_eq!(resolved(&set, 2, None), Some(u(4)));
+    }
+
+    #[test]
+    fn routes_without_plugins_get_no_chain_and_service_chains_are_shared() {
+        let set = PluginSet::compile(&[inst(1, None, Some(201), None)], &routes()).unwrap();
+        assert!(set.route_chain(2).is_none(), "serviceless route has none");
+        assert_eq!(set.route_chain(0), set.route_chain(1), "shared per service");
+        assert!(set.global_chain().is_none());
+        let empty = PluginSet::compile(&[], &routes()).unwrap();
+        assert!((0..3).all(|i| empty.route_chain(i).is_none()));
+    }
+
+    #[test]
+    fn state_store_keeps_live_instances_only() {
+        let store = StateStore::default();
+        let a = store.get_or_init(u(1), || 7u32);
+        assert_eq!(*store.get_or_init(u(1), || 9u32), 7, "kept across calls");
+        store.get_or_init(u(2), || 1u32);
+        store.retain(&[u(1)].into_iter().collect());
+        assert_eq!(*store.get_or_init(u(1), || 9u32), 7);
+        assert_eq!(*store.get_or_init(u(2), || 5u32), 5, "dropped, recreated");
+        drop(a);
     }
 }

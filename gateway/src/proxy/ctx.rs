@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use http::HeaderValue;
 
@@ -77,9 +77,25 @@ pub struct RequestCtx {
     pub uri_captures: Vec<(Option<String>, String)>,
     /// Balancer state of this request, see [`BalancerCtx`].
     pub balancer: BalancerCtx,
+    /// Kong's `balancer_data.tries`, for the log serializer: recorded only
+    /// when the request runs plugins.
+    pub try_log: Vec<TryRecord>,
     /// The plugins this request runs; `None` when none apply (the common
     /// case pays nothing for the plugin runtime).
     pub plugins: Option<Box<crate::plugins::runtime::PluginRun>>,
+}
+
+/// One try at the upstream (Kong's `balancer_data.tries[n]`).
+#[derive(Debug, Clone)]
+pub struct TryRecord {
+    /// When the try's balancer step started (`balancer_start`).
+    pub start: SystemTime,
+    /// How long picking and resolving the target took (`balancer_latency`).
+    pub latency: Duration,
+    pub addr: SocketAddr,
+    /// How the try failed (`state`, `code`: `failed`, 502 or 504 for a
+    /// timeout), as nginx's `get_last_failure` reports it.
+    pub failure: Option<(&'static str, u16)>,
 }
 
 /// What the balancer keeps across the tries of one request.
@@ -132,6 +148,7 @@ impl RequestCtx {
             debug_header: false,
             uri_captures: Vec::new(),
             balancer: BalancerCtx::default(),
+            try_log: Vec::new(),
             plugins: None,
         }
     }

@@ -205,7 +205,13 @@ impl KongProxy {
             }
         }
         let len = bytes.as_ref().map_or(0, Bytes::len);
-        if !resp.headers.contains_key(header::CONTENT_LENGTH) || bytes.is_some() {
+        if status == 204 {
+            // nginx's header filter: a 204 goes out without a body,
+            // Content-Length or Content-Type.
+            bytes = None;
+            resp.remove_header(&header::CONTENT_LENGTH);
+            resp.remove_header(&header::CONTENT_TYPE);
+        } else if !resp.headers.contains_key(header::CONTENT_LENGTH) || bytes.is_some() {
             resp.insert_header("Content-Length", len.to_string())?;
         }
         let end = bytes.is_none() || head;
@@ -437,6 +443,13 @@ impl KongProxy {
     /// of it and the next try avoids the target.
     fn try_failed(&self, ctx: &mut RequestCtx, etype: &ErrorType) {
         ctx.balancer.guard = None;
+        if let Some(t) = ctx.try_log.last_mut() {
+            let timeout = matches!(
+                etype,
+                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+            );
+            t.failure = Some(("failed", if timeout { 504 } else { 502 }));
+        }
         let Some(i) = ctx.balancer.target.take() else {
             return;
         };
@@ -493,6 +506,26 @@ fn local_port(addr: Option<&PSocketAddr>) -> u16 {
         Some(PSocketAddr::Inet(sa)) => sa.port(),
         _ => 0,
     }
+}
+
+/// A plugin that drops `Content-Length` (a body it will change, e.g.
+/// response-transformer) leaves the length unknown: nginx then answers an
+/// HTTP/1.1 client chunked, where Pingora would close-delimit the body and
+/// lose the connection.
+fn chunk_if_unframed(session: &Session, resp: &mut ResponseHeader) -> Result<()> {
+    let req = session.req_header();
+    let bodiless = req.method == http::Method::HEAD
+        || resp.status.is_informational()
+        || matches!(resp.status.as_u16(), 204 | 304);
+    if bodiless
+        || req.version != http::Version::HTTP_11
+        || session.as_downstream().as_http1().is_none()
+        || resp.headers.contains_key(header::CONTENT_LENGTH)
+        || resp.headers.contains_key(header::TRANSFER_ENCODING)
+    {
+        return Ok(());
+    }
+    resp.insert_header(header::TRANSFER_ENCODING, "chunked")
 }
 
 /// Header names a `Connection` header lists as hop-by-hop (Kong keeps
@@ -761,6 +794,11 @@ impl ProxyHttp for KongProxy {
         let Some(service) = snapshot.services.get(si) else {
             return Error::e_explain(ErrorType::InternalError, "service index out of range");
         };
+        // Timed for the log serializer's `tries`, only when plugins run.
+        let began = ctx
+            .plugins
+            .is_some()
+            .then(|| (Instant::now(), std::time::SystemTime::now()));
         let (addr, host_name, port) = match &service.target {
             ServiceTarget::Upstream(b) => match self.pick_target(session, ctx, b).await {
                 Some(picked) => picked,
@@ -783,6 +821,19 @@ impl ProxyHttp for KongProxy {
         ctx.tries += 1;
         if ctx.upstream_start.is_none() {
             ctx.upstream_start = Some(now);
+        }
+        if let Some((t0, wall)) = began {
+            // A stale pooled connection retried for free (no failure
+            // recorded) is the same try.
+            if ctx.try_log.last().is_some_and(|t| t.failure.is_none()) {
+                ctx.try_log.pop();
+            }
+            ctx.try_log.push(ctx::TryRecord {
+                start: wall,
+                latency: now.saturating_duration_since(t0),
+                addr,
+                failure: None,
+            });
         }
         ctx.upstream_addr = Some(addr);
         // Only used without `preserve_host`: an unusable value fails there.
@@ -1010,7 +1061,7 @@ impl ProxyHttp for KongProxy {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
@@ -1018,6 +1069,19 @@ impl ProxyHttp for KongProxy {
         let Some(run) = ctx.plugins.as_mut() else {
             return Ok(());
         };
+        // A plugin's cap on the streamed body (request-size-limiting):
+        // counted on what the client sent, so replays do not count twice.
+        // `fail_to_proxy` answers with the plugin's exit.
+        if run
+            .body_limit
+            .as_ref()
+            .is_some_and(|(max, _)| session.body_bytes_read() as u64 > *max)
+        {
+            return Error::e_explain(
+                ErrorType::Custom("plugin body limit"),
+                "request body over a plugin's limit",
+            );
+        }
         if let Some(new) = run.replaced_body() {
             // The whole body was read before access: this is Pingora's
             // replay of it (on every try), which the plugins' body replaces.
@@ -1081,6 +1145,7 @@ impl ProxyHttp for KongProxy {
         // Kong's header_filter: plugins, then Kong's own headers.
         if let (Some(snap), true) = (ctx.snapshot.clone(), ctx.plugins.is_some()) {
             plugin_rt::header_filter(&self.plugins, session, ctx, &snap, resp);
+            chunk_if_unframed(session, resp)?;
         }
         if h.upstream_status {
             let status = HeaderValue::from(resp.status.as_u16());
@@ -1131,6 +1196,34 @@ impl ProxyHttp for KongProxy {
         Self::CTX: Send + Sync,
     {
         let already_sent = session.response_written().is_some();
+        // The body passed a plugin's cap while it streamed: Kong's plugin
+        // read the whole body before proxying and answered with its exit,
+        // so this is answered as never proxied.
+        let over_limit = ctx.plugins.as_mut().and_then(|run| {
+            let over = run
+                .body_limit
+                .as_ref()
+                .is_some_and(|(max, _)| session.body_bytes_read() as u64 > *max);
+            if over {
+                run.body_limit.take().map(|(_, exit)| exit)
+            } else {
+                None
+            }
+        });
+        if let Some(exit) = over_limit {
+            let status = exit.status;
+            ctx.tries = 0;
+            if !already_sent {
+                session.set_keepalive(None);
+                if let Err(err) = self.send_exit(session, ctx, exit).await {
+                    log::debug!("failed to send error response: {err}");
+                }
+            }
+            return FailToProxy {
+                error_code: status,
+                can_reuse_downstream: false,
+            };
+        }
         // The front refused the body while it was being read (bad chunked
         // framing, too large): nginx's 400 or 413.
         let client_fault = h1_front::request_body_refusal(e).or_else(|| {
