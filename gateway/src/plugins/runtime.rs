@@ -396,6 +396,10 @@ pub struct PluginRun {
     pub(crate) chain: u32,
     /// Instances collected in access, in run order.
     pub(crate) collected: Vec<u32>,
+    /// The phases the collected instances implement between them.
+    pub(crate) phases: Phases,
+    /// `collected` is final (access ran, or the global fallback was taken).
+    pub(crate) downstream_ready: bool,
     /// Per-request state of each collected instance (same order).
     pub(crate) state: Vec<Option<Box<dyn Any + Send + Sync>>>,
     /// `ctx.authenticated_consumer`: index into the snapshot's consumers.
@@ -465,7 +469,8 @@ pub async fn access(
     ctx: &mut RequestCtx,
     snap: &Arc<Snapshot>,
 ) -> Option<Exit> {
-    let run = ctx.plugins.as_ref()?;
+    let run = ctx.plugins.as_mut()?;
+    run.downstream_ready = true;
     let chain = snap.plugins.chain(run.chain);
     let mut exit: Option<Exit> = None;
     for entry in chain.entries.iter() {
@@ -482,6 +487,7 @@ pub async fn access(
             Some(run) => {
                 run.collected.push(idx);
                 run.state.push(None);
+                run.phases = run.phases | snap.plugins.instances[idx as usize].phases;
                 run.collected.len() - 1
             }
             None => return exit,
@@ -513,29 +519,39 @@ pub async fn access(
     exit
 }
 
-/// The instances that run the downstream phases: those collected in
-/// access, or, when access never ran (no route, or an exit before it), the
-/// global ones with Kong's global config.
-fn downstream(snap: &Snapshot, ctx: &mut RequestCtx) -> Vec<u32> {
+/// Makes the instances that run the downstream phases ready: those
+/// collected in access, or, when access never ran (no route, or an answer
+/// before it), the global ones with Kong's global config. Returns how many
+/// there are and the phases they implement between them.
+fn downstream(snap: &Snapshot, ctx: &mut RequestCtx) -> (usize, Phases) {
     let Some(run) = ctx.plugins.as_mut() else {
-        return Vec::new();
+        return (0, Phases::default());
     };
-    if !run.collected.is_empty() {
-        return run.collected.clone();
+    if !run.collected.is_empty() || run.downstream_ready {
+        return (run.collected.len(), run.phases);
     }
-    let Some(g) = snap.plugins.global_chain() else {
-        return Vec::new();
-    };
-    let list: Vec<u32> = snap
-        .plugins
-        .chain(g)
-        .entries
-        .iter()
-        .filter_map(|e| e.default)
-        .collect();
-    run.collected = list.clone();
-    run.state = list.iter().map(|_| None).collect();
-    list
+    run.downstream_ready = true;
+    if let Some(g) = snap.plugins.global_chain() {
+        run.collected = snap
+            .plugins
+            .chain(g)
+            .entries
+            .iter()
+            .filter_map(|e| e.default)
+            .collect();
+        run.state = run.collected.iter().map(|_| None).collect();
+        run.phases = run.collected.iter().fold(Phases::default(), |p, &i| {
+            p | snap.plugins.instances[i as usize].phases
+        });
+    }
+    (run.collected.len(), run.phases)
+}
+
+/// The instance in downstream slot `slot`.
+fn collected(ctx: &RequestCtx, slot: usize) -> Option<u32> {
+    ctx.plugins
+        .as_ref()
+        .and_then(|r| r.collected.get(slot).copied())
 }
 
 /// Makes sure a request that never reached access (no route matched)
@@ -568,7 +584,14 @@ pub fn header_filter(
             }
         }
     }
-    for (slot, idx) in downstream(snap, ctx).into_iter().enumerate() {
+    let (n, phases) = downstream(snap, ctx);
+    if !phases.has(Phases::HEADER_FILTER) {
+        return;
+    }
+    for slot in 0..n {
+        let Some(idx) = collected(ctx, slot) else {
+            break;
+        };
         let inst = &snap.plugins.instances[idx as usize];
         if inst.phases.has(Phases::HEADER_FILTER) {
             let mut kong = Kong::new(env, session, ctx, snap, idx, slot);
@@ -586,7 +609,14 @@ pub fn body_filter(
     body: &mut Option<Bytes>,
     eof: bool,
 ) {
-    for (slot, idx) in downstream(snap, ctx).into_iter().enumerate() {
+    let (n, phases) = downstream(snap, ctx);
+    if !phases.has(Phases::BODY_FILTER) {
+        return;
+    }
+    for slot in 0..n {
+        let Some(idx) = collected(ctx, slot) else {
+            break;
+        };
         let inst = &snap.plugins.instances[idx as usize];
         if inst.phases.has(Phases::BODY_FILTER) {
             let mut kong = Kong::new(env, session, ctx, snap, idx, slot);
@@ -598,16 +628,19 @@ pub fn body_filter(
 /// Whether any instance that will run has a body filter (so a response
 /// Kong generates must be passed through it).
 pub fn has_body_filter(snap: &Snapshot, ctx: &mut RequestCtx) -> bool {
-    downstream(snap, ctx).into_iter().any(|i| {
-        snap.plugins.instances[i as usize]
-            .phases
-            .has(Phases::BODY_FILTER)
-    })
+    downstream(snap, ctx).1.has(Phases::BODY_FILTER)
 }
 
 /// Runs the log phase.
 pub fn log(env: &PluginEnv, session: &mut Session, ctx: &mut RequestCtx, snap: &Arc<Snapshot>) {
-    for (slot, idx) in downstream(snap, ctx).into_iter().enumerate() {
+    let (n, phases) = downstream(snap, ctx);
+    if !phases.has(Phases::LOG) {
+        return;
+    }
+    for slot in 0..n {
+        let Some(idx) = collected(ctx, slot) else {
+            break;
+        };
         let inst = &snap.plugins.instances[idx as usize];
         if inst.phases.has(Phases::LOG) {
             let mut kong = Kong::new(env, session, ctx, snap, idx, slot);

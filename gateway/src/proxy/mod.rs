@@ -599,9 +599,17 @@ impl ProxyHttp for KongProxy {
         // body, so Pingora has seen nothing unchecked. client_body_timeout
         // is Pingora's read timeout for the body (per read, as nginx's).
         session.set_read_timeout(Some(self.options.client_body_timeout));
+
+        // The request keeps the snapshot it was routed with, for its whole
+        // life (also for the answers Kong generates itself below, on which
+        // Kong runs the global plugins' header_filter, body_filter and log:
+        // `Kong.handle_error` and the collected-iterator fallback).
+        let snapshot = self.config.load();
+        ctx.snapshot = Some(snapshot.clone());
         let req = session.req_header();
         if req.method == http::Method::TRACE {
             session.set_keepalive(None);
+            plugin_rt::start_without_route(&snapshot, ctx);
             self.nginx_error(session, ctx, 405).await?;
             return Ok(true);
         }
@@ -614,15 +622,12 @@ impl ProxyHttp for KongProxy {
                 .is_some_and(|n| n > self.options.client_max_body_size);
             if too_big {
                 session.set_keepalive(None);
+                plugin_rt::start_without_route(&snapshot, ctx);
                 self.nginx_error(session, ctx, 413).await?;
                 return Ok(true);
             }
         }
 
-        // The request keeps the snapshot it was routed with, for its whole
-        // life (also for the answers Kong generates itself below).
-        let snapshot = self.config.load();
-        ctx.snapshot = Some(snapshot.clone());
         let req = session.req_header();
         let (raw_path, _) = raw_path_only(req.raw_path());
         let raw_path = String::from_utf8_lossy(raw_path);
@@ -671,8 +676,10 @@ impl ProxyHttp for KongProxy {
             hdr::HTTP.clone()
         };
 
-        // An https-only route over plain http answers 426 or redirects.
+        // An https-only route over plain http answers 426 or redirects
+        // (Kong's access.before: only the global plugins see the answer).
         if !route.accepts_http && route.accepts_https && fwd_proto != "https" {
+            plugin_rt::start_without_route(&snapshot, ctx);
             let code = route.https_redirect_status_code;
             if code == 426 {
                 let extra = [
@@ -702,6 +709,7 @@ impl ProxyHttp for KongProxy {
             return Ok(true);
         }
         if route.grpc {
+            plugin_rt::start_without_route(&snapshot, ctx);
             let is_grpc = req
                 .headers
                 .get(header::CONTENT_TYPE)

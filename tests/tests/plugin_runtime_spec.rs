@@ -1,0 +1,91 @@
+//! The plugin runtime's scope rules on answers Kong gives itself: when a
+//! request is answered before the access phase (no route, TRACE, a body
+//! over `client_max_body_size`, an https-only route over http, a non-gRPC
+//! request on a gRPC route), Kong runs the *global* plugins' header_filter,
+//! body_filter and log on the answer (`Kong.handle_error` collects them for
+//! nginx's own errors; the collected iterator falls back to the global one
+//! when access never collected), and no route- or service-scoped plugin.
+#![allow(clippy::unwrap_used)]
+
+use gw_tests::gateway::{fill_ports, Cases, Gateway, Recorder};
+use gw_tests::request;
+
+const CONFIG: &str = r#"_format_version: "3.0"
+plugins:
+- name: response-transformer
+  config: {add: {headers: ["X-Global:yes"]}}
+services:
+- name: mock
+  url: http://{UP0}
+  plugins:
+  - name: response-transformer
+    config: {add: {headers: ["X-Service:yes"]}}
+  routes:
+  - name: plain
+    hosts: [plain.test]
+  - name: https-only
+    hosts: [secure.test]
+    protocols: [https]
+  - name: grpc-only
+    hosts: [grpc.test]
+    protocols: [grpc]
+"#;
+
+#[test]
+fn global_plugins_run_on_answers_before_access() {
+    let up = Recorder::start();
+    let yml = fill_ports(CONFIG, &[up.port]);
+    let gw = Gateway::start_with(&yml, &[("KONG_NGINX_HTTP_CLIENT_MAX_BODY_SIZE", "1k")]);
+    let mut t = Cases::new();
+
+    t.it(
+        "a routed request runs the service's instance, which masks the global one",
+        || {
+            let r = request(gw.port, "GET", "/", &[("Host", "plain.test")], b"");
+            assert_eq!(r.status, 200, "{}", r.body_str());
+            assert_eq!(r.header("x-service"), Some("yes"));
+            assert_eq!(r.header("x-global"), None);
+        },
+    );
+    t.it("no route: 404 with the global plugins only", || {
+        let r = request(gw.port, "GET", "/", &[("Host", "nowhere.test")], b"");
+        assert_eq!(r.status, 404);
+        assert_eq!(r.header("x-global"), Some("yes"));
+        assert_eq!(r.header("x-service"), None);
+    });
+    t.it("TRACE: nginx's 405 with the global plugins", || {
+        let r = request(gw.port, "TRACE", "/", &[("Host", "plain.test")], b"");
+        assert_eq!(r.status, 405);
+        assert_eq!(r.header("x-global"), Some("yes"));
+        assert_eq!(r.header("x-service"), None);
+    });
+    t.it(
+        "a body over client_max_body_size: 413 with the global plugins",
+        || {
+            let body = vec![b'a'; 2048];
+            let r = request(gw.port, "POST", "/", &[("Host", "plain.test")], &body);
+            assert_eq!(r.status, 413);
+            assert_eq!(r.header("x-global"), Some("yes"));
+            assert_eq!(r.header("x-service"), None);
+        },
+    );
+    t.it(
+        "https-only route over http: 426 with the global plugins",
+        || {
+            let r = request(gw.port, "GET", "/", &[("Host", "secure.test")], b"");
+            assert_eq!(r.status, 426);
+            assert_eq!(r.header("x-global"), Some("yes"));
+            assert_eq!(r.header("x-service"), None);
+        },
+    );
+    t.it(
+        "non-gRPC request on a gRPC route: 415 with the global plugins",
+        || {
+            let r = request(gw.port, "GET", "/", &[("Host", "grpc.test")], b"");
+            assert_eq!(r.status, 415);
+            assert_eq!(r.header("x-global"), Some("yes"));
+            assert_eq!(r.header("x-service"), None);
+        },
+    );
+    t.finish();
+}
