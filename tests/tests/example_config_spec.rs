@@ -15,11 +15,14 @@ fn bundled_example_config_serves_as_documented() {
         .replace("127.0.0.1:9000", &format!("127.0.0.1:{}", up.port));
     let gw = Gateway::start(&yml);
     let mut t = Cases::new();
-    t.it("strip_path: /httpbin/anything reaches the upstream as /anything", || {
-        let r = request(gw.port, "GET", "/httpbin/anything?x=1", &[], b"");
-        assert_eq!(r.status, 200, "{}", r.body_str());
-        assert_eq!(up.last().target, "/anything?x=1");
-    });
+    t.it(
+        "strip_path: /httpbin/anything reaches the upstream as /anything",
+        || {
+            let r = request(gw.port, "GET", "/httpbin/anything?x=1", &[], b"");
+            assert_eq!(r.status, 200, "{}", r.body_str());
+            assert_eq!(up.last().target, "/anything?x=1");
+        },
+    );
     t.it("the protected route wants an API key", || {
         let r = request(gw.port, "GET", "/protected/headers", &[], b"");
         assert_eq!(r.status, 401);
