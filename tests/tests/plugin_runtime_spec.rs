@@ -29,6 +29,24 @@ services:
   - name: grpc-only
     hosts: [grpc.test]
     protocols: [grpc]
+- name: bare
+  url: http://{UP0}
+  routes:
+  - name: disabled
+    hosts: [disabled.test]
+    plugins:
+    - name: response-transformer
+      enabled: false
+      config: {add: {headers: ["X-Route:yes"]}}
+routes:
+- name: serviceless
+  hosts: [noservice.test]
+  plugins:
+  - name: key-auth
+consumers:
+- username: alice
+  keyauth_credentials:
+  - key: alice-key
 "#;
 
 #[test]
@@ -87,5 +105,35 @@ fn global_plugins_run_on_answers_before_access() {
             assert_eq!(r.header("x-service"), None);
         },
     );
+    t.it(
+        "a disabled instance neither runs nor masks the global one",
+        || {
+            let r = request(gw.port, "GET", "/", &[("Host", "disabled.test")], b"");
+            assert_eq!(r.status, 200, "{}", r.body_str());
+            assert_eq!(r.header("x-route"), None);
+            assert_eq!(r.header("x-global"), Some("yes"));
+        },
+    );
+    t.it(
+        "a serviceless route runs its plugins: key-auth answers first",
+        || {
+            let r = request(gw.port, "GET", "/", &[("Host", "noservice.test")], b"");
+            assert_eq!(r.status, 401);
+            assert_eq!(r.json()["message"], "No API key found in request");
+            assert_eq!(r.header("x-global"), Some("yes"));
+        },
+    );
+    t.it("a serviceless route, plugins passed: Kong's 503", || {
+        let r = request(
+            gw.port,
+            "GET",
+            "/",
+            &[("Host", "noservice.test"), ("apikey", "alice-key")],
+            b"",
+        );
+        assert_eq!(r.status, 503);
+        assert_eq!(r.json()["message"], "no Service found with those values");
+        assert_eq!(r.header("x-global"), Some("yes"));
+    });
     t.finish();
 }
