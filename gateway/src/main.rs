@@ -264,7 +264,7 @@ fn main() -> anyhow::Result<()> {
     }
     // And send what the logging plugins still hold (Kong's log queues
     // drain while a worker exits).
-    gateway::plugins::log_io::flush(std::time::Duration::from_secs(5));
+    shared.plugins.io.flush(std::time::Duration::from_secs(5));
     log::info!("gateway stopped");
     Ok(())
 }

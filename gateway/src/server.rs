@@ -42,10 +42,7 @@ impl Default for Shared {
             config: ConfigHandle::with_plugin_state(store.clone()),
             stats: Arc::default(),
             draining: Arc::default(),
-            plugins: Arc::new(crate::plugins::PluginEnv {
-                metrics: metrics.clone(),
-                store,
-            }),
+            plugins: Arc::new(crate::plugins::PluginEnv::new(metrics.clone(), store)),
             metrics,
         }
     }

@@ -3,8 +3,8 @@
 //! the client sent), exposes it to the log serializer as `correlation_id`,
 //! and optionally echoes it on the response.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use config_sync::schema::{boolean, string, PluginSchema, Record, PROTOCOLS_HTTP};
@@ -73,23 +73,15 @@ fn build(i: &Instance<'_>) -> Result<Arc<dyn Plugin>, String> {
     Ok(Arc::new(CorrelationId { conf }))
 }
 
-/// The `uuid#counter` generator's state: Kong keeps one uuid and counter
-/// per worker (`init_worker`); this process is the one worker, so every
-/// instance shares them.
-fn worker_uuid() -> &'static str {
-    static UUID: OnceLock<String> = OnceLock::new();
-    UUID.get_or_init(|| uuid::Uuid::new_v4().to_string())
-}
-
-static WORKER_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 /// `generators[conf.generator]()`.
 fn generate(kong: &Kong<'_>, generator: Generator) -> String {
     match generator {
         Generator::Uuid => uuid::Uuid::new_v4().to_string(),
         Generator::UuidCounter => {
-            let n = WORKER_COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
-            format!("{}#{n}", worker_uuid())
+            // Kong keeps one uuid and counter per worker (`init_worker`).
+            let worker = &kong.env().worker;
+            let n = worker.counter.fetch_add(1, Ordering::Relaxed) + 1;
+            format!("{}#{n}", worker.uuid)
         }
         Generator::Tracker => {
             // `server_addr-server_port-pid-connection-connection_requests-now`

@@ -15,13 +15,14 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use config_sync::schema::{boolean, string, Check, PluginSchema, Record, PROTOCOLS_HTTP};
 use serde::Deserialize;
 
 use super::http_log::PROTOCOLS_ALL;
-use super::{log_io, log_serializer, Instance, Kong, Phases, Plugin, PluginDef, VERSION};
+use super::log_io::{self, LogIo};
+use super::{log_serializer, Instance, Kong, Phases, Plugin, PluginDef, VERSION};
 
 pub const NAME: &str = "file-log";
 
@@ -92,7 +93,7 @@ impl Plugin for FileLog {
     fn log(&self, kong: &mut Kong<'_>) {
         let mut line = log_serializer::serialize(kong).to_string();
         line.push('\n');
-        let Some(tx) = writer() else {
+        let Some(tx) = writer(&kong.env().io) else {
             log::error!("[{NAME}] no writer thread: entry dropped");
             return;
         };
@@ -107,13 +108,13 @@ impl Plugin for FileLog {
     }
 }
 
-struct Entry {
+pub(super) struct Entry {
     path: Arc<str>,
     reopen: bool,
     line: String,
 }
 
-enum Msg {
+pub(super) enum Msg {
     Entry(Entry),
     /// Answered once everything sent before it is written.
     Flush(SyncSender<()>),
@@ -121,8 +122,8 @@ enum Msg {
 
 /// Waits (up to `max`) until the entries handed to the writer so far are
 /// written (shutdown).
-pub fn flush(max: std::time::Duration) {
-    let Some(tx) = writer() else { return };
+pub(super) fn flush(io: &LogIo, max: std::time::Duration) {
+    let Some(tx) = writer(io) else { return };
     let (done_tx, done_rx) = sync_channel(1);
     if tx.try_send(Msg::Flush(done_tx)).is_ok() {
         let _ = done_rx.recv_timeout(max);
@@ -133,32 +134,34 @@ pub fn flush(max: std::time::Duration) {
 /// rather than holding up requests.
 const BACKLOG: usize = 64 * 1024;
 
-fn writer() -> Option<&'static SyncSender<Msg>> {
-    static TX: OnceLock<Option<SyncSender<Msg>>> = OnceLock::new();
-    TX.get_or_init(|| {
-        let (tx, rx) = sync_channel::<Msg>(BACKLOG);
-        let spawned = std::thread::Builder::new()
-            .name("gw-file-log".into())
-            .spawn(move || {
-                let mut files = Files::default();
-                for msg in rx {
-                    match msg {
-                        Msg::Entry(e) => files.write(&e.path, e.reopen, e.line.as_bytes()),
-                        Msg::Flush(done) => {
-                            let _ = done.send(());
+/// The writer thread's inbox, started on first use; the thread ends when
+/// `io` is dropped.
+fn writer(io: &LogIo) -> Option<&SyncSender<Msg>> {
+    io.file_writer
+        .get_or_init(|| {
+            let (tx, rx) = sync_channel::<Msg>(BACKLOG);
+            let spawned = std::thread::Builder::new()
+                .name("gw-file-log".into())
+                .spawn(move || {
+                    let mut files = Files::default();
+                    for msg in rx {
+                        match msg {
+                            Msg::Entry(e) => files.write(&e.path, e.reopen, e.line.as_bytes()),
+                            Msg::Flush(done) => {
+                                let _ = done.send(());
+                            }
                         }
                     }
+                });
+            match spawned {
+                Ok(_) => Some(tx),
+                Err(e) => {
+                    log::error!("[{NAME}] cannot start the writer thread: {e}");
+                    None
                 }
-            });
-        match spawned {
-            Ok(_) => Some(tx),
-            Err(e) => {
-                log::error!("[{NAME}] cannot start the writer thread: {e}");
-                None
             }
-        }
-    })
-    .as_ref()
+        })
+        .as_ref()
 }
 
 /// Kong's per-path descriptor cache (`file_descriptors`).

@@ -13,7 +13,7 @@
 //! certificate is not verified; connections are kept for `keepalive` ms.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -29,8 +29,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::log_io::{self, LogIo};
 use super::queue::{self, Handler, Owner, QueueConf, QueueParams, Sending};
-use super::{log_io, log_serializer, Instance, Kong, Phases, Plugin, PluginDef, VERSION};
+use super::{log_serializer, Instance, Kong, Phases, Plugin, PluginDef, VERSION};
 
 pub const NAME: &str = "http-log";
 
@@ -376,7 +377,13 @@ impl Plugin for HttpLog {
         let owner = self
             .owner
             .get_or_init(|| kong.env().store.get_or_init(self.id, Owner::default));
-        if let Err(e) = queue::enqueue(&self.queue, owner, self.sender.clone(), entry) {
+        if let Err(e) = queue::enqueue(
+            &kong.env().io,
+            &self.queue,
+            owner,
+            self.sender.clone(),
+            entry,
+        ) {
             log::error!("[{NAME}] Failed to enqueue log entry to log server: {e}");
         }
     }
@@ -535,11 +542,11 @@ impl Sender {
         b.body(Full::new(body)).map_err(|e| e.to_string())
     }
 
-    async fn send(&self, entries: &[String]) -> Result<(), String> {
+    async fn send(&self, io: &Arc<LogIo>, entries: &[String]) -> Result<(), String> {
         let t = self.target.as_ref().map_err(Clone::clone)?;
         let body = self.payload(entries);
         let (status, answer) = self
-            .exchange(t, body)
+            .exchange(io, t, body)
             .await
             .map_err(|e| format!("failed request to {}:{}: {e}", t.host, t.port))?;
         log::debug!(
@@ -562,15 +569,20 @@ impl Sender {
     /// One request and its whole answer, on a kept connection when one is
     /// idle (a kept one the collector closed meanwhile gets one more try
     /// on a new connection).
-    async fn exchange(&self, t: &Target, body: Bytes) -> Result<(u16, Bytes), String> {
+    async fn exchange(
+        &self,
+        io: &Arc<LogIo>,
+        t: &Target,
+        body: Bytes,
+    ) -> Result<(u16, Bytes), String> {
         let key = t.pool_key();
-        if let Some(mut conn) = pool_take(&key, self.keepalive) {
+        if let Some(mut conn) = pool_take(io, &key, self.keepalive) {
             match self
                 .roundtrip(&mut conn, self.request(t, body.clone())?)
                 .await
             {
                 Ok(r) => {
-                    pool_put(key, conn, self.keepalive);
+                    pool_put(io, key, conn, self.keepalive);
                     return Ok(r);
                 }
                 // The collector closed the idle connection first: the
@@ -579,12 +591,12 @@ impl Sender {
                 Err(Failed::Other(e)) => return Err(e),
             }
         }
-        let mut conn = connect(t, self.timeout).await?;
+        let mut conn = connect(io, t, self.timeout).await?;
         let r = self
             .roundtrip(&mut conn, self.request(t, body)?)
             .await
             .map_err(Failed::into_message)?;
-        pool_put(key, conn, self.keepalive);
+        pool_put(io, key, conn, self.keepalive);
         Ok(r)
     }
 
@@ -638,12 +650,16 @@ impl From<hyper::Error> for Failed {
 }
 
 impl Handler for Sender {
-    fn handle<'a>(&'a self, entries: &'a [String]) -> Sending<'a> {
-        Box::pin(self.send(entries))
+    fn handle<'a>(&'a self, io: &'a Arc<LogIo>, entries: &'a [String]) -> Sending<'a> {
+        Box::pin(self.send(io, entries))
     }
 }
 
-async fn connect(t: &Target, timeout: Duration) -> Result<SendRequest<Full<Bytes>>, String> {
+async fn connect(
+    io: &LogIo,
+    t: &Target,
+    timeout: Duration,
+) -> Result<SendRequest<Full<Bytes>>, String> {
     let tcp = tokio::time::timeout(
         timeout,
         tokio::net::TcpStream::connect((t.host.as_str(), t.port)),
@@ -653,25 +669,25 @@ async fn connect(t: &Target, timeout: Duration) -> Result<SendRequest<Full<Bytes
     .map_err(|e| log_io::io_error(&e))?;
     let _ = tcp.set_nodelay(true);
     if !t.tls {
-        return handshake(tcp).await;
+        return handshake(io, tcp).await;
     }
     let name = rustls::pki_types::ServerName::try_from(t.host.clone())
         .map_err(|e| format!("bad server name: {e}"))?;
-    let tls = tokio::time::timeout(timeout, log_io::tls(true).connect(name, tcp))
+    let tls = tokio::time::timeout(timeout, io.tls(true).connect(name, tcp))
         .await
         .map_err(|_| "timeout".to_string())?
         .map_err(|e| format!("handshake failed: {}", log_io::io_error(&e)))?;
-    handshake(tls).await
+    handshake(io, tls).await
 }
 
-async fn handshake<IO>(io: IO) -> Result<SendRequest<Full<Bytes>>, String>
+async fn handshake<IO>(log_io: &LogIo, io: IO) -> Result<SendRequest<Full<Bytes>>, String>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| e.to_string())?;
-    log_io::spawn(async move {
+    log_io.spawn(async move {
         let _ = conn.await;
     });
     Ok(sender)
@@ -680,23 +696,20 @@ where
 /// Idle connections by target (the cosocket pool resty.http keeps them
 /// in; 30 per target, as nginx's `lua_socket_pool_size`), each with the
 /// time it went idle.
-type Idle = HashMap<String, Vec<(SendRequest<Full<Bytes>>, Instant)>>;
+pub(super) type Idle = HashMap<String, Vec<(SendRequest<Full<Bytes>>, Instant)>>;
 
 const POOL_SIZE: usize = 30;
-
-fn pool() -> std::sync::MutexGuard<'static, Idle> {
-    static POOL: OnceLock<Mutex<Idle>> = OnceLock::new();
-    POOL.get_or_init(|| Mutex::new(HashMap::new()))
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-}
 
 fn fresh(idle_since: Instant, keepalive: Option<Duration>) -> bool {
     keepalive.is_none_or(|k| idle_since.elapsed() < k)
 }
 
-fn pool_take(key: &str, keepalive: Option<Duration>) -> Option<SendRequest<Full<Bytes>>> {
-    let mut pool = pool();
+fn pool_take(
+    io: &LogIo,
+    key: &str,
+    keepalive: Option<Duration>,
+) -> Option<SendRequest<Full<Bytes>>> {
+    let mut pool = log_io::lock(&io.http_idle);
     let list = pool.get_mut(key)?;
     while let Some((conn, idle_since)) = list.pop() {
         if fresh(idle_since, keepalive) && conn.is_ready() {
@@ -706,12 +719,17 @@ fn pool_take(key: &str, keepalive: Option<Duration>) -> Option<SendRequest<Full<
     None
 }
 
-fn pool_put(key: String, conn: SendRequest<Full<Bytes>>, keepalive: Option<Duration>) {
+fn pool_put(
+    io: &Arc<LogIo>,
+    key: String,
+    conn: SendRequest<Full<Bytes>>,
+    keepalive: Option<Duration>,
+) {
     if !conn.is_ready() {
         return;
     }
     {
-        let mut pool = pool();
+        let mut pool = log_io::lock(&io.http_idle);
         let list = pool.entry(key.clone()).or_default();
         if list.len() >= POOL_SIZE {
             return;
@@ -720,9 +738,10 @@ fn pool_put(key: String, conn: SendRequest<Full<Bytes>>, keepalive: Option<Durat
     }
     // Close it once idle for `keepalive`, as the cosocket pool does.
     if let Some(k) = keepalive {
-        log_io::spawn(async move {
+        let held = io.clone();
+        io.spawn(async move {
             tokio::time::sleep(k + Duration::from_millis(10)).await;
-            let mut pool = pool();
+            let mut pool = log_io::lock(&held.http_idle);
             if let Some(list) = pool.get_mut(&key) {
                 list.retain(|(c, at)| fresh(*at, Some(k)) && !c.is_closed());
                 if list.is_empty() {

@@ -4,128 +4,180 @@
 //! not verify the collector's certificate (Kong: `ssl_verify = false` in
 //! http-log, `sslhandshake(false, sni, false)` in tcp-log).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio_rustls::TlsConnector;
 
-/// The logging runtime, started on first use: a thread of its own, so that
-/// slow collectors never hold up a proxy thread, and the proxy's runtimes
-/// (Pingora's) are not ours to keep tasks on.
-fn runtime() -> Option<&'static tokio::runtime::Handle> {
-    static RT: OnceLock<Option<tokio::runtime::Handle>> = OnceLock::new();
-    RT.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let spawned = std::thread::Builder::new()
-            .name("gw-log".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        log::error!("cannot start the logging runtime: {e}");
-                        return;
-                    }
-                };
-                let _ = tx.send(rt.handle().clone());
-                // Lives as long as the process.
-                rt.block_on(std::future::pending::<()>());
-            });
-        match spawned {
-            Ok(_) => rx.recv().ok(),
-            Err(e) => {
-                log::error!("cannot start the logging thread: {e}");
-                None
-            }
-        }
-    })
-    .as_ref()
+use super::{file_log, http_log, queue, tcp_log};
+
+/// The logging plugins' process-wide state, one per process, held by
+/// `PluginEnv::io` (outside any config snapshot, so a config push loses
+/// no queued entry and no kept connection): the background runtime their
+/// sends run on, the sends in progress, the log queues, the collectors'
+/// idle connections and file-log's writer thread.
+#[derive(Default)]
+pub struct LogIo {
+    /// Started on first use; ends when this handle is dropped.
+    rt: OnceLock<Option<Runtime>>,
+    /// Sends in progress (queues draining, tcp/udp entries on their way).
+    sending: Arc<AtomicUsize>,
+    /// The process is stopping (Kong: `ngx.worker.exiting()`).
+    exiting: AtomicBool,
+    tls_sni: OnceLock<TlsConnector>,
+    tls_no_sni: OnceLock<TlsConnector>,
+    pub(super) queues: Mutex<HashMap<String, Arc<queue::Queue>>>,
+    pub(super) http_idle: Mutex<http_log::Idle>,
+    pub(super) tcp_idle: Mutex<tcp_log::Idle>,
+    pub(super) file_writer: OnceLock<Option<SyncSender<file_log::Msg>>>,
 }
 
-/// Runs `task` on the logging runtime: background work (connection
-/// drivers, idle-connection expiry) that [`flush`] does not wait for.
-/// False when there is no runtime to run it on.
-pub fn spawn<F>(task: F) -> bool
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    match runtime() {
-        Some(rt) => {
-            rt.spawn(task);
-            true
-        }
-        None => false,
+struct Runtime {
+    handle: tokio::runtime::Handle,
+    /// Dropped with the handle: the runtime's thread then ends.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl std::fmt::Debug for LogIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogIo")
+            .field("sending", &self.sending.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
     }
 }
 
-/// Sends in progress (queues draining, tcp/udp entries on their way).
-static SENDING: AtomicUsize = AtomicUsize::new(0);
-/// The process is stopping (Kong: `ngx.worker.exiting()`).
-static EXITING: AtomicBool = AtomicBool::new(false);
+/// Locks `m`, going on after a panic elsewhere (the data stays usable:
+/// idle lists and queue maps).
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
-struct Sending;
+/// Counts one send in progress until dropped.
+struct Sending(Arc<AtomicUsize>);
 
 impl Drop for Sending {
     fn drop(&mut self) {
-        SENDING.fetch_sub(1, Ordering::SeqCst);
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-/// Runs a send on the logging runtime (Kong's `ngx.timer.at(0, ...)`);
-/// [`flush`] waits for it. False when there is no runtime to run it on.
-pub fn spawn_send<F>(task: F) -> bool
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    SENDING.fetch_add(1, Ordering::SeqCst);
-    let guard = Sending;
-    spawn(async move {
-        let _guard = guard;
-        task.await;
-    })
-}
-
-/// Whether the process is stopping: queues then stop waiting to fill
-/// batches (Kong's queue at worker exit).
-pub fn exiting() -> bool {
-    EXITING.load(Ordering::Relaxed)
-}
-
-/// At shutdown, once requests are done: lets the queues send what they
-/// hold without waiting for more, then waits (up to `max`) for the sends
-/// in progress and the file-log writer, as Kong's timers run on while a
-/// worker exits.
-pub fn flush(max: Duration) {
-    let deadline = Instant::now() + max;
-    EXITING.store(true, Ordering::SeqCst);
-    super::queue::wake_all();
-    while SENDING.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    super::file_log::flush(deadline.saturating_duration_since(Instant::now()));
-}
-
-/// A connector that accepts any certificate (handshake signatures are
-/// still checked); `sni` sends the server name (http-log: resty.http sends
-/// the host; tcp-log only its `tls_sni`).
-pub fn tls(sni: bool) -> TlsConnector {
-    static WITH: OnceLock<TlsConnector> = OnceLock::new();
-    static WITHOUT: OnceLock<TlsConnector> = OnceLock::new();
-    let base = || crate::balancer::health::tls::connector(false).0;
-    if sni {
-        WITH.get_or_init(base).clone()
-    } else {
-        WITHOUT
+impl LogIo {
+    /// The logging runtime: a thread of its own, so that slow collectors
+    /// never hold up a proxy thread, and the proxy's runtimes (Pingora's)
+    /// are not ours to keep tasks on.
+    fn runtime(&self) -> Option<&tokio::runtime::Handle> {
+        self.rt
             .get_or_init(|| {
-                let mut cfg = (**base().config()).clone();
-                cfg.enable_sni = false;
-                TlsConnector::from(Arc::new(cfg))
+                let (tx, rx) = std::sync::mpsc::channel();
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let spawned = std::thread::Builder::new()
+                    .name("gw-log".into())
+                    .spawn(move || {
+                        let rt = match tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                        {
+                            Ok(rt) => rt,
+                            Err(e) => {
+                                log::error!("cannot start the logging runtime: {e}");
+                                return;
+                            }
+                        };
+                        let _ = tx.send(rt.handle().clone());
+                        let _ = rt.block_on(stopped);
+                    });
+                match spawned {
+                    Ok(_) => rx.recv().ok().map(|handle| Runtime {
+                        handle,
+                        _stop: stop,
+                    }),
+                    Err(e) => {
+                        log::error!("cannot start the logging thread: {e}");
+                        None
+                    }
+                }
             })
-            .clone()
+            .as_ref()
+            .map(|r| &r.handle)
+    }
+
+    /// Runs `task` on the logging runtime: background work (connection
+    /// drivers, idle-connection expiry) that [`LogIo::flush`] does not
+    /// wait for. False when there is no runtime to run it on.
+    pub fn spawn<F>(&self, task: F) -> bool
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        match self.runtime() {
+            Some(rt) => {
+                rt.spawn(task);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs a send on the logging runtime (Kong's `ngx.timer.at(0, ...)`);
+    /// [`LogIo::flush`] waits for it. False when there is no runtime to run
+    /// it on.
+    pub fn spawn_send<F>(&self, task: F) -> bool
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.sending.fetch_add(1, Ordering::SeqCst);
+        let guard = Sending(self.sending.clone());
+        self.spawn(async move {
+            let _guard = guard;
+            task.await;
+        })
+    }
+
+    /// Whether the process is stopping: queues then stop waiting to fill
+    /// batches (Kong's queue at worker exit).
+    pub fn exiting(&self) -> bool {
+        self.exiting.load(Ordering::Relaxed)
+    }
+
+    /// At shutdown, once requests are done: lets the queues send what they
+    /// hold without waiting for more, then waits (up to `max`) for the sends
+    /// in progress and the file-log writer, as Kong's timers run on while a
+    /// worker exits.
+    pub fn flush(&self, max: Duration) {
+        self.exiting.store(true, Ordering::SeqCst);
+        self.wait_idle(max);
+    }
+
+    /// Waits (up to `max`) for the sends in progress and the file-log
+    /// writer, without marking the process as stopping (benches, tests).
+    pub fn wait_idle(&self, max: Duration) {
+        let deadline = Instant::now() + max;
+        queue::wake_all(self);
+        while self.sending.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        file_log::flush(self, deadline.saturating_duration_since(Instant::now()));
+    }
+
+    /// A connector that accepts any certificate (handshake signatures are
+    /// still checked); `sni` sends the server name (http-log: resty.http
+    /// sends the host; tcp-log only its `tls_sni`).
+    pub fn tls(&self, sni: bool) -> TlsConnector {
+        let base = || crate::balancer::health::tls::connector(false).0;
+        if sni {
+            self.tls_sni.get_or_init(base).clone()
+        } else {
+            self.tls_no_sni
+                .get_or_init(|| {
+                    let mut cfg = (**base().config()).clone();
+                    cfg.enable_sni = false;
+                    TlsConnector::from(Arc::new(cfg))
+                })
+                .clone()
+        }
     }
 }
 
@@ -180,11 +232,40 @@ mod tests {
     }
 
     #[test]
-    fn the_runtime_runs_tasks() {
+    fn the_runtime_runs_tasks_and_ends_with_its_handle() {
+        let io = LogIo::default();
         let (tx, rx) = std::sync::mpsc::channel();
-        assert!(spawn(async move {
+        assert!(io.spawn(async move {
             let _ = tx.send(1);
         }));
         assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 1);
+        // A task that never ends is dropped with the runtime: its sender
+        // goes, so the receiver sees the channel close.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        assert!(io.spawn(async move {
+            let _tx = tx;
+            std::future::pending::<()>().await;
+        }));
+        drop(io);
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+        );
+    }
+
+    #[test]
+    fn flush_waits_for_sends_in_progress_and_marks_the_exit() {
+        let io = LogIo::default();
+        let done = Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        assert!(io.spawn_send(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            d.store(true, Ordering::SeqCst);
+        }));
+        io.wait_idle(Duration::from_secs(5));
+        assert!(done.load(Ordering::SeqCst));
+        assert!(!io.exiting());
+        io.flush(Duration::from_secs(5));
+        assert!(io.exiting());
     }
 }

@@ -17,10 +17,10 @@
 //! kept in `env().store` by instance id): when all of them are gone from the
 //! config, the queue stops and drops what it holds.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use config_sync::schema::{integer, number, record, Field};
@@ -28,7 +28,7 @@ use futures_util::FutureExt;
 use serde::Deserialize;
 use tokio::sync::Notify;
 
-use super::log_io;
+use super::log_io::{self, LogIo};
 
 /// `typedefs.queue`: the `queue` record of http-log (and Kong's other
 /// queued plugins).
@@ -108,7 +108,8 @@ pub type Sending<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 
 /// What processes batches (Kong's `handler` with its `handler_conf`).
 pub trait Handler: Send + Sync + 'static {
     /// Sends one batch; `Err` carries the reason (retried by the queue).
-    fn handle<'a>(&'a self, entries: &'a [String]) -> Sending<'a>;
+    /// `io` is the process's logging state (kept connections).
+    fn handle<'a>(&'a self, io: &'a Arc<LogIo>, entries: &'a [String]) -> Sending<'a>;
 }
 
 /// A plugin instance feeding queues. The queue holds it weakly: once the
@@ -127,7 +128,8 @@ const COALESCE_MIN_TIME: f64 = 0.05;
 /// Kong's `CAPACITY_WARNING_THRESHOLD`.
 const CAPACITY_WARNING_THRESHOLD: f64 = 0.8;
 
-struct Queue {
+pub(super) struct Queue {
+    io: Arc<LogIo>,
     key: String,
     name: String,
     log_tag: String,
@@ -146,8 +148,9 @@ struct State {
 }
 
 impl Queue {
-    fn new(key: String, conf: &QueueConf, handler: Arc<dyn Handler>) -> Queue {
+    fn new(io: Arc<LogIo>, key: String, conf: &QueueConf, handler: Arc<dyn Handler>) -> Queue {
         Queue {
+            io,
             key,
             name: conf.name.clone(),
             log_tag: conf.log_tag.clone(),
@@ -243,7 +246,7 @@ impl Queue {
         let mut retry: i32 = 0;
         loop {
             let handler = self.lock().handler.clone();
-            let sent = std::panic::AssertUnwindSafe(handler.handle(&batch))
+            let sent = std::panic::AssertUnwindSafe(handler.handle(&self.io, &batch))
                 .catch_unwind()
                 .await;
             let err = match sent {
@@ -305,19 +308,10 @@ fn secs(s: f64) -> Duration {
     }
 }
 
-type Registry = Mutex<HashMap<String, Arc<Queue>>>;
-
-fn registry() -> &'static Registry {
-    static QUEUES: OnceLock<Registry> = OnceLock::new();
-    QUEUES.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
-fn lock_registry() -> std::sync::MutexGuard<'static, HashMap<String, Arc<Queue>>> {
-    registry().lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Kong's `Queue.enqueue(queue_conf, handler, handler_conf, entry)`.
+/// Kong's `Queue.enqueue(queue_conf, handler, handler_conf, entry)`, on
+/// the process's queues (`io`).
 pub fn enqueue(
+    io: &Arc<LogIo>,
     conf: &QueueConf,
     owner: &Arc<Owner>,
     handler: Arc<dyn Handler>,
@@ -326,20 +320,20 @@ pub fn enqueue(
     let key = format!("{}.{}", super::log_serializer::workspace_id(), conf.name);
     if conf.params.concurrency_limit == -1 {
         // No queue: a task per entry, retried on its own.
-        let q = Arc::new(Queue::new(key, conf, handler));
+        let q = Arc::new(Queue::new(io.clone(), key, conf, handler));
         q.lock().owners.push(Arc::downgrade(owner));
-        let ok = log_io::spawn_send(async move { q.handle(vec![entry]).await });
+        let ok = io.spawn_send(async move { q.handle(vec![entry]).await });
         return if ok {
             Ok(())
         } else {
             Err("failed to create timer: no runtime".into())
         };
     }
-    let mut reg = lock_registry();
+    let mut reg = log_io::lock(&io.queues);
     let (q, created) = match reg.get(&key) {
         Some(q) => (q.clone(), false),
         None => {
-            let q = Arc::new(Queue::new(key.clone(), conf, handler.clone()));
+            let q = Arc::new(Queue::new(io.clone(), key.clone(), conf, handler.clone()));
             reg.insert(key.clone(), q.clone());
             (q, true)
         }
@@ -357,7 +351,7 @@ pub fn enqueue(
     };
     // A new queue gets its task even when the entry was refused: the task
     // is what removes an empty queue from the registry.
-    if created && !log_io::spawn_send(drain(q.clone())) {
+    if created && !io.spawn_send(drain(q.clone())) {
         reg.remove(&key);
         return Err("failed to create timer: no runtime".into());
     }
@@ -373,7 +367,7 @@ async fn drain(q: Arc<Queue>) {
         {
             // Registry then queue, as `enqueue` locks them: an entry is
             // either seen here or goes to a new queue.
-            let mut reg = lock_registry();
+            let mut reg = log_io::lock(&q.io.queues);
             let mut st = q.lock();
             let fed = st.owners.iter().any(|w| w.strong_count() > 0);
             if st.entries.is_empty() || !fed {
@@ -404,7 +398,7 @@ async fn drain(q: Arc<Queue>) {
                 break;
             }
             // At exit, what is there goes at once.
-            let delay = if log_io::exiting() {
+            let delay = if q.io.exiting() {
                 0.0
             } else {
                 q.params.max_coalescing_delay
@@ -433,16 +427,16 @@ async fn drain(q: Arc<Queue>) {
 }
 
 /// Wakes every queue waiting to fill a batch (shutdown).
-pub fn wake_all() {
-    for q in lock_registry().values() {
+pub fn wake_all(io: &LogIo) {
+    for q in log_io::lock(&io.queues).values() {
         q.wake.notify_one();
     }
 }
 
 /// Entries waiting in the queue `name` (tests).
-pub fn pending(name: &str) -> usize {
+pub fn pending(io: &LogIo, name: &str) -> usize {
     let key = format!("{}.{}", super::log_serializer::workspace_id(), name);
-    lock_registry()
+    log_io::lock(&io.queues)
         .get(&key)
         .map_or(0, |q| q.lock().entries.len())
 }
@@ -476,7 +470,7 @@ mod tests {
     }
 
     impl Handler for Rec {
-        fn handle<'a>(&'a self, entries: &'a [String]) -> Sending<'a> {
+        fn handle<'a>(&'a self, _io: &'a Arc<LogIo>, entries: &'a [String]) -> Sending<'a> {
             Box::pin(async move {
                 self.calls.fetch_add(1, Ordering::SeqCst);
                 if self
@@ -514,19 +508,21 @@ mod tests {
     #[test]
     fn entries_are_sent_one_by_one_with_batch_size_one() {
         let rec = Rec::new(0);
+        let io = Arc::new(LogIo::default());
         let owner = Arc::new(Owner::default());
         let c = conf("one-by-one", QueueParams::default());
         for i in 0..3 {
-            enqueue(&c, &owner, rec.clone(), format!("e{i}")).unwrap();
+            enqueue(&io, &c, &owner, rec.clone(), format!("e{i}")).unwrap();
         }
         assert!(wait_until(|| rec.batches().len() == 3));
         assert_eq!(rec.batches(), vec![vec!["e0"], vec!["e1"], vec!["e2"]]);
-        assert!(wait_until(|| pending("one-by-one") == 0));
+        assert!(wait_until(|| pending(&io, "one-by-one") == 0));
     }
 
     #[test]
     fn entries_coalesce_into_batches() {
         let rec = Rec::new(0);
+        let io = Arc::new(LogIo::default());
         let owner = Arc::new(Owner::default());
         let c = conf(
             "coalesce",
@@ -537,7 +533,7 @@ mod tests {
             },
         );
         for i in 0..4 {
-            enqueue(&c, &owner, rec.clone(), format!("e{i}")).unwrap();
+            enqueue(&io, &c, &owner, rec.clone(), format!("e{i}")).unwrap();
         }
         // Three fill a batch at once; the fourth waits out the delay.
         assert!(wait_until(|| rec.batches().len() == 2));
@@ -547,9 +543,10 @@ mod tests {
     #[test]
     fn a_failing_batch_is_retried_then_given_up() {
         let rec = Rec::new(2);
+        let io = Arc::new(LogIo::default());
         let owner = Arc::new(Owner::default());
         let c = conf("retry", QueueParams::default());
-        enqueue(&c, &owner, rec.clone(), "x".into()).unwrap();
+        enqueue(&io, &c, &owner, rec.clone(), "x".into()).unwrap();
         assert!(wait_until(|| rec.batches().len() == 1));
         assert_eq!(rec.calls.load(Ordering::SeqCst), 3);
 
@@ -562,9 +559,9 @@ mod tests {
                 ..QueueParams::default()
             },
         );
-        enqueue(&c, &owner, rec.clone(), "x".into()).unwrap();
-        assert!(wait_until(|| pending("give-up") == 0
-            && lock_registry()
+        enqueue(&io, &c, &owner, rec.clone(), "x".into()).unwrap();
+        assert!(wait_until(|| pending(&io, "give-up") == 0
+            && log_io::lock(&io.queues)
                 .get(&format!(
                     "{}.give-up",
                     crate::plugins::log_serializer::workspace_id()
@@ -579,6 +576,7 @@ mod tests {
     #[test]
     fn a_full_queue_drops_its_oldest_entries() {
         let rec = Rec::new(usize::MAX);
+        let io = Arc::new(LogIo::default());
         let owner = Arc::new(Owner::default());
         let c = conf(
             "full",
@@ -589,13 +587,13 @@ mod tests {
             },
         );
         // e0 is taken at once and keeps failing; e1..e3 queue behind it.
-        enqueue(&c, &owner, rec.clone(), "e0".into()).unwrap();
+        enqueue(&io, &c, &owner, rec.clone(), "e0".into()).unwrap();
         assert!(wait_until(|| rec.calls.load(Ordering::SeqCst) > 0));
         for e in ["e1", "e2", "e3"] {
-            enqueue(&c, &owner, rec.clone(), e.into()).unwrap();
+            enqueue(&io, &c, &owner, rec.clone(), e.into()).unwrap();
         }
         let key = format!("{}.full", crate::plugins::log_serializer::workspace_id());
-        let held: Vec<String> = lock_registry()
+        let held: Vec<String> = log_io::lock(&io.queues)
             .get(&key)
             .map(|q| q.lock().entries.iter().cloned().collect())
             .unwrap();
@@ -605,6 +603,7 @@ mod tests {
     #[test]
     fn max_bytes_refuses_big_entries_and_drops_old_ones() {
         let rec = Rec::new(usize::MAX);
+        let io = Arc::new(LogIo::default());
         let owner = Arc::new(Owner::default());
         let c = conf(
             "bytes",
@@ -614,18 +613,18 @@ mod tests {
                 ..QueueParams::default()
             },
         );
-        enqueue(&c, &owner, rec.clone(), "0".into()).unwrap();
+        enqueue(&io, &c, &owner, rec.clone(), "0".into()).unwrap();
         assert!(wait_until(|| rec.calls.load(Ordering::SeqCst) > 0));
-        let e = enqueue(&c, &owner, rec.clone(), "1234567".into()).unwrap_err();
+        let e = enqueue(&io, &c, &owner, rec.clone(), "1234567".into()).unwrap_err();
         assert_eq!(
             e,
             "string to be queued is longer (7 bytes) than the queue's max_bytes (6 bytes)"
         );
-        enqueue(&c, &owner, rec.clone(), "aaa".into()).unwrap();
-        enqueue(&c, &owner, rec.clone(), "bbb".into()).unwrap();
-        enqueue(&c, &owner, rec.clone(), "cc".into()).unwrap();
+        enqueue(&io, &c, &owner, rec.clone(), "aaa".into()).unwrap();
+        enqueue(&io, &c, &owner, rec.clone(), "bbb".into()).unwrap();
+        enqueue(&io, &c, &owner, rec.clone(), "cc".into()).unwrap();
         let key = format!("{}.bytes", crate::plugins::log_serializer::workspace_id());
-        let held: Vec<String> = lock_registry()
+        let held: Vec<String> = log_io::lock(&io.queues)
             .get(&key)
             .map(|q| q.lock().entries.iter().cloned().collect())
             .unwrap();
@@ -635,6 +634,7 @@ mod tests {
     #[test]
     fn a_new_queue_refusing_its_first_entry_still_goes_away() {
         let rec = Rec::new(0);
+        let io = Arc::new(LogIo::default());
         let owner = Arc::new(Owner::default());
         let c = conf(
             "refused-first",
@@ -643,27 +643,28 @@ mod tests {
                 ..QueueParams::default()
             },
         );
-        assert!(enqueue(&c, &owner, rec.clone(), "too long".into()).is_err());
+        assert!(enqueue(&io, &c, &owner, rec.clone(), "too long".into()).is_err());
         let key = format!(
             "{}.refused-first",
             crate::plugins::log_serializer::workspace_id()
         );
-        assert!(wait_until(|| lock_registry().get(&key).is_none()));
-        enqueue(&c, &owner, rec.clone(), "ok".into()).unwrap();
+        assert!(wait_until(|| log_io::lock(&io.queues).get(&key).is_none()));
+        enqueue(&io, &c, &owner, rec.clone(), "ok".into()).unwrap();
         assert!(wait_until(|| rec.batches() == vec![vec!["ok".to_string()]]));
     }
 
     #[test]
     fn a_queue_stops_when_its_instances_are_gone() {
         let rec = Rec::new(usize::MAX);
+        let io = Arc::new(LogIo::default());
         let owner = Arc::new(Owner::default());
         let c = conf("orphan", QueueParams::default());
         for e in ["a", "b", "c"] {
-            enqueue(&c, &owner, rec.clone(), e.into()).unwrap();
+            enqueue(&io, &c, &owner, rec.clone(), e.into()).unwrap();
         }
         assert!(wait_until(|| rec.calls.load(Ordering::SeqCst) > 0));
         drop(owner);
-        assert!(wait_until(|| pending("orphan") == 0));
+        assert!(wait_until(|| pending(&io, "orphan") == 0));
         let calls = rec.calls.load(Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(rec.calls.load(Ordering::SeqCst), calls);
@@ -672,6 +673,7 @@ mod tests {
     #[test]
     fn no_queue_with_unlimited_concurrency() {
         let rec = Rec::new(0);
+        let io = Arc::new(LogIo::default());
         let owner = Arc::new(Owner::default());
         let c = conf(
             "unlimited",
@@ -682,11 +684,11 @@ mod tests {
             },
         );
         for e in ["a", "b"] {
-            enqueue(&c, &owner, rec.clone(), e.into()).unwrap();
+            enqueue(&io, &c, &owner, rec.clone(), e.into()).unwrap();
         }
         assert!(wait_until(|| rec.batches().len() == 2));
         assert!(rec.batches().iter().all(|b| b.len() == 1));
-        assert_eq!(pending("unlimited"), 0);
+        assert_eq!(pending(&io, "unlimited"), 0);
     }
 
     #[test]

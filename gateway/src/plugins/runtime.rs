@@ -26,6 +26,8 @@ use pingora::proxy::Session;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::log_io::LogIo;
+
 use super::consumers::CredentialRef;
 use super::pdk::{Exit, Kong};
 use super::{def, Instance, Phases, Plugin, PluginDef};
@@ -41,6 +43,40 @@ pub struct PluginEnv {
     /// State plugins keep across config swaps, keyed by plugin instance id
     /// (the config handle drops entries of removed instances).
     pub store: Arc<StateStore>,
+    /// The logging plugins' queues, connections and background runtime.
+    pub io: Arc<LogIo>,
+    /// Kong's per-worker values (this process is the one worker).
+    pub worker: Worker,
+}
+
+impl PluginEnv {
+    /// The plugins' environment around the process's metrics and the
+    /// state store its config handle prunes.
+    pub fn new(metrics: Arc<Metrics>, store: Arc<StateStore>) -> PluginEnv {
+        PluginEnv {
+            metrics,
+            store,
+            ..PluginEnv::default()
+        }
+    }
+}
+
+/// What Kong sets up per worker in `init_worker`.
+#[derive(Debug)]
+pub struct Worker {
+    /// correlation-id's `uuid#counter`: the worker's uuid ...
+    pub uuid: String,
+    /// ... and its counter.
+    pub counter: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Worker {
+    fn default() -> Worker {
+        Worker {
+            uuid: Uuid::new_v4().to_string(),
+            counter: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
 }
 
 impl std::fmt::Debug for PluginEnv {

@@ -6,7 +6,7 @@
 //! cosocket pool does (the TLS handshake only on a new connection).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use config_sync::schema::{boolean, integer, number, string, PluginSchema, Record, PROTOCOLS_HTTP};
@@ -17,7 +17,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::http_log::PROTOCOLS_ALL;
-use super::{log_io, log_serializer, Instance, Kong, Phases, Plugin, PluginDef, VERSION};
+use super::log_io::{self, LogIo};
+use super::{log_serializer, Instance, Kong, Phases, Plugin, PluginDef, VERSION};
 
 pub const NAME: &str = "tcp-log";
 
@@ -116,13 +117,18 @@ impl Plugin for TcpLog {
         let mut line = log_serializer::serialize(kong).to_string();
         line.push('\n');
         let dest = self.dest.clone();
-        if !log_io::spawn_send(async move { dest.send(line.as_bytes()).await }) {
+        let io = kong.env().io.clone();
+        let sent = kong
+            .env()
+            .io
+            .spawn_send(async move { dest.send(&io, line.as_bytes()).await });
+        if !sent {
             log::error!("[{NAME}] failed to create timer: no runtime");
         }
     }
 }
 
-enum Stream {
+pub(super) enum Stream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
@@ -158,7 +164,7 @@ impl Dest {
         format!("{}:{}", self.cfg.host, self.cfg.port)
     }
 
-    async fn connect(&self) -> Result<Stream, String> {
+    async fn connect(&self, io: &LogIo) -> Result<Stream, String> {
         let at = self.at();
         let tcp = tokio::time::timeout(
             self.timeout,
@@ -173,8 +179,8 @@ impl Dest {
         }
         // `sslhandshake(false, conf.tls_sni, false)`: the SNI only when set.
         let (connector, name) = match &self.cfg.tls_sni {
-            Some(sni) => (log_io::tls(true), sni.as_str()),
-            None => (log_io::tls(false), self.cfg.host.as_str()),
+            Some(sni) => (io.tls(true), sni.as_str()),
+            None => (io.tls(false), self.cfg.host.as_str()),
         };
         let name = rustls::pki_types::ServerName::try_from(name.to_string())
             .map_err(|e| format!("failed to perform TLS handshake to {at}: {e}"))?;
@@ -191,10 +197,10 @@ impl Dest {
     }
 
     /// Kong's `log(premature, conf, message)` timer.
-    async fn send(&self, line: &[u8]) {
-        let mut conn = match pool_take(&self.key, self.keepalive) {
+    async fn send(&self, io: &Arc<LogIo>, line: &[u8]) {
+        let mut conn = match pool_take(io, &self.key, self.keepalive) {
             Some(c) => c,
-            None => match self.connect().await {
+            None => match self.connect(io).await {
                 Ok(c) => c,
                 Err(e) => {
                     log::error!("[{NAME}] {e}");
@@ -203,7 +209,7 @@ impl Dest {
             },
         };
         match tokio::time::timeout(self.timeout, conn.write_all(line)).await {
-            Ok(Ok(())) => pool_put(self.key.clone(), conn, self.keepalive),
+            Ok(Ok(())) => pool_put(io, self.key.clone(), conn, self.keepalive),
             Ok(Err(e)) => log::error!(
                 "[{NAME}] failed to send data to {}: {}",
                 self.at(),
@@ -215,24 +221,17 @@ impl Dest {
 }
 
 /// Idle connections by destination, each with the time it went idle.
-type Idle = HashMap<String, Vec<(Stream, Instant)>>;
+pub(super) type Idle = HashMap<String, Vec<(Stream, Instant)>>;
 
 /// nginx's `lua_socket_pool_size`.
 const POOL_SIZE: usize = 30;
-
-fn pool() -> std::sync::MutexGuard<'static, Idle> {
-    static POOL: OnceLock<Mutex<Idle>> = OnceLock::new();
-    POOL.get_or_init(|| Mutex::new(HashMap::new()))
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-}
 
 fn fresh(idle_since: Instant, keepalive: Option<Duration>) -> bool {
     keepalive.is_none_or(|k| idle_since.elapsed() < k)
 }
 
-fn pool_take(key: &str, keepalive: Option<Duration>) -> Option<Stream> {
-    let mut pool = pool();
+fn pool_take(io: &LogIo, key: &str, keepalive: Option<Duration>) -> Option<Stream> {
+    let mut pool = log_io::lock(&io.tcp_idle);
     let list = pool.get_mut(key)?;
     while let Some((conn, idle_since)) = list.pop() {
         if fresh(idle_since, keepalive) && conn.idle_and_open() {
@@ -242,9 +241,9 @@ fn pool_take(key: &str, keepalive: Option<Duration>) -> Option<Stream> {
     None
 }
 
-fn pool_put(key: String, conn: Stream, keepalive: Option<Duration>) {
+fn pool_put(io: &Arc<LogIo>, key: String, conn: Stream, keepalive: Option<Duration>) {
     {
-        let mut pool = pool();
+        let mut pool = log_io::lock(&io.tcp_idle);
         let list = pool.entry(key.clone()).or_default();
         if list.len() >= POOL_SIZE {
             return;
@@ -253,9 +252,10 @@ fn pool_put(key: String, conn: Stream, keepalive: Option<Duration>) {
     }
     // `setkeepalive(keepalive)`: closed once idle that long.
     if let Some(k) = keepalive {
-        log_io::spawn(async move {
+        let held = io.clone();
+        io.spawn(async move {
             tokio::time::sleep(k + Duration::from_millis(10)).await;
-            let mut pool = pool();
+            let mut pool = log_io::lock(&held.tcp_idle);
             if let Some(list) = pool.get_mut(&key) {
                 list.retain(|(c, at)| fresh(*at, Some(k)) && c.idle_and_open());
                 if list.is_empty() {
@@ -336,8 +336,9 @@ mod tests {
             timeout: Duration::from_secs(1),
             keepalive: Some(Duration::from_secs(60)),
         };
-        dest.send(b"one\n").await;
-        dest.send(b"two\n").await;
+        let io = Arc::new(LogIo::default());
+        dest.send(&io, b"one\n").await;
+        dest.send(&io, b"two\n").await;
         let (mut s, _) = listener.accept().await.unwrap();
         let mut buf = vec![0u8; 8];
         tokio::io::AsyncReadExt::read_exact(&mut s, &mut buf)
@@ -347,7 +348,7 @@ mod tests {
         // The collector closes: the next line goes over a new connection.
         drop(s);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        dest.send(b"three\n").await;
+        dest.send(&io, b"three\n").await;
         let (mut s, _) = listener.accept().await.unwrap();
         let mut buf = vec![0u8; 6];
         tokio::io::AsyncReadExt::read_exact(&mut s, &mut buf)

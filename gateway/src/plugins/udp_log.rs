@@ -78,7 +78,11 @@ impl Plugin for UdpLog {
     fn log(&self, kong: &mut Kong<'_>) {
         let entry = log_serializer::serialize(kong).to_string();
         let dest = self.dest.clone();
-        if !log_io::spawn_send(async move { dest.send(entry.as_bytes()).await }) {
+        if !kong
+            .env()
+            .io
+            .spawn_send(async move { dest.send(entry.as_bytes()).await })
+        {
             log::error!("[{NAME}] could not create timer: no runtime");
         }
     }
