@@ -137,3 +137,136 @@ fn global_plugins_run_on_answers_before_access() {
     });
     t.finish();
 }
+
+/// `spec/02-integration/05-proxy/11-handler_spec.lua` ("OpenResty phases:
+/// rewrite_by_lua") with Kong's `rewriter` fixture plugin, which sets the
+/// `rewriter` request header in the rewrite phase. Kong runs rewrite
+/// handlers of global instances only, before routing.
+#[test]
+fn rewrite_runs_global_instances_only() {
+    let up = Recorder::start();
+    let plugins = [("KONG_PLUGINS", "bundled,rewriter")];
+
+    // Enabled on all routes: a global instance runs, and its header is
+    // there before routing (a route matching on it is taken).
+    let yml = fill_ports(
+        r#"_format_version: "3.0"
+plugins:
+- name: rewriter
+  config: {value: global plugin}
+services:
+- name: mock_upstream
+  url: http://{UP0}
+  routes:
+  - name: plain
+    protocols: [http]
+    hosts: [mock_upstream]
+  - name: by-rewriter-header
+    hosts: [mock_upstream]
+    headers: {rewriter: [global plugin]}
+    paths: [/by-header]
+    strip_path: false
+"#,
+        &[up.port],
+    );
+    let gw = Gateway::start_with(&yml, &plugins);
+    let mut t = Cases::new();
+    t.it("enabled on all routes: runs", || {
+        let r = request(
+            gw.port,
+            "GET",
+            "/request",
+            &[("Host", "mock_upstream")],
+            b"",
+        );
+        assert_eq!(r.status, 200, "{}", r.body_str());
+        assert_eq!(up.last().header("rewriter"), Some("global plugin"));
+    });
+    t.it("a client's own value is replaced", || {
+        let h = [("Host", "mock_upstream"), ("rewriter", "client")];
+        let r = request(gw.port, "GET", "/request", &h, b"");
+        assert_eq!(r.status, 200, "{}", r.body_str());
+        assert_eq!(up.last().header_all("rewriter"), vec!["global plugin"]);
+    });
+    t.it("routing sees the header rewrite set", || {
+        let r = request(
+            gw.port,
+            "GET",
+            "/by-header",
+            &[("Host", "mock_upstream")],
+            b"",
+        );
+        assert_eq!(r.status, 200, "{}", r.body_str());
+        assert_eq!(up.last().target, "/by-header");
+    });
+    t.it("a request no route matches still had its rewrite", || {
+        let r = request(gw.port, "GET", "/", &[("Host", "nowhere.test")], b"");
+        assert_eq!(r.status, 404);
+    });
+    drop(gw);
+
+    // Enabled on a specific route (and service): does not run.
+    let yml = fill_ports(
+        r#"_format_version: "3.0"
+services:
+- name: mock_upstream
+  url: http://{UP0}
+  routes:
+  - name: r
+    hosts: [mock_upstream]
+    plugins:
+    - name: rewriter
+      service: mock_upstream
+      config: {value: route-specific plugin}
+"#,
+        &[up.port],
+    );
+    let gw = Gateway::start_with(&yml, &plugins);
+    t.it("enabled on a specific route: doesn't run", || {
+        let r = request(
+            gw.port,
+            "GET",
+            "/request",
+            &[("Host", "mock_upstream")],
+            b"",
+        );
+        assert_eq!(r.status, 200, "{}", r.body_str());
+        assert_eq!(up.last().header("rewriter"), None);
+    });
+    drop(gw);
+
+    // Enabled on a specific consumer: does not run, even for that consumer.
+    let yml = fill_ports(
+        r#"_format_version: "3.0"
+services:
+- name: mock_upstream
+  url: http://{UP0}
+  routes:
+  - name: r
+    protocols: [http]
+    hosts: [mock_upstream]
+    plugins:
+    - name: key-auth
+consumers:
+- username: test-consumer-3
+  keyauth_credentials:
+  - key: kong
+  plugins:
+  - name: rewriter
+    config: {value: consumer-specific plugin}
+"#,
+        &[up.port],
+    );
+    let gw = Gateway::start_with(&yml, &plugins);
+    t.it("enabled on a specific consumer: doesn't run", || {
+        let h = [("Host", "mock_upstream"), ("apikey", "kong")];
+        let r = request(gw.port, "GET", "/request", &h, b"");
+        assert_eq!(r.status, 200, "{}", r.body_str());
+        let got = up.last();
+        assert_eq!(got.header("x-consumer-username"), Some("test-consumer-3"));
+        assert_eq!(got.header("rewriter"), None);
+    });
+    drop(gw);
+
+    t.finish();
+}

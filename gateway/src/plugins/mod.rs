@@ -9,6 +9,8 @@
 //! validated config), listed in [`ALL`].
 
 pub mod consumers;
+#[cfg(feature = "test-hooks")]
+pub mod fixtures;
 pub mod log_io;
 pub mod log_serializer;
 pub mod pdk;
@@ -94,6 +96,8 @@ impl Phases {
     pub const HEADER_FILTER: Phases = Phases(2);
     pub const BODY_FILTER: Phases = Phases(4);
     pub const LOG: Phases = Phases(8);
+    /// Kong's `rewrite`: global instances only, before routing.
+    pub const REWRITE: Phases = Phases(16);
 
     pub const fn union(self, other: Phases) -> Phases {
         Phases(self.0 | other.0)
@@ -116,6 +120,14 @@ impl std::ops::BitOr for Phases {
 #[async_trait]
 pub trait Plugin: Send + Sync + 'static {
     fn phases(&self) -> Phases;
+
+    /// Kong's `rewrite`: before routing, and only for global instances
+    /// (Kong's `execute_global_plugins_iterator(.., "rewrite", ..)`), with
+    /// their global config. `Err(exit)` answers the request; no route is
+    /// matched and no access handler runs.
+    async fn rewrite(&self, _kong: &mut Kong<'_>) -> Result<(), Exit> {
+        Ok(())
+    }
 
     /// Kong's `access`: after routing, before the upstream. `Err(exit)`
     /// short-circuits: the later plugins' access handlers are skipped (their
@@ -160,9 +172,19 @@ pub const ALL: &[PluginDef] = &[
     tcp_log::DEF,
 ];
 
-/// A plugin by name.
+/// A plugin by name (Kong's test fixtures too, in test builds).
 pub fn def(name: &str) -> Option<&'static PluginDef> {
-    ALL.iter().find(|d| d.name == name)
+    ALL.iter().chain(fixtures()).find(|d| d.name == name)
+}
+
+#[cfg(feature = "test-hooks")]
+fn fixtures() -> &'static [PluginDef] {
+    fixtures::ALL
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn fixtures() -> &'static [PluginDef] {
+    &[]
 }
 
 /// Names and versions for the control plane's `basic_info`.
@@ -176,6 +198,7 @@ pub fn implemented() -> Vec<(&'static str, &'static str)> {
 pub fn schemas(enabled: &[String]) -> PluginSchemas {
     PluginSchemas::new(
         ALL.iter()
+            .chain(fixtures())
             .filter(|d| enabled.iter().any(|n| n == d.name))
             .map(|d| (d.schema)()),
     )

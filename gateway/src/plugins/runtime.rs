@@ -185,6 +185,8 @@ pub struct PluginSet {
     route_chain: Vec<u32>,
     /// Global instances only: what runs when no route matched.
     global_chain: u32,
+    /// A global instance has a rewrite handler.
+    rewrite: bool,
 }
 
 impl Default for PluginSet {
@@ -194,6 +196,7 @@ impl Default for PluginSet {
             chains: vec![Chain::default()],
             route_chain: Vec::new(),
             global_chain: 0,
+            rewrite: false,
         }
     }
 }
@@ -397,6 +400,12 @@ impl PluginSet {
         set.chains = chains;
         set.route_chain = route_chain;
         set.global_chain = global_chain;
+        set.rewrite = set
+            .chain(global_chain)
+            .entries
+            .iter()
+            .filter_map(|e| e.default)
+            .any(|i| set.instances[i as usize].phases.has(Phases::REWRITE));
         Ok(set)
     }
 
@@ -488,6 +497,70 @@ impl PluginRun {
     /// The body a plugin replaced the request's with.
     pub fn replaced_body(&self) -> Option<&Bytes> {
         self.new_body.as_ref()
+    }
+}
+
+/// Kong's rewrite phase, before routing: the global instances' rewrite
+/// handlers, with their global config, in priority order. Does nothing
+/// (and costs one flag test) unless a global instance has one. Returns the
+/// exit a handler asked for: the request is answered with it, and the
+/// global instances run its downstream phases (Kong's collected-iterator
+/// fallback). Per-request plugin state set here does not carry into
+/// access; `kong.ctx.shared` does.
+pub async fn rewrite(
+    env: &PluginEnv,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    snap: &Arc<Snapshot>,
+) -> Option<Exit> {
+    if !snap.plugins.rewrite {
+        return None;
+    }
+    let g = snap.plugins.global_chain()?;
+    start_without_route(snap, ctx);
+    let mut exit = None;
+    for entry in snap.plugins.chain(g).entries.iter() {
+        let Some(idx) = entry.default else { continue };
+        let inst = &snap.plugins.instances[idx as usize];
+        if !inst.phases.has(Phases::REWRITE) {
+            continue;
+        }
+        let slot = match ctx.plugins.as_mut() {
+            Some(run) => {
+                run.state.push(None);
+                run.state.len() - 1
+            }
+            None => return None,
+        };
+        let mut kong = Kong::new(env, session, ctx, snap, idx, slot);
+        let ran = std::panic::AssertUnwindSafe(inst.handler.rewrite(&mut kong))
+            .catch_unwind()
+            .await;
+        match ran {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => exit = Some(e),
+            Err(_) => {
+                log::error!("plugin '{}' ({}) failed in rewrite", inst.def.name, inst.id);
+                exit = Some(Exit::error(500, "An unexpected error occurred"));
+            }
+        }
+        if exit.is_some() {
+            break;
+        }
+    }
+    if let Some(run) = ctx.plugins.as_mut() {
+        run.state.clear();
+        run.exited = exit.is_some();
+    }
+    exit
+}
+
+/// The matched route's chain becomes the request's (keeping what the
+/// rewrite phase left, such as `kong.ctx.shared`).
+pub fn enter_route(ctx: &mut RequestCtx, chain: u32) {
+    match ctx.plugins.as_mut() {
+        Some(run) => run.chain = chain,
+        None => ctx.plugins = Some(Box::new(PluginRun::new(chain))),
     }
 }
 

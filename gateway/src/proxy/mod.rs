@@ -38,7 +38,7 @@ use crate::access_log::AccessLog;
 use crate::balancer::health::passive::Outcome;
 use crate::balancer::{Balancer, HashInput};
 use crate::plugins::pdk::{Exit, ExitBody};
-use crate::plugins::runtime::{self as plugin_rt, PluginEnv, PluginRun};
+use crate::plugins::runtime::{self as plugin_rt, PluginEnv};
 use crate::router::{self, RequestInfo};
 use crate::snapshot::{ConfigHandle, Scheme, ServiceTarget};
 use crate::stats::Stats;
@@ -628,6 +628,12 @@ impl ProxyHttp for KongProxy {
             }
         }
 
+        // Kong's rewrite phase: global plugins, before routing.
+        if let Some(exit) = plugin_rt::rewrite(&self.plugins, session, ctx, &snapshot).await {
+            self.send_exit(session, ctx, exit).await?;
+            return Ok(true);
+        }
+
         let req = session.req_header();
         let (raw_path, _) = raw_path_only(req.raw_path());
         let raw_path = String::from_utf8_lossy(raw_path);
@@ -774,7 +780,7 @@ impl ProxyHttp for KongProxy {
         // Kong's access phase: the route's plugin chain, resolved when the
         // config was compiled. Routes without plugins skip all of it.
         if let Some(chain) = snapshot.plugins.route_chain(m.index) {
-            ctx.plugins = Some(Box::new(PluginRun::new(chain)));
+            plugin_rt::enter_route(ctx, chain);
             if plugin_rt::needs_body(&snapshot, chain) {
                 self.read_body_for_plugins(session, ctx).await?;
             }
