@@ -28,6 +28,12 @@ Scenarios (each figure is the median of --rounds alternated runs):
   push        control-plane pushes of 1,000 and 10,000-route configs to an
               idle data plane: push to ping as the CP sees it, and the DP's
               own apply time with its validate / compile split
+  plugins     the plugin runtime's cost: one gateway (no global plugins),
+              max throughput at 50 connections and CPU s per 10k requests
+              on a route without plugins, with prometheus, with key-auth,
+              and with key-auth + acl + cors + prometheus, against nginx;
+              with --baseline-bin, also a gateway built before the plugin
+              runtime against this one on the same no-plugin config
 
 With --check (scripts/bench-smoke uses it) every scenario's results are
 checked as soon as it ends and the run fails (exit 1, with what went wrong)
@@ -38,7 +44,11 @@ run when they time out. `--broken-upstream` points every service at a
 closed port: with --check the run must fail (scripts/bench-smoke
 --self-test proves it, scenario by scenario).
 
-Writes DIR/bench.json, DIR/bench.md and (with matplotlib) DIR/bench.png.
+Writes DIR/bench.json, DIR/bench.md and (with matplotlib) DIR/bench.png;
+the plugins scenario also writes DIR/plugins.json and DIR/plugins.md, and a
+run of only that scenario writes nothing else (a full run's files and the
+main block of BENCHMARKS.md stay as they are; its block has its own
+markers).
 
   benches/load/bench.py --bin-dir $CARGO_TARGET_DIR/release [--rounds 3] [--duration 8]
   benches/load/bench.py --bin-dir ... --smoke      # seconds-long, numbers meaningless
@@ -61,7 +71,9 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ALL_SCENARIOS = ["throughput", "seed", "quota", "routes", "apply", "memory", "coldstart", "push"]
+ALL_SCENARIOS = ["throughput", "seed", "quota", "routes", "apply", "memory", "coldstart", "push", "plugins"]
+# Scenarios with their own results block and files (see update_benchmarks_md).
+OWN_BLOCK = {"plugins"}
 CG_ROOT = "/sys/fs/cgroup/cpu"
 BENCH_PATH = "/get"
 
@@ -162,6 +174,36 @@ def kong_config(upstream_port, n_routes, prometheus=True):
     cfg = {"_format_version": "3.0", "services": services}
     if prometheus:
         cfg["plugins"] = [PROMETHEUS_PLUGIN]
+    return cfg
+
+
+# The plugins scenario: one route per plugin set, all on one service, no
+# global plugins. Every request carries the key and an Origin, so the routes
+# differ only in their plugins.
+PLUGIN_ROUTES = {
+    "/none": [],
+    "/prom": [PROMETHEUS_PLUGIN],
+    "/keyauth": [{"name": "key-auth"}],
+    "/full": [{"name": "key-auth"}, {"name": "acl", "config": {"allow": ["bench"]}},
+              {"name": "cors", "config": {"origins": ["https://app.example.com"]}}, PROMETHEUS_PLUGIN],
+}
+PLUGIN_HEADERS = {"apikey": "bench-key", "Origin": "https://app.example.com"}
+
+
+def plugins_config(upstream_port, routes=PLUGIN_ROUTES):
+    """A consumer with a key-auth credential and an acl group, and one route
+    per entry of `routes` (path -> its plugins). With only "/none" there are
+    no consumers either: the baseline binary predates them."""
+    svc = {"name": "svc", "url": f"http://127.0.0.1:{upstream_port}", "routes": []}
+    for path, plugins in routes.items():
+        r = {"name": path.strip("/"), "paths": [path], "strip_path": False}
+        if plugins:
+            r["plugins"] = plugins
+        svc["routes"].append(r)
+    cfg = {"_format_version": "3.0", "services": [svc]}
+    if any(routes.values()):
+        cfg["consumers"] = [{"username": "bench", "keyauth_credentials": [{"key": "bench-key"}],
+                             "acls": [{"group": "bench"}]}]
     return cfg
 
 
@@ -634,7 +676,7 @@ class Bench:
         return env
 
     def start_gateway(self, config=None, workers=1, cpus=None, group=None, env_extra=None,
-                      prefix_name=None, wait=True, name="gateway"):
+                      prefix_name=None, wait=True, name="gateway", binary=None):
         name = self.uniq(name)
         port, status_port = free_port(), free_port()
         extra = dict(env_extra or {})
@@ -643,7 +685,7 @@ class Bench:
             write_json(path, config)
             extra["KONG_DECLARATIVE_CONFIG"] = path
         env = self.gateway_env(prefix_name or name, port, status_port, workers, extra)
-        p = self.start(name, [self.bin("gateway")], env=env, cpus=cpus or self.proxy_cpu, group=group)
+        p = self.start(name, [binary or self.bin("gateway")], env=env, cpus=cpus or self.proxy_cpu, group=group)
         p.port, p.status_port = port, status_port
         p.config_path = extra.get("KONG_DECLARATIVE_CONFIG")
         if wait:
@@ -677,12 +719,12 @@ class Bench:
     def url(self, p, path=BENCH_PATH):
         return f"http://127.0.0.1:{p.port}{path}"
 
-    def measured(self, p, duration, conns, rate=None, path=BENCH_PATH, group=None):
+    def measured(self, p, duration, conns, rate=None, path=BENCH_PATH, group=None, headers=None):
         """One load run against `p` with its CPU time and RSS."""
         pids = p.pids()
         c0 = cpu_seconds(pids)
         t0 = group.throttled() if group else {}
-        r = self.load.run(self.url(p, path), duration, conns, rate)
+        r = self.load.run(self.url(p, path), duration, conns, rate, headers)
         c1 = cpu_seconds(p.pids())
         r["cpu_s"] = c1 - c0
         r["cpu_s_per_10k"] = (c1 - c0) / r["requests"] * 10000 if r["requests"] else None
@@ -974,6 +1016,79 @@ class Bench:
             self.stop(cp)
         return out
 
+    def plugins(self):
+        """The plugin runtime's cost per request: one gateway with a route
+        per plugin set (PLUGIN_ROUTES, no global plugins), each driven at
+        max throughput with the same headers, nginx alongside; with
+        --baseline-bin, the binary from before the plugin runtime and this
+        one on the same one-route, plugin-less config. Probes check that the
+        plugins really run (401 without the key, CORS and metrics)."""
+        a = self.args
+        targets = {"nginx": (self.start_nginx(), "/none")}
+        gw = self.start_gateway(plugins_config(self.upstream_port))
+        for path in PLUGIN_ROUTES:
+            targets[f"gateway {path}"] = (gw, path)
+        if a.baseline_bin:
+            if not os.access(a.baseline_bin, os.X_OK):
+                raise BenchError(f"--baseline-bin {a.baseline_bin}: not an executable")
+            bare = plugins_config(self.upstream_port, {"/none": []})
+            targets["before /none"] = (self.start_gateway(bare, binary=a.baseline_bin, name="before"), "/none")
+            targets["after /none"] = (self.start_gateway(bare, name="after"), "/none")
+        probes = []
+        for path in PLUGIN_ROUTES:
+            st, hdrs = request_head(gw.port, path, PLUGIN_HEADERS)
+            probes.append({"what": f"gateway GET {path} with the key", "got": st, "want": 200})
+            if path in ("/keyauth", "/full"):
+                st, _ = request_head(gw.port, path, {})
+                probes.append({"what": f"gateway GET {path} without a key", "got": st, "want": 401})
+            if path == "/full":
+                probes.append({"what": "gateway GET /full: Access-Control-Allow-Origin",
+                               "got": hdrs.get("access-control-allow-origin"),
+                               "want": PLUGIN_HEADERS["Origin"]})
+        for name, (p, path) in targets.items():
+            if not name.startswith("gateway"):
+                probes.append({"what": f"{name} GET {path}", "got": request_head(p.port, path, PLUGIN_HEADERS)[0],
+                               "want": 200})
+        runs = {k: [] for k in targets}
+        for rnd in range(a.rounds):
+            for name, (p, path) in targets.items():
+                if a.warmup:
+                    self.load.run(self.url(p, path), a.warmup, 50, headers=PLUGIN_HEADERS)
+                r = self.measured(p, a.duration, 50, path=path, headers=PLUGIN_HEADERS)
+                runs[name].append(r)
+                log(f"plugins round {rnd + 1} {name}: {r['rps']:.0f} req/s p99 {fmt(r['p99_ms'])} ms "
+                    f"cpu/10k {fmt(r['cpu_s_per_10k'], 3)} s")
+        # The prometheus plugin counted the routes it is on, and only those.
+        metrics = http_get_text(gw.status_port, "/metrics")
+        for route, want in (("prom", True), ("full", True), ("none", False), ("keyauth", False)):
+            seen = bool(re.search(rf'^kong_http_requests_total\{{[^}}]*route="{route}"', metrics, re.M))
+            probes.append({"what": f"/metrics has route {route}'s requests", "got": seen, "want": want})
+        stopped = set()
+        for p, _ in targets.values():
+            if id(p) not in stopped:
+                stopped.add(id(p))
+                self.stop(p)
+        keys = ("rps", "p50_ms", "p99_ms", "cpu_s_per_10k", "peak_rss_kib")
+        summary = {k: summarize(v, keys) for k, v in runs.items()}
+        none, ng = summary["gateway /none"], summary["nginx"]
+        out = {"connections": 50, "headers": PLUGIN_HEADERS, "routes": {k: [x["name"] for x in v]
+                                                                       for k, v in PLUGIN_ROUTES.items()},
+               "summary": summary, "runs": runs, "probes": probes,
+               "vs_none": {k: ratios(v, none, ("rps", "cpu_s_per_10k")) for k, v in summary.items()
+                           if k.startswith("gateway")},
+               "vs_nginx": {k: ratios(v, ng, ("rps", "cpu_s_per_10k")) for k, v in summary.items()
+                            if k != "nginx"},
+               # CPU per request over the route without plugins, in µs.
+               "cpu_us_over_none": {k: (v["cpu_s_per_10k"] - none["cpu_s_per_10k"]) * 100
+                                    if v.get("cpu_s_per_10k") is not None and none.get("cpu_s_per_10k") is not None
+                                    else None
+                                    for k, v in summary.items() if k.startswith("gateway")}}
+        if a.baseline_bin:
+            out["baseline_bin"] = a.baseline_bin
+            out["after_vs_before"] = ratios(summary["after /none"], summary["before /none"],
+                                            ("rps", "p99_ms", "cpu_s_per_10k", "peak_rss_kib"))
+        return out
+
     def memory(self):
         out = {}
         rounds = []
@@ -1091,6 +1206,59 @@ def get(port, path, timeout=2.0):
             return int(data.split(b" ", 2)[1])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def request_head(port, path, headers, timeout=2.0):
+    """Status and lower-cased response headers of one GET with `headers`;
+    (None, {}) when it cannot connect or the answer does not parse."""
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Connection: close\r\n\r\n".encode())
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+        hdrs = {}
+        for line in head[1:]:
+            k, sep, v = line.partition(":")
+            if sep:
+                hdrs[k.strip().lower()] = v.strip()
+        return int(head[0].split(" ", 2)[1]), hdrs
+    except (OSError, IndexError, ValueError):
+        return None, {}
+
+
+def http_get_text(port, path, timeout=5.0):
+    """The body of one GET (Connection: close), '' when it fails."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        return ""
+    head, _, body = data.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" in head.lower():
+        out, rest = b"", body
+        while rest:
+            size, _, rest = rest.partition(b"\r\n")
+            try:
+                n = int(size.split(b";")[0], 16)
+            except ValueError:
+                break
+            if n == 0:
+                break
+            out, rest = out + rest[:n], rest[n + 2:]
+        body = out
+    return body.decode("utf-8", "replace")
 
 
 def wait_ready(status_port, timeout, interval=0.01, what="gateway"):
@@ -1269,6 +1437,14 @@ def check_scenario(name, r, ci=False):
             statuses = x.get("probe_status") or []
             if len(statuses) != len(x["runs"]) or any(st != 200 for st in statuses):
                 p.append(f"coldstart {key}: requests once ready got {statuses!r}, want 200 each")
+    elif name == "plugins":
+        runs(r.get("runs") or {}, name)
+        probes = r.get("probes") or []
+        if not probes:
+            p.append("plugins: no probe requests recorded")
+        for probe in probes:
+            if probe.get("got") != probe.get("want"):
+                p.append(f"plugins: {probe.get('what')}: got {probe.get('got')!r}, want {probe.get('want')!r}")
     elif name == "push":
         by = r.get("by_routes") or {}
         if not by:
@@ -1396,6 +1572,54 @@ def markdown(res):
     return "\n".join(L)
 
 
+def markdown_plugins(res):
+    """The plugins scenario's own block (BENCHMARKS.md `## Plugins`)."""
+    g = res.get("plugins")
+    if not g or "summary" not in g:
+        return ""
+    meta = res["meta"]
+    L = [f"Run of {meta['date']} on {meta['host']} ({meta['cpus']} CPUs), driver {meta['driver']}, "
+         f"{meta['rounds']} alternated rounds of {meta['duration_s']} s, medians; every request sends "
+         f"`apikey` and `Origin`.", ""]
+    L.append("**Plugins: max throughput, 50 connections, 1 worker, proxy pinned to one CPU**")
+    L.append("")
+    L.append("| target | plugins | req/s | p99 ms | CPU s / 10k req | req/s vs /none | CPU vs /none | "
+             "CPU µs / req over /none | req/s vs nginx | CPU vs nginx |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
+    routes = g.get("routes", {})
+    for name, x in g["summary"].items():
+        if name.startswith(("before", "after")):
+            continue
+        path = name.split(" ", 1)[1] if name.startswith("gateway ") else None
+        plugins = " + ".join(routes.get(path, [])) if path else "(proxy_pass)"
+        vn = g.get("vs_none", {}).get(name, {})
+        vx = g.get("vs_nginx", {}).get(name, {})
+        over = g.get("cpu_us_over_none", {}).get(name)
+        L.append(f"| {name} | {plugins or 'none'} | {fmt(x['rps'], 0)} | {fmt(x['p99_ms'])} | "
+                 f"{fmt(x['cpu_s_per_10k'], 3)} | {fmt(vn.get('rps')) + '×' if vn else ''} | "
+                 f"{fmt(vn.get('cpu_s_per_10k')) + '×' if vn else ''} | {fmt(over, 1) if path else ''} | "
+                 f"{fmt(vx.get('rps')) + '×' if vx else ''} | {fmt(vx.get('cpu_s_per_10k')) + '×' if vx else ''} |")
+    L.append("")
+    ab = g.get("after_vs_before")
+    if ab:
+        L.append("**Before / after the plugin runtime: the same one-route config, no plugins**")
+        L.append("")
+        L.append("| binary | req/s | p99 ms | CPU s / 10k req | peak RSS MiB | req/s vs nginx | CPU vs nginx |")
+        L.append("|---|---|---|---|---|---|---|")
+        for name in ("before /none", "after /none"):
+            x = g["summary"][name]
+            vx = g.get("vs_nginx", {}).get(name, {})
+            L.append(f"| {name} | {fmt(x['rps'], 0)} | {fmt(x['p99_ms'])} | {fmt(x['cpu_s_per_10k'], 3)} | "
+                     f"{fmt((x['peak_rss_kib'] or 0) / 1024, 1)} | {fmt(vx.get('rps'))}× | "
+                     f"{fmt(vx.get('cpu_s_per_10k'))}× |")
+        L.append(f"| **after / before** | {fmt(ab['rps'])}× | {fmt(ab['p99_ms'])}× | **{fmt(ab['cpu_s_per_10k'])}×** | "
+                 f"{fmt(ab['peak_rss_kib'])}× | | |")
+        L.append("")
+        L.append(f"Before: `{g.get('baseline_bin')}`.")
+        L.append("")
+    return "\n".join(L).rstrip() + "\n"
+
+
 def chart(res, path):
     try:
         import matplotlib
@@ -1473,11 +1697,15 @@ def chart(res, path):
     return True
 
 
-def update_benchmarks_md(path, md, png_rel):
-    begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+def update_benchmarks_md(path, md, png_rel, marker="bench"):
+    """Replaces the block between `<!-- MARKER:begin -->` and
+    `<!-- MARKER:end -->` (appended when missing); no chart when
+    `png_rel` is None."""
+    begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
     with open(path) as f:
         text = f.read()
-    block = f"{begin}\n{md}\n![benchmark chart]({png_rel})\n{end}"
+    chart_line = "" if png_rel is None else f"![benchmark chart]({png_rel})\n"
+    block = f"{begin}\n{md}\n{chart_line}{end}"
     if begin in text and end in text:
         text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
     else:
@@ -1509,6 +1737,9 @@ def main():
     ap.add_argument("--apply-duration", type=int, default=6)
     ap.add_argument("--mem-conns", type=int, default=800)
     ap.add_argument("--push-sizes", default="1000,10000", help="route counts of the push scenario")
+    ap.add_argument("--baseline-bin", default=None,
+                    help="plugins scenario: a gateway binary from before the plugin runtime, measured "
+                         "against this one on the same no-plugin route")
     ap.add_argument("--check", action="store_true",
                     help="fail on failed or missing requests, apply times and probes (see above)")
     ap.add_argument("--broken-upstream", action="store_true",
@@ -1558,21 +1789,37 @@ def main():
     finally:
         bench.close()
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "bench.json"), "w") as f:
-        json.dump(res, f, indent=2)
-    md = markdown(res)
-    with open(os.path.join(args.out, "bench.md"), "w") as f:
-        f.write(md + "\n")
-    png = os.path.join(args.out, "bench.png")
-    drew = chart(res, png)
-    print(md)
-    if args.update_benchmarks_md:
-        rel = os.path.relpath(png, os.path.dirname(os.path.abspath(args.update_benchmarks_md)))
-        update_benchmarks_md(args.update_benchmarks_md, md, rel if drew else "")
+    # Scenarios with a block of their own get their own files too, so a run
+    # of only them leaves a full run's results (and block) alone.
+    main_ran = [s for s in scenarios if s not in OWN_BLOCK]
+    if main_ran:
+        with open(os.path.join(args.out, "bench.json"), "w") as f:
+            json.dump(res, f, indent=2)
+        md = markdown(res)
+        with open(os.path.join(args.out, "bench.md"), "w") as f:
+            f.write(md + "\n")
+        png = os.path.join(args.out, "bench.png")
+        drew = chart(res, png)
+        print(md)
+        if args.update_benchmarks_md:
+            rel = os.path.relpath(png, os.path.dirname(os.path.abspath(args.update_benchmarks_md)))
+            update_benchmarks_md(args.update_benchmarks_md, md, rel if drew else "")
+    if "plugins" in scenarios:
+        own = {k: res[k] for k in ("meta", "plugins") if k in res}
+        if "check" in res:
+            own["check"] = {k: v for k, v in res["check"].items() if k == "plugins"}
+        with open(os.path.join(args.out, "plugins.json"), "w") as f:
+            json.dump(own, f, indent=2)
+        md = markdown_plugins(res)
+        with open(os.path.join(args.out, "plugins.md"), "w") as f:
+            f.write(md)
+        print(md)
+        if args.update_benchmarks_md and md:
+            update_benchmarks_md(args.update_benchmarks_md, md, None, marker="bench-plugins")
     log(f"results in {os.path.abspath(args.out)}")
     failed = [s for s, problems in res.get("check", {}).items() if problems]
     if failed:
-        sys.exit(f"bench failed its check in scenarios {failed} (details above and in bench.json 'check')")
+        sys.exit(f"bench failed its check in scenarios {failed} (details above and in the results' 'check')")
 
 
 if __name__ == "__main__":

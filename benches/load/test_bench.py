@@ -53,6 +53,10 @@ def good(name):
     if name == "push":
         return {"by_routes": {"100": {"runs": [{"push_to_ping_ms": 50.0, "apply_ms": 20.0,
                                                "last_route_status": 200}]}}}
+    if name == "plugins":
+        return {"runs": {"nginx": [ok_run()], "gateway /none": [ok_run()], "gateway /full": [ok_run()]},
+                "probes": [{"what": "gateway GET /full without a key", "got": 401, "want": 401},
+                           {"what": "/metrics has route full's requests", "got": True, "want": True}]}
     raise AssertionError(name)
 
 
@@ -175,6 +179,18 @@ class Check(unittest.TestCase):
             r["by_routes"]["100"]["runs"][0][key] = bad
             self.assertTrue(bench.check_scenario("push", r), key)
 
+    def test_plugins_needs_clean_runs_and_probes_that_match(self):
+        for bad in (FAILED, EMPTY):
+            r = good("plugins")
+            r["runs"]["gateway /full"] = [bad]
+            self.assertTrue(bench.check_scenario("plugins", r))
+        r = good("plugins")
+        r["probes"][0]["got"] = 200  # key-auth let a request without a key through
+        self.assertTrue(bench.check_scenario("plugins", r))
+        r = good("plugins")
+        r["probes"] = []
+        self.assertTrue(bench.check_scenario("plugins", r))
+
     def test_skips(self):
         for s in ("seed", "quota"):
             self.assertEqual(bench.check_scenario(s, {"skipped": bench.CGROUP_ABSENT}, ci=True), [])
@@ -197,6 +213,46 @@ class Check(unittest.TestCase):
             finally:
                 os.unlink(f.name)
         self.assertFalse(bench.cgroup_v1_cpu_mounted("/nonexistent/mountinfo"))
+
+
+class Report(unittest.TestCase):
+    def summary(self, rps, cpu):
+        return {"rps": rps, "p50_ms": 1.0, "p99_ms": 2.0, "cpu_s_per_10k": cpu, "peak_rss_kib": 10240}
+
+    def test_plugins_markdown_with_and_without_a_baseline(self):
+        s = {"nginx": self.summary(20000, 0.4), "gateway /none": self.summary(10000, 0.8),
+             "gateway /full": self.summary(8000, 1.0)}
+        g = {"summary": s, "routes": {"/none": [], "/full": ["key-auth", "acl"]},
+             "vs_none": {k: bench.ratios(v, s["gateway /none"], ("rps", "cpu_s_per_10k"))
+                         for k, v in s.items() if k.startswith("gateway")},
+             "vs_nginx": {k: bench.ratios(v, s["nginx"], ("rps", "cpu_s_per_10k")) for k, v in s.items()},
+             "cpu_us_over_none": {"gateway /none": 0.0, "gateway /full": 20.0}}
+        res = {"meta": {"date": "d", "host": "h", "cpus": 2, "driver": "oha", "rounds": 3, "duration_s": 8},
+               "plugins": g}
+        md = bench.markdown_plugins(res)
+        self.assertIn("| gateway /full | key-auth + acl | 8000 |", md)
+        self.assertIn("| 20.0 |", md)
+        self.assertNotIn("after / before", md)
+        s["before /none"], s["after /none"] = self.summary(10000, 0.8), self.summary(9000, 0.9)
+        g["after_vs_before"] = bench.ratios(s["after /none"], s["before /none"],
+                                            ("rps", "p99_ms", "cpu_s_per_10k", "peak_rss_kib"))
+        md = bench.markdown_plugins(res)
+        self.assertIn("**after / before** | 0.90× | 1.00× | **1.12×**", md)
+
+    def test_a_plugins_block_leaves_the_main_block_alone(self):
+        with tempfile.NamedTemporaryFile("w", delete=False, suffix=".md") as f:
+            f.write("# B\n<!-- bench:begin -->\nmain figures\n<!-- bench:end -->\n\n## Plugins\n"
+                    "<!-- bench-plugins:begin -->\nold\n<!-- bench-plugins:end -->\n\n## After\n")
+        try:
+            bench.update_benchmarks_md(f.name, "new plugin figures", None, marker="bench-plugins")
+            with open(f.name) as g:
+                text = g.read()
+            self.assertIn("main figures", text)
+            self.assertIn("<!-- bench-plugins:begin -->\nnew plugin figures\n<!-- bench-plugins:end -->", text)
+            self.assertNotIn("old", text)
+            self.assertTrue(text.endswith("## After\n"))
+        finally:
+            os.unlink(f.name)
 
 
 if __name__ == "__main__":
