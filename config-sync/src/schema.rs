@@ -176,8 +176,19 @@ impl Cond {
     }
 }
 
-/// A shorthand's translation: its value to `(field path, value)` pairs.
-pub type Shorthand = fn(&Value) -> Vec<(Vec<&'static str>, Value)>;
+/// A deprecated alias of a field (Kong's `shorthand_fields` entry with
+/// `deprecation.replaced_with`, e.g. rate-limiting's `redis_host` for
+/// `redis.host`; `process_auto_fields` in `kong/db/schema/init.lua`).
+#[derive(Clone, Debug)]
+pub struct Shorthand {
+    pub name: &'static str,
+    /// The alias's own type and checks: its value is validated first.
+    pub field: Field,
+    /// The field it stands for, as a path in the record.
+    pub replaced_with: &'static [&'static str],
+    /// `deprecation.message`, logged when the alias is used.
+    pub message: &'static str,
+}
 
 /// A check over a whole record; `Err` carries the message.
 pub type RecordCheck = fn(&Map<String, Value>) -> Result<(), String>;
@@ -190,10 +201,9 @@ pub struct Record {
     /// for a plugin whose real schema is not known: tests and benches).
     pub open: bool,
     pub checks: Vec<EntityCheck>,
-    /// Deprecated aliases: `(alias, translate)`; `translate` gets the
-    /// alias's value and returns the `(field path, value)` pairs to set
-    /// (Kong's `shorthand_fields`).
-    pub shorthands: Vec<(&'static str, Shorthand)>,
+    /// Deprecated aliases (Kong's `shorthand_fields`), rewritten into the
+    /// fields they stand for before validation.
+    pub shorthands: Vec<Shorthand>,
 }
 
 /// A plugin's schema, as its handler file defines it.
@@ -494,15 +504,36 @@ fn check_record(record: &Record, value: &Value, path: &str, cx: &mut Ctx) -> Val
         }
     };
     let mut input = input;
-    // Shorthands first: they write into the real fields.
-    for (alias, translate) in &record.shorthands {
-        if let Some(v) = input.remove(*alias) {
-            if v.is_null() {
-                continue;
-            }
-            for (target, tv) in translate(&v) {
-                set_path(&mut input, &target, tv);
-            }
+    // Shorthands first: they write into the real fields. A deprecated
+    // alias yields to its field, and may not contradict it
+    // (`validate_deprecation_exclusiveness`).
+    for sh in &record.shorthands {
+        let Some(v) = input.remove(sh.name) else {
+            continue;
+        };
+        if v.is_null() {
+            continue;
+        }
+        let apath = join_path(path, sh.name);
+        let before = cx.errors.len();
+        let v = check_field(&sh.field, &v, &apath, cx);
+        if cx.errors.len() > before {
+            continue;
+        }
+        log::warn!("{} (deprecated after 4.0)", sh.message);
+        match get_path(&input, sh.replaced_with).filter(|x| !x.is_null()) {
+            Some(current) if !same_value(current, &v) => cx.err(
+                &apath,
+                format!(
+                    "both deprecated and new field are used but their values mismatch: {} = {} vs {} = {}",
+                    sh.name,
+                    lua_literal(&v),
+                    sh.replaced_with.join("."),
+                    lua_literal(current)
+                ),
+            ),
+            Some(_) => {}
+            None => set_path(&mut input, sh.replaced_with, v),
         }
     }
     let mut out = Map::new();
@@ -559,6 +590,31 @@ fn check_record(record: &Record, value: &Value, path: &str, cx: &mut Ctx) -> Val
     }
     if cx.errors.is_empty() {
         for check in &record.checks {
+            if let EntityCheck::Conditional {
+                if_field,
+                if_match,
+                then_field,
+                then_match,
+                then_err,
+            } = check
+            {
+                // Kong reports the failing field at its own path, then the
+                // check at `@entity` (the `conditional` entity checker).
+                let get = |f: &str| get_path(&out, &f.split('.').collect::<Vec<_>>());
+                if if_match.holds(get(if_field)) && !then_match.holds(get(then_field)) {
+                    cx.err(&join_path(path, then_field), then_match.message());
+                    cx.err(
+                        "@entity",
+                        then_err.map(str::to_string).unwrap_or_else(|| {
+                            format!(
+                                "failed conditional validation given value of field '{}'",
+                                join_path(path, if_field)
+                            )
+                        }),
+                    );
+                }
+                continue;
+            }
             if let Err(msg) = entity_check(check, &out, path) {
                 let at = match check {
                     EntityCheck::RecordValidator(_) => path,
@@ -569,6 +625,25 @@ fn check_record(record: &Record, value: &Value, path: &str, cx: &mut Ctx) -> Val
         }
     }
     Value::Object(out)
+}
+
+/// Kong's `table_path` / `get_field`: a value by its path in nested records.
+fn get_path<'a>(map: &'a Map<String, Value>, path: &[&str]) -> Option<&'a Value> {
+    let (first, rest) = path.split_first()?;
+    let v = map.get(*first)?;
+    if rest.is_empty() {
+        Some(v)
+    } else {
+        get_path(v.as_object()?, rest)
+    }
+}
+
+/// `deepcompare`: numbers by value (`6379` equals `6379.0`).
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
 }
 
 fn record_has_defaults(r: &Record) -> bool {
@@ -862,26 +937,8 @@ fn entity_check(c: &EntityCheck, rec: &Map<String, Value>, path: &str) -> Result
                 ))
             }
         }
-        EntityCheck::Conditional {
-            if_field,
-            if_match,
-            then_field,
-            then_match,
-            then_err,
-        } => {
-            if if_match.holds(rec.get(*if_field)) && !then_match.holds(rec.get(*then_field)) {
-                Err(then_err.map(str::to_string).unwrap_or_else(|| {
-                    format!(
-                        "failed conditional validation given value of field '{}': {} ({})",
-                        join_path(path, if_field),
-                        then_match.message(),
-                        join_path(path, then_field)
-                    )
-                }))
-            } else {
-                Ok(())
-            }
-        }
+        // Run by `check_record`, which reports at two paths.
+        EntityCheck::Conditional { .. } => Ok(()),
         EntityCheck::ConditionalAtLeastOneOf {
             if_field,
             if_match,
@@ -1007,8 +1064,12 @@ mod tests {
                 then_err: None,
             },
         ]);
-        r.shorthands
-            .push(("redis_host", |v| vec![(vec!["redis", "host"], v.clone())]));
+        r.shorthands.push(Shorthand {
+            name: "redis_host",
+            field: string(),
+            replaced_with: &["redis", "host"],
+            message: "config.redis_host is deprecated",
+        });
         let e = validate_record(&r, &json!({}), "config").unwrap_err();
         assert_eq!(
             e[0].message,
@@ -1017,6 +1078,87 @@ mod tests {
         assert_eq!(e[0].path, "@entity");
         let v = validate_record(&r, &json!({"minute": 5, "redis_host": "h"}), "config").unwrap();
         assert_eq!(v["redis"], json!({"host": "h", "port": 6379}));
+    }
+
+    #[test]
+    fn deprecated_shorthands_yield_to_their_field_and_nested_conditionals() {
+        // rate-limiting's `redis_*` aliases and its `conditional` checks on
+        // `config.redis.host` (kong/plugins/rate-limiting/schema.lua).
+        let mut r = Record::new(vec![
+            ("policy", string().default("local")),
+            (
+                "redis",
+                record(vec![("host", string()), ("port", integer().default(6379))]),
+            ),
+        ])
+        .with_checks(vec![EntityCheck::Conditional {
+            if_field: "policy",
+            if_match: Cond::Eq(json!("redis")),
+            then_field: "redis.host",
+            then_match: Cond::Required,
+            then_err: None,
+        }]);
+        for (name, field, to) in [
+            ("redis_host", string(), &["redis", "host"][..]),
+            ("redis_port", integer(), &["redis", "port"][..]),
+        ] {
+            r.shorthands.push(Shorthand {
+                name,
+                field,
+                replaced_with: to,
+                message: "deprecated",
+            });
+        }
+        let v = validate_record(
+            &r,
+            &json!({"redis_host": "h", "redis_port": 7000}),
+            "config",
+        )
+        .unwrap();
+        assert_eq!(v["redis"], json!({"host": "h", "port": 7000}));
+        // The same value twice is fine; the field wins.
+        let v = validate_record(
+            &r,
+            &json!({"redis_host": "h", "redis": {"host": "h"}}),
+            "config",
+        )
+        .unwrap();
+        assert_eq!(v["redis"]["host"], json!("h"));
+        let e = validate_record(
+            &r,
+            &json!({"redis_host": "a", "redis": {"host": "b"}, "redis_port": "x"}),
+            "config",
+        )
+        .unwrap_err();
+        let got: Vec<(&str, &str)> = e
+            .iter()
+            .map(|e| (e.path.as_str(), e.message.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "config.redis_host",
+                    "both deprecated and new field are used but their values mismatch: redis_host = a vs redis.host = b"
+                ),
+                ("config.redis_port", "expected an integer"),
+            ]
+        );
+        let e = validate_record(&r, &json!({"policy": "redis"}), "config").unwrap_err();
+        let got: Vec<(&str, &str)> = e
+            .iter()
+            .map(|e| (e.path.as_str(), e.message.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("config.redis.host", "required field missing"),
+                (
+                    "@entity",
+                    "failed conditional validation given value of field 'config.policy'"
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -168,7 +168,7 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(1);
         }
     };
-    let shared = Shared::default();
+    let shared = Shared::new(settings.mem_cache_size);
     // Node id for metric labels: `<prefix>/kong.id`, the one a data plane
     // reports to its control plane (Kong persists it the same way).
     match config_sync::cluster::node_id::load_or_create(&settings.prefix) {

@@ -36,13 +36,26 @@ pub struct Shared {
 
 impl Default for Shared {
     fn default() -> Self {
+        Shared::new(crate::plugins::proxy_cache::DEFAULT_MEM_CACHE_SIZE)
+    }
+}
+
+impl Shared {
+    /// The handles, with Kong's `mem_cache_size` for the shared dicts
+    /// proxy-cache stores in.
+    pub fn new(mem_cache_size: u64) -> Self {
         let metrics = Arc::new(Metrics::default());
         let store = Arc::new(crate::plugins::runtime::StateStore::default());
         Shared {
             config: ConfigHandle::with_plugin_state(store.clone()),
             stats: Arc::default(),
             draining: Arc::default(),
-            plugins: Arc::new(crate::plugins::PluginEnv::new(metrics.clone(), store)),
+            plugins: Arc::new(crate::plugins::PluginEnv {
+                caches: Arc::new(crate::plugins::proxy_cache::CacheStores::new(
+                    mem_cache_size,
+                )),
+                ..crate::plugins::PluginEnv::new(metrics.clone(), store)
+            }),
             metrics,
         }
     }

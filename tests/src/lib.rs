@@ -14,6 +14,7 @@ pub mod cp;
 pub mod fault;
 pub mod gateway;
 pub mod kong_hash;
+pub mod redis;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -64,6 +64,9 @@ const KEYS: &[(&str, Option<&str>)] = &[
     ("error_default_type", Some("text/plain")),
     ("allow_debug_header", Some("off")),
     ("nginx_http_client_max_body_size", Some("0")),
+    // Kong's `lua_shared_dict kong_db_cache` size: proxy-cache's memory
+    // strategy stores there.
+    ("mem_cache_size", Some("128m")),
     // Not in Kong's defaults (nginx's own defaults apply there).
     ("nginx_http_client_header_buffer_size", Some("1k")),
     // Kong's default (kong.conf.default): the largest request body plugins
@@ -259,6 +262,9 @@ pub struct Settings {
     pub nginx_http_client_header_buffer_size: u64,
     /// Bytes: bodies up to this size are readable by plugins.
     pub nginx_http_client_body_buffer_size: u64,
+    /// Bytes: the size of Kong's `kong_db_cache` / `kong_core_db_cache`
+    /// shared dicts (proxy-cache's memory strategy).
+    pub mem_cache_size: u64,
     pub nginx_http_large_client_header_buffers: LargeHeaderBuffers,
     /// nginx `client_header_timeout`: the whole request head must arrive within it.
     pub client_header_timeout: Duration,
@@ -515,6 +521,7 @@ impl Settings {
         let nginx_http_client_max_body_size = (max_body != 0).then_some(max_body);
         let nginx_http_client_body_buffer_size =
             l.get("nginx_http_client_body_buffer_size", values::parse_size);
+        let mem_cache_size = l.get("mem_cache_size", values::parse_size);
         let nginx_http_client_header_buffer_size =
             l.get("nginx_http_client_header_buffer_size", |n, v| {
                 values::parse_size(n, v).and_then(|s| {
@@ -667,6 +674,7 @@ impl Settings {
             nginx_http_client_max_body_size,
             nginx_http_client_header_buffer_size,
             nginx_http_client_body_buffer_size,
+            mem_cache_size,
             nginx_http_large_client_header_buffers,
             client_header_timeout,
             client_body_timeout,
@@ -804,6 +812,7 @@ impl Settings {
             "nginx_http_client_body_buffer_size",
             json!(self.nginx_http_client_body_buffer_size),
         );
+        put("mem_cache_size", json!(self.mem_cache_size));
         put(
             "nginx_http_large_client_header_buffers",
             json!(format!(

@@ -81,6 +81,7 @@ fn defaults_match_kong() {
     assert_eq!(s.error_default_type, ErrorDefaultType::TextPlain);
     assert!(!s.allow_debug_header);
     assert_eq!(s.nginx_http_client_max_body_size, None);
+    assert_eq!(s.mem_cache_size, 128 * 1024 * 1024);
     assert_eq!(s.nginx_http_client_header_buffer_size, 1024);
     assert_eq!(
         s.nginx_http_large_client_header_buffers,
@@ -346,8 +347,10 @@ fn sizes_numbers_and_misc() {
             ("KONG_PROXY_ERROR_LOG", "off"),
             ("KONG_PREFIX", "/tmp/kong"),
             ("KONG_DECLARATIVE_CONFIG", "/etc/kong/kong.yml"),
+            ("KONG_MEM_CACHE_SIZE", "64m"),
         ],
     );
+    assert_eq!(s.mem_cache_size, 64 * 1024 * 1024);
     assert_eq!(s.nginx_http_client_max_body_size, Some(10 * 1024 * 1024));
     assert_eq!(s.nginx_http_client_header_buffer_size, 2048);
     assert_eq!(

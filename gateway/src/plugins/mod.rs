@@ -16,6 +16,7 @@ pub mod log_serializer;
 pub mod pdk;
 pub mod prometheus;
 pub mod queue;
+pub mod redis;
 pub mod runtime;
 
 // One file per plugin: its schema and its handler.
@@ -28,9 +29,12 @@ pub mod http_log;
 pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
+pub mod proxy_cache;
+pub mod rate_limiting;
 pub mod request_size_limiting;
 pub mod request_termination;
 pub mod request_transformer;
+pub mod response_ratelimiting;
 pub mod response_transformer;
 pub mod tcp_log;
 pub mod udp_log;
@@ -170,6 +174,9 @@ pub const ALL: &[PluginDef] = &[
     file_log::DEF,
     udp_log::DEF,
     tcp_log::DEF,
+    rate_limiting::DEF,
+    response_ratelimiting::DEF,
+    proxy_cache::DEF,
 ];
 
 /// A plugin by name (Kong's test fixtures too, in test builds).

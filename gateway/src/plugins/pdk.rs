@@ -27,7 +27,14 @@ use crate::snapshot::{RouteRt, ServiceRt, Snapshot};
 pub struct Exit {
     pub status: u16,
     pub body: ExitBody,
+    /// In order; a name given more than once sends every value (Kong: a
+    /// table value, `{ ["Set-Cookie"] = { a, b } }`).
     pub headers: Vec<(String, String)>,
+    /// Kong's `ngx.ctx.KONG_PROXIED = true` before the exit (proxy-cache's
+    /// hit): Kong's header_filter then adds the proxied set (`Via`,
+    /// `X-Kong-Upstream-Latency`, `X-Kong-Proxy-Latency`) instead of
+    /// `X-Kong-Response-Latency`, and keeps a `Server` the exit carries.
+    pub proxied: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +59,7 @@ impl Exit {
             status,
             body: ExitBody::Empty,
             headers: Vec::new(),
+            proxied: false,
         }
     }
 
@@ -65,6 +73,7 @@ impl Exit {
             status,
             body: ExitBody::Json(body),
             headers: Vec::new(),
+            proxied: false,
         }
     }
 
@@ -73,6 +82,7 @@ impl Exit {
             status,
             body: ExitBody::Raw(body.into()),
             headers: Vec::new(),
+            proxied: false,
         }
     }
 
@@ -82,11 +92,18 @@ impl Exit {
             status,
             body: ExitBody::Error(message.into()),
             headers: Vec::new(),
+            proxied: false,
         }
     }
 
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Exit {
         self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Answer as the service would have (see [`Exit::proxied`]).
+    pub fn as_proxied(mut self) -> Exit {
+        self.proxied = true;
         self
     }
 }
@@ -169,6 +186,11 @@ impl<'a> Kong<'a> {
 
     pub fn method(&self) -> &Method {
         &self.session.req_header().method
+    }
+
+    /// The request's HTTP version (of nginx's `$request` line).
+    pub fn request_version(&self) -> http::Version {
+        self.session.req_header().version
     }
 
     /// The request target as sent (path and query).
@@ -402,7 +424,7 @@ impl<'a> Kong<'a> {
     }
 
     fn response_header(&mut self, name: &str, value: &str, append: bool) {
-        let (Ok(n), Ok(v)) = (
+        let (Ok(_), Ok(v)) = (
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_str(value),
         ) else {
@@ -410,9 +432,32 @@ impl<'a> Kong<'a> {
         };
         if let Some(run) = self.ctx.plugins.as_mut() {
             if !append {
-                run.response_headers.retain(|(k, _, _)| k != n);
+                run.response_headers
+                    .retain(|(k, _, _)| !k.eq_ignore_ascii_case(name));
             }
-            run.response_headers.push((n, v, append));
+            // As spelled: nginx sends `ngx.header` names as given.
+            run.response_headers.push((name.to_string(), v, append));
+        }
+    }
+
+    /// `kong.response.exit(status)` (no body, no headers) in header_filter:
+    /// the response goes out with `status`, `Content-Length: 0` and none of
+    /// the upstream's body; the later plugins' header_filter and Kong's own
+    /// `header_filter.after` headers are skipped, as `send`'s
+    /// `ngx.exit(ngx.OK)` ends Kong's header_filter there
+    /// (`kong/pdk/response.lua` 739-807), and the response counts as Kong's
+    /// (`KONG_EXITED`: `source` is no longer the service).
+    pub fn exit_header_filter(&mut self, resp: &mut ResponseHeader, status: u16) {
+        if resp.set_status(status).is_err() {
+            return;
+        }
+        let _ = resp.set_reason_phrase(None);
+        resp.remove_header(&http::header::TRANSFER_ENCODING);
+        let _ = resp.insert_header(http::header::CONTENT_LENGTH, "0");
+        self.ctx.proxied = false;
+        if let Some(run) = self.ctx.plugins.as_mut() {
+            run.header_exit = true;
+            run.exited = true;
         }
     }
 

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use config_sync::model;
 use futures_util::FutureExt;
-use http::header::HeaderName;
 use http::HeaderValue;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -47,6 +46,10 @@ pub struct PluginEnv {
     pub io: Arc<LogIo>,
     /// Kong's per-worker values (this process is the one worker).
     pub worker: Worker,
+    /// Redis clients of rate-limiting and response-ratelimiting.
+    pub redis: Arc<super::redis::RedisClients>,
+    /// proxy-cache's memory stores.
+    pub caches: Arc<super::proxy_cache::CacheStores>,
 }
 
 impl PluginEnv {
@@ -455,8 +458,8 @@ pub struct PluginRun {
     pub(crate) authenticated_groups: Option<Vec<String>>,
     /// Headers plugins set on the response in access
     /// (`kong.response.set_header` / `add_header`), applied to whatever
-    /// response goes out.
-    pub(crate) response_headers: Vec<(HeaderName, HeaderValue, bool)>,
+    /// response goes out, with their names as the plugin spelled them.
+    pub(crate) response_headers: Vec<(String, HeaderValue, bool)>,
     /// `kong.ctx.shared`.
     pub(crate) shared: HashMap<String, Value>,
     /// `kong.log.set_serialize_value` entries.
@@ -470,6 +473,9 @@ pub struct PluginRun {
     pub(crate) pending_prefix: Option<Bytes>,
     /// A plugin's exit answered the request.
     pub(crate) exited: bool,
+    /// A plugin exited in header_filter ([`Kong::exit_header_filter`]):
+    /// the rest of that phase is skipped and the upstream body dropped.
+    pub(crate) header_exit: bool,
     /// A cap a plugin put on the body streaming to the upstream
     /// ([`Kong::limit_request_body`]): more bytes than this from the
     /// client fail the request with the exit.
@@ -705,8 +711,16 @@ pub fn header_filter(
         if inst.phases.has(Phases::HEADER_FILTER) {
             let mut kong = Kong::new(env, session, ctx, snap, idx, slot);
             inst.handler.header_filter(&mut kong, resp);
+            if header_exited(ctx) {
+                break;
+            }
         }
     }
+}
+
+/// A plugin answered in header_filter ([`Kong::exit_header_filter`]).
+pub fn header_exited(ctx: &RequestCtx) -> bool {
+    ctx.plugins.as_ref().is_some_and(|r| r.header_exit)
 }
 
 /// Runs the body_filter phase on one chunk.

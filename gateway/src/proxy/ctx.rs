@@ -68,6 +68,9 @@ pub struct RequestCtx {
     /// Status of a response Kong generated itself.
     pub kong_status: Option<u16>,
     pub proxied: bool,
+    /// A plugin's exit answered as the service would (Kong's
+    /// `KONG_PROXIED` without an upstream try: proxy-cache's hit).
+    pub exit_proxied: bool,
     pub counted_in_flight: bool,
     /// The client asked for trailers (`TE: trailers`).
     pub client_te_trailers: bool,
@@ -143,6 +146,7 @@ impl RequestCtx {
             local_error: None,
             kong_status: None,
             proxied: false,
+            exit_proxied: false,
             counted_in_flight: false,
             client_te_trailers: false,
             debug_header: false,

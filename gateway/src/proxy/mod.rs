@@ -193,8 +193,13 @@ impl KongProxy {
         if let Some(ct) = content_type {
             resp.insert_header("Content-Type", ct)?;
         }
-        for (name, value) in extra {
-            resp.insert_header(name.to_string(), value.as_str())?;
+        for (i, (name, value)) in extra.iter().enumerate() {
+            // A name given again adds a line (an exit's multi-valued header).
+            if extra[..i].iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                resp.append_header(name.to_string(), value.as_str())?;
+            } else {
+                resp.insert_header(name.to_string(), value.as_str())?;
+            }
         }
         self.add_kong_response_headers(&mut resp, ctx);
         let snap = ctx.snapshot.clone();
@@ -231,6 +236,7 @@ impl KongProxy {
         ctx: &mut RequestCtx,
         exit: Exit,
     ) -> Result<()> {
+        ctx.exit_proxied = exit.proxied;
         let extra: Vec<(&str, String)> = exit
             .headers
             .iter()
@@ -308,7 +314,28 @@ impl KongProxy {
     /// 504) Kong counts the request as proxied and sends the proxied set.
     fn add_kong_response_headers(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) {
         let h = &self.options.headers;
-        if ctx.tries > 0 {
+        if ctx.exit_proxied && ctx.tries == 0 {
+            // Kong's header_filter with KONG_PROXIED and no upstream: the
+            // upstream status is the response's, nothing was waited for, and
+            // a Server the exit carries (a cached upstream's) is kept.
+            if h.upstream_status {
+                let status = HeaderValue::from(resp.status.as_u16());
+                let _ = resp.insert_header("X-Kong-Upstream-Status", status);
+            }
+            if h.upstream_latency {
+                let _ = resp.insert_header("X-Kong-Upstream-Latency", HeaderValue::from(0u64));
+            }
+            if h.proxy_latency {
+                let v = HeaderValue::from(millis(ctx.start.elapsed()));
+                let _ = resp.insert_header("X-Kong-Proxy-Latency", v);
+            }
+            if h.via {
+                let _ = resp.insert_header("Via", hdr::via("1.1"));
+            }
+            if h.server && !resp.headers.contains_key(header::SERVER) {
+                let _ = resp.insert_header("Server", hdr::SERVER.clone());
+            }
+        } else if ctx.tries > 0 {
             if h.upstream_latency {
                 let waited = ctx.upstream_start.map(|t| millis(t.elapsed())).unwrap_or(0);
                 let _ = resp.insert_header("X-Kong-Upstream-Latency", HeaderValue::from(waited));
