@@ -23,7 +23,10 @@
 //! then goes by `Content-Length`).
 //!
 //! Cases: no plugins, prometheus, key-auth, key-auth + acl, cors,
-//! key-auth + acl + cors + prometheus, and every other bundled plugin alone.
+//! key-auth + acl + cors + prometheus, and every other bundled plugin alone
+//! (rate-limiting with the local policy; proxy-cache's hit path). Redis
+//! policies are measured under load (`scripts/bench --only limits`), where
+//! a real Redis runs.
 //! The logging plugins send to collectors this bench runs (an HTTP sink, a
 //! TCP sink, a UDP socket; file-log writes /dev/null); their sends happen
 //! off the request path, and between measured batches the bench waits for
@@ -117,6 +120,12 @@ services:
   - name: udp
     paths: [/udp]
     plugins: [{name: udp-log, config: {host: 127.0.0.1, port: {UDP}}}]
+  - name: rl-local
+    paths: [/rl-local]
+    plugins: [{name: rate-limiting, config: {hour: 1000000000, policy: local}}]
+  - name: cache
+    paths: [/cache]
+    plugins: [{name: proxy-cache, config: {strategy: memory}}]
 "#;
 
 /// A benchmark case: the route it runs and what it sends.
@@ -139,6 +148,9 @@ struct Case {
     logs: bool,
     /// The collector (index into [`RECEIVED`]) that must get its entry.
     collector: Option<usize>,
+    /// Runs once before the check (proxy-cache: the miss that stores the
+    /// entry every measured request then hits).
+    warm: bool,
 }
 
 /// Entries each collector got: HTTP requests, TCP reads, UDP datagrams.
@@ -165,6 +177,7 @@ const fn case(name: &'static str, route: &'static str) -> Case {
         sets_response_header: None,
         logs: false,
         collector: None,
+        warm: false,
     }
 }
 
@@ -253,6 +266,16 @@ fn cases() -> Vec<Case> {
             logs: true,
             collector: Some(UDP),
             ..case("udp-log", "udp")
+        },
+        Case {
+            sets_response_header: Some("x-ratelimit-remaining-hour"),
+            ..case("rate-limiting-local", "rl-local")
+        },
+        Case {
+            // Only a hit answers in access with 200.
+            warm: true,
+            exit: Some(200),
+            ..case("proxy-cache-hit", "cache")
         },
     ]
 }
@@ -495,6 +518,9 @@ impl Bench {
     /// Runs `c` once and checks the plugins did their job, so that no case
     /// measures a refusal by mistake.
     fn check(&self, c: &Case, route: usize) {
+        if c.warm {
+            let _ = self.rt.block_on(self.run(route, self.input(c, route)));
+        }
         let before = c.collector.map(|i| RECEIVED[i].load(Ordering::SeqCst));
         let (_, done) = self.rt.block_on(self.run(route, self.input(c, route)));
         if let (Some(i), Some(n)) = (c.collector, before) {

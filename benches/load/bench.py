@@ -28,6 +28,9 @@ Scenarios (each figure is the median of --rounds alternated runs):
   push        control-plane pushes of 1,000 and 10,000-route configs to an
               idle data plane: push to ping as the CP sees it, and the DP's
               own apply time with its validate / compile split
+  limits      rate-limiting (local; redis synchronous and batched, against a
+              redis-server the run starts) against a route without plugins,
+              and proxy-cache's hit path against nginx's proxy_cache
   plugins     the plugin runtime's cost: one gateway (no global plugins),
               max throughput at 50 connections and CPU s per 10k requests
               on a route without plugins, with prometheus, with key-auth,
@@ -71,9 +74,10 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ALL_SCENARIOS = ["throughput", "seed", "quota", "routes", "apply", "memory", "coldstart", "push", "plugins"]
+ALL_SCENARIOS = ["throughput", "seed", "quota", "routes", "apply", "memory", "coldstart", "push", "plugins",
+                 "limits"]
 # Scenarios with their own results block and files (see update_benchmarks_md).
-OWN_BLOCK = {"plugins"}
+OWN_BLOCK = {"plugins", "limits"}
 CG_ROOT = "/sys/fs/cgroup/cpu"
 BENCH_PATH = "/get"
 
@@ -114,6 +118,36 @@ http {{
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_set_header Host $host;
+    }}
+  }}
+}}
+"""
+
+# nginx's proxy_cache in front of the same upstream: the reference for
+# proxy-cache's hit path (nginx keeps bodies in files, served from the page
+# cache; the gateway keeps them in memory).
+CACHE_CONF = """
+{user}worker_processes 1;
+pid {d}/{name}.pid;
+error_log {d}/{name}-error.log warn;
+events {{ worker_connections 16384; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/{name}-cbt; proxy_temp_path {d}/{name}-pt;
+  fastcgi_temp_path {d}/{name}-ft; uwsgi_temp_path {d}/{name}-ut; scgi_temp_path {d}/{name}-st;
+  keepalive_requests 1000000;
+  proxy_cache_path {d}/{name}-cache levels=1:2 keys_zone=c:10m max_size=100m inactive=60m use_temp_path=off;
+  upstream up {{ server 127.0.0.1:{up}; keepalive 64; keepalive_requests 1000000; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=16384;
+    location / {{
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_cache c;
+      proxy_cache_valid 200 60m;
+      add_header X-Cache-Status $upstream_cache_status;
     }}
   }}
 }}
@@ -205,6 +239,57 @@ def plugins_config(upstream_port, routes=PLUGIN_ROUTES):
         cfg["consumers"] = [{"username": "bench", "keyauth_credentials": [{"key": "bench-key"}],
                              "acls": [{"group": "bench"}]}]
     return cfg
+
+
+# The limits scenario: limits no run reaches, so every request is proxied
+# and the figures are the counting's cost, not refusals.
+LIMIT_NEVER = 1_000_000_000
+
+
+def limits_config(upstream_port, redis_port):
+    """A route without plugins, rate-limiting with each policy, and
+    proxy-cache (memory strategy, Kong's defaults: GET/HEAD, 200/301/404,
+    application/json, 300 s)."""
+    redis = {"host": "127.0.0.1", "port": redis_port}
+    routes = {
+        "/none": [],
+        "/rl-local": [{"name": "rate-limiting", "config": {"hour": LIMIT_NEVER, "policy": "local"}}],
+        "/rl-redis": [{"name": "rate-limiting", "config": {"hour": LIMIT_NEVER, "policy": "redis",
+                                                            "redis": redis, "sync_rate": -1}}],
+        "/rl-redis-batched": [{"name": "rate-limiting", "config": {"hour": LIMIT_NEVER, "policy": "redis",
+                                                                    "redis": redis, "sync_rate": 1}}],
+        "/cache": [{"name": "proxy-cache", "config": {"strategy": "memory"}}],
+    }
+    svc = {"name": "svc", "url": f"http://127.0.0.1:{upstream_port}", "routes": []}
+    for path, plugins in routes.items():
+        r = {"name": path.strip("/"), "paths": [path], "strip_path": False}
+        if plugins:
+            r["plugins"] = plugins
+        svc["routes"].append(r)
+    return {"_format_version": "3.0", "services": [svc]}
+
+
+def redis_keys(port, pattern, timeout=2.0):
+    """Keys matching `pattern` (RESP over a socket; None when it fails)."""
+    parts = ["KEYS", pattern]
+    cmd = f"*{len(parts)}\r\n" + "".join(f"${len(x)}\r\n{x}\r\n" for x in parts)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(cmd.encode())
+            data = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+                lines = data.split(b"\r\n")
+                if lines and lines[0].startswith(b"*"):
+                    n = int(lines[0][1:])
+                    if len(lines) >= 2 * n + 2:
+                        return [lines[2 + 2 * i].decode() for i in range(n)]
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def write_json(path, obj):
@@ -1089,6 +1174,94 @@ class Bench:
                                             ("rps", "p99_ms", "cpu_s_per_10k", "peak_rss_kib"))
         return out
 
+    def start_redis(self):
+        exe = shutil.which("redis-server")
+        if not exe:
+            raise BenchError("limits: redis-server is not installed (scripts/setup installs it)")
+        port = free_port()
+        p = self.start(self.uniq("redis"), [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                            "--appendonly", "no", "--dir", self.dir],
+                       cpus=self.load_cpu)
+        p.port = port
+        wait_port(port, what=f"redis-server did not start (see {p.stderr_path})")
+        return p
+
+    def start_nginx_cache(self):
+        name = self.uniq("nginx-cache")
+        port = free_port()
+        conf = os.path.join(self.dir, f"{name}.conf")
+        with open(conf, "w") as f:
+            # Workers write the cache files: under root they would run as
+            # `nobody`, which cannot enter the run's private directory.
+            user = "user root;\n" if os.geteuid() == 0 else ""
+            f.write(CACHE_CONF.format(user=user, d=self.dir, name=name, port=port, up=self.upstream_port))
+        p = self.start(name, [nginx_bin(), "-c", conf, "-g", "daemon off;"], cpus=self.proxy_cpu)
+        p.port = port
+        wait_port(port, what=f"nginx did not start (see {p.stderr_path})")
+        time.sleep(0.2)
+        return p
+
+    def limits(self):
+        """rate-limiting's cost per request with each policy, and
+        proxy-cache's hit path, against a route without plugins and nginx
+        (plain and with proxy_cache), at max throughput over 50
+        connections. Redis runs beside the load generator; its CPU per
+        request is reported too (the counting costs it, not the proxy).
+        Probes check that the plugins really ran: rate-limit headers, Redis
+        keys with Kong's names, cache hits."""
+        a = self.args
+        redis = self.start_redis()
+        gw = self.start_gateway(limits_config(self.upstream_port, redis.port))
+        nginx, nginx_cache = self.start_nginx(), self.start_nginx_cache()
+        targets = {"nginx": (nginx, "/none"), "nginx proxy_cache": (nginx_cache, "/cache")}
+        for path in ("/none", "/rl-local", "/rl-redis", "/rl-redis-batched", "/cache"):
+            targets[f"gateway {path}"] = (gw, path)
+        probes = []
+        for path in ("/rl-local", "/rl-redis", "/rl-redis-batched"):
+            st, hdrs = request_head(gw.port, path, {})
+            probes.append({"what": f"gateway GET {path}", "got": st, "want": 200})
+            probes.append({"what": f"gateway GET {path}: X-RateLimit-Limit-Hour",
+                           "got": hdrs.get("x-ratelimit-limit-hour"), "want": str(LIMIT_NEVER)})
+        for name, (p, path) in (("gateway", (gw, "/cache")), ("nginx proxy_cache", (nginx_cache, "/cache"))):
+            request_head(p.port, path, {})
+            st, hdrs = request_head(p.port, path, {})
+            probes.append({"what": f"{name} GET {path} twice: status", "got": st, "want": 200})
+            probes.append({"what": f"{name} GET {path} twice: X-Cache-Status",
+                           "got": (hdrs.get("x-cache-status") or "").lower(), "want": "hit"})
+        probes.append({"what": "nginx GET /none", "got": request_head(nginx.port, "/none", {})[0], "want": 200})
+        runs = {k: [] for k in targets}
+        redis_cpu = {k: [] for k in targets}
+        for rnd in range(a.rounds):
+            for name, (p, path) in targets.items():
+                if a.warmup:
+                    self.load.run(self.url(p, path), a.warmup, 50)
+                r0 = cpu_seconds(redis.pids())
+                r = self.measured(p, a.duration, 50, path=path)
+                r1 = cpu_seconds(redis.pids())
+                r["redis_cpu_s_per_10k"] = (r1 - r0) / r["requests"] * 10000 if r["requests"] else None
+                runs[name].append(r)
+                log(f"limits round {rnd + 1} {name}: {r['rps']:.0f} req/s p99 {fmt(r['p99_ms'])} ms "
+                    f"cpu/10k {fmt(r['cpu_s_per_10k'], 3)} s, redis {fmt(r['redis_cpu_s_per_10k'], 3)} s")
+        keys = redis_keys(redis.port, "ratelimit:*")
+        probes.append({"what": "redis has Kong-named ratelimit:* keys", "got": bool(keys), "want": True})
+        for p in (gw, nginx, nginx_cache, redis):
+            self.stop(p)
+        fields = ("rps", "p50_ms", "p99_ms", "cpu_s_per_10k", "redis_cpu_s_per_10k", "peak_rss_kib")
+        summary = {k: summarize(v, fields) for k, v in runs.items()}
+        none = summary["gateway /none"]
+        return {"connections": 50, "limit": LIMIT_NEVER, "redis_keys": (keys or [])[:10],
+                "summary": summary, "runs": runs, "probes": probes,
+                "vs_none": {k: ratios(v, none, ("rps", "cpu_s_per_10k")) for k, v in summary.items()
+                            if k.startswith("gateway")},
+                "vs_nginx": {k: ratios(v, summary["nginx"], ("rps", "cpu_s_per_10k"))
+                             for k, v in summary.items() if k != "nginx"},
+                "cache_vs_nginx_cache": ratios(summary["gateway /cache"], summary["nginx proxy_cache"],
+                                               ("rps", "p99_ms", "cpu_s_per_10k")),
+                "cpu_us_over_none": {k: (v["cpu_s_per_10k"] - none["cpu_s_per_10k"]) * 100
+                                     if v.get("cpu_s_per_10k") is not None
+                                     and none.get("cpu_s_per_10k") is not None else None
+                                     for k, v in summary.items() if k.startswith("gateway")}}
+
     def memory(self):
         out = {}
         rounds = []
@@ -1437,14 +1610,14 @@ def check_scenario(name, r, ci=False):
             statuses = x.get("probe_status") or []
             if len(statuses) != len(x["runs"]) or any(st != 200 for st in statuses):
                 p.append(f"coldstart {key}: requests once ready got {statuses!r}, want 200 each")
-    elif name == "plugins":
+    elif name in ("plugins", "limits"):
         runs(r.get("runs") or {}, name)
         probes = r.get("probes") or []
         if not probes:
-            p.append("plugins: no probe requests recorded")
+            p.append(f"{name}: no probe requests recorded")
         for probe in probes:
             if probe.get("got") != probe.get("want"):
-                p.append(f"plugins: {probe.get('what')}: got {probe.get('got')!r}, want {probe.get('want')!r}")
+                p.append(f"{name}: {probe.get('what')}: got {probe.get('got')!r}, want {probe.get('want')!r}")
     elif name == "push":
         by = r.get("by_routes") or {}
         if not by:
@@ -1618,6 +1791,36 @@ def markdown_plugins(res):
         L.append(f"Before: `{g.get('baseline_bin')}`.")
         L.append("")
     return "\n".join(L).rstrip() + "\n"
+
+
+def markdown_limits(res):
+    """The limits scenario's own block (BENCHMARKS.md `## Rate limiting and
+    the proxy cache`)."""
+    g = res.get("limits")
+    if not g or "summary" not in g:
+        return ""
+    meta = res["meta"]
+    L = [f"Run of {meta['date']} on {meta['host']} ({meta['cpus']} CPUs), driver {meta['driver']}, "
+         f"{meta['rounds']} alternated rounds of {meta['duration_s']} s, medians; 50 connections, 1 worker, "
+         f"proxy pinned to one CPU; Redis and the load generator on the other.", ""]
+    L.append("| target | req/s | p99 ms | proxy CPU s / 10k req | Redis CPU s / 10k req | "
+             "CPU µs / req over /none | req/s vs nginx | CPU vs nginx |")
+    L.append("|---|---|---|---|---|---|---|---|")
+    for name, x in g["summary"].items():
+        vx = g.get("vs_nginx", {}).get(name, {})
+        over = g.get("cpu_us_over_none", {}).get(name)
+        L.append(f"| {name} | {fmt(x['rps'], 0)} | {fmt(x['p99_ms'])} | {fmt(x['cpu_s_per_10k'], 3)} | "
+                 f"{fmt(x.get('redis_cpu_s_per_10k'), 3)} | {fmt(over, 1) if over is not None else ''} | "
+                 f"{fmt(vx.get('rps')) + '×' if vx else ''} | {fmt(vx.get('cpu_s_per_10k')) + '×' if vx else ''} |")
+    c = g.get("cache_vs_nginx_cache") or {}
+    L.append("")
+    L.append(f"**proxy-cache hit path / nginx proxy_cache:** {fmt(c.get('rps'))}× req/s, "
+             f"{fmt(c.get('cpu_s_per_10k'))}× CPU per request, {fmt(c.get('p99_ms'))}× p99.")
+    return "\n".join(L).rstrip() + "\n"
+
+
+# Scenarios with a block of their own: how each renders it.
+OWN_MARKDOWN = {"plugins": markdown_plugins, "limits": markdown_limits}
 
 
 def chart(res, path):
@@ -1804,18 +2007,20 @@ def main():
         if args.update_benchmarks_md:
             rel = os.path.relpath(png, os.path.dirname(os.path.abspath(args.update_benchmarks_md)))
             update_benchmarks_md(args.update_benchmarks_md, md, rel if drew else "")
-    if "plugins" in scenarios:
-        own = {k: res[k] for k in ("meta", "plugins") if k in res}
+    for s in scenarios:
+        if s not in OWN_BLOCK:
+            continue
+        own = {k: res[k] for k in ("meta", s) if k in res}
         if "check" in res:
-            own["check"] = {k: v for k, v in res["check"].items() if k == "plugins"}
-        with open(os.path.join(args.out, "plugins.json"), "w") as f:
+            own["check"] = {k: v for k, v in res["check"].items() if k == s}
+        with open(os.path.join(args.out, f"{s}.json"), "w") as f:
             json.dump(own, f, indent=2)
-        md = markdown_plugins(res)
-        with open(os.path.join(args.out, "plugins.md"), "w") as f:
+        md = OWN_MARKDOWN[s](res)
+        with open(os.path.join(args.out, f"{s}.md"), "w") as f:
             f.write(md)
         print(md)
         if args.update_benchmarks_md and md:
-            update_benchmarks_md(args.update_benchmarks_md, md, None, marker="bench-plugins")
+            update_benchmarks_md(args.update_benchmarks_md, md, None, marker=f"bench-{s}")
     log(f"results in {os.path.abspath(args.out)}")
     failed = [s for s, problems in res.get("check", {}).items() if problems]
     if failed:

@@ -53,6 +53,9 @@ def good(name):
     if name == "push":
         return {"by_routes": {"100": {"runs": [{"push_to_ping_ms": 50.0, "apply_ms": 20.0,
                                                "last_route_status": 200}]}}}
+    if name == "limits":
+        return {"runs": {"nginx": [ok_run()], "gateway /rl-redis": [ok_run()]},
+                "probes": [{"what": "gateway GET /cache twice: X-Cache-Status", "got": "hit", "want": "hit"}]}
     if name == "plugins":
         return {"runs": {"nginx": [ok_run()], "gateway /none": [ok_run()], "gateway /full": [ok_run()]},
                 "probes": [{"what": "gateway GET /full without a key", "got": 401, "want": 401},
@@ -190,6 +193,31 @@ class Check(unittest.TestCase):
         r = good("plugins")
         r["probes"] = []
         self.assertTrue(bench.check_scenario("plugins", r))
+
+    def test_limits_needs_clean_runs_and_probes_that_match(self):
+        r = good("limits")
+        r["runs"]["gateway /rl-redis"] = [FAILED]
+        self.assertTrue(bench.check_scenario("limits", r))
+        r = good("limits")
+        r["probes"][0]["got"] = "miss"  # the cache never hit
+        problems = bench.check_scenario("limits", r)
+        self.assertTrue(problems and problems[0].startswith("limits: "), problems)
+
+    def test_limits_markdown(self):
+        s = {"nginx": {"rps": 20000, "p99_ms": 1.0, "cpu_s_per_10k": 0.4},
+             "nginx proxy_cache": {"rps": 18000, "p99_ms": 1.0, "cpu_s_per_10k": 0.5},
+             "gateway /none": {"rps": 10000, "p99_ms": 2.0, "cpu_s_per_10k": 0.8},
+             "gateway /cache": {"rps": 15000, "p99_ms": 1.5, "cpu_s_per_10k": 0.6}}
+        g = {"summary": s, "vs_nginx": {k: bench.ratios(v, s["nginx"], ("rps", "cpu_s_per_10k"))
+                                        for k, v in s.items() if k != "nginx"},
+             "cpu_us_over_none": {"gateway /none": 0.0, "gateway /cache": -20.0},
+             "cache_vs_nginx_cache": bench.ratios(s["gateway /cache"], s["nginx proxy_cache"],
+                                                  ("rps", "p99_ms", "cpu_s_per_10k"))}
+        md = bench.markdown_limits({"meta": {"date": "d", "host": "h", "cpus": 2, "driver": "oha",
+                                             "rounds": 3, "duration_s": 8}, "limits": g})
+        self.assertIn("| gateway /cache | 15000 |", md)
+        self.assertIn("-20.0", md)
+        self.assertIn("**proxy-cache hit path / nginx proxy_cache:** 0.83× req/s, 1.20× CPU", md)
 
     def test_skips(self):
         for s in ("seed", "quota"):
