@@ -852,6 +852,18 @@ pub(crate) fn reply_count(v: &redis::Value) -> Result<i64, RedisError> {
     }
 }
 
+/// A store that failed in access (`get_usage`'s error): with
+/// `fault_tolerant` the request goes on, the failure logged; without,
+/// `return error(err)`, which Kong's runloop answers with a 500.
+pub(crate) fn usage_failed(plugin: &str, fault_tolerant: bool, e: &RedisError) -> Result<(), Exit> {
+    if !fault_tolerant {
+        log::error!("[{plugin}] {e}");
+        return Err(Exit::error(500, "An unexpected error occurred"));
+    }
+    log::error!("[{plugin}] failed to get usage: {e}");
+    Ok(())
+}
+
 pub(crate) fn now_ms() -> i64 {
     // `ngx.time() * 1000`: whole seconds.
     (super::consumers::now_secs() as i64) * 1000
@@ -870,12 +882,7 @@ impl Plugin for RateLimiting {
         let usage = match self.counts(kong, &state, &identifier, now).await {
             Ok(counts) => Some(Usage::new(&self.limits, &counts)),
             Err(e) => {
-                if !self.cfg.fault_tolerant {
-                    // `return error(err)`: Kong's runloop answers 500.
-                    log::error!("[{NAME}] {e}");
-                    return Err(Exit::error(500, "An unexpected error occurred"));
-                }
-                log::error!("[{NAME}] failed to get usage: {e}");
+                usage_failed(NAME, self.cfg.fault_tolerant, &e)?;
                 None
             }
         };

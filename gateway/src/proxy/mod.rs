@@ -208,6 +208,11 @@ impl KongProxy {
             if plugin_rt::has_body_filter(snap, ctx) {
                 plugin_rt::body_filter(&self.plugins, session, ctx, snap, &mut bytes, true);
             }
+            if plugin_rt::header_exited(ctx) {
+                // A header_filter exit without a body: `Content-Length: 0`.
+                bytes = None;
+                ctx.kong_status = Some(resp.status.as_u16());
+            }
         }
         let len = bytes.as_ref().map_or(0, Bytes::len);
         if status == 204 {
@@ -1146,6 +1151,10 @@ impl ProxyHttp for KongProxy {
     ) -> Result<Option<std::time::Duration>> {
         if let (Some(snap), true) = (ctx.snapshot.clone(), ctx.plugins.is_some()) {
             plugin_rt::body_filter(&self.plugins, session, ctx, &snap, body, end_of_stream);
+            if plugin_rt::header_exited(ctx) {
+                // Answered in header_filter with `Content-Length: 0`.
+                *body = None;
+            }
         }
         Ok(None)
     }
@@ -1186,6 +1195,21 @@ impl ProxyHttp for KongProxy {
         // Kong's header_filter: plugins, then Kong's own headers.
         if let (Some(snap), true) = (ctx.snapshot.clone(), ctx.plugins.is_some()) {
             plugin_rt::header_filter(&self.plugins, session, ctx, &snap, resp);
+            if plugin_rt::header_exited(ctx) {
+                // A plugin's `kong.response.exit` ended Kong's header_filter
+                // (`ngx.exit(ngx.OK)`): what `header_filter.before` set
+                // stays (the upstream's status, the hash cookie), none of
+                // `.after`'s headers (latencies, Via, Server, request id).
+                if h.upstream_status {
+                    if let Some(s) = ctx.balancer.upstream_status {
+                        resp.insert_header("X-Kong-Upstream-Status", HeaderValue::from(s))?;
+                    }
+                }
+                if let Some(cookie) = &ctx.balancer.set_cookie {
+                    resp.append_header(header::SET_COOKIE, cookie.as_str())?;
+                }
+                return Ok(());
+            }
             chunk_if_unframed(session, resp)?;
         }
         if h.upstream_status {
