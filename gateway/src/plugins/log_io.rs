@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio_rustls::TlsConnector;
 
+use super::background::Background;
 use super::{file_log, http_log, queue, tcp_log};
 
 /// The logging plugins' process-wide state, one per process, held by
@@ -20,10 +21,9 @@ use super::{file_log, http_log, queue, tcp_log};
 /// no queued entry and no kept connection): the background runtime their
 /// sends run on, the sends in progress, the log queues, the collectors'
 /// idle connections and file-log's writer thread.
-#[derive(Default)]
 pub struct LogIo {
-    /// Started on first use; ends when this handle is dropped.
-    rt: OnceLock<Option<Runtime>>,
+    /// Where the sends run: started on first use, ends with this handle.
+    rt: Background,
     /// Sends in progress (queues draining, tcp/udp entries on their way).
     sending: Arc<AtomicUsize>,
     /// The process is stopping (Kong: `ngx.worker.exiting()`).
@@ -36,10 +36,23 @@ pub struct LogIo {
     pub(super) file_writer: OnceLock<Option<SyncSender<file_log::Msg>>>,
 }
 
-struct Runtime {
-    handle: tokio::runtime::Handle,
-    /// Dropped with the handle: the runtime's thread then ends.
-    _stop: tokio::sync::oneshot::Sender<()>,
+impl Default for LogIo {
+    fn default() -> LogIo {
+        LogIo {
+            // Its own thread, so that slow collectors never hold up a proxy
+            // thread, and the proxy's runtimes (Pingora's) are not ours to
+            // keep tasks on.
+            rt: Background::new("gw-log"),
+            sending: Arc::default(),
+            exiting: AtomicBool::default(),
+            tls_sni: OnceLock::new(),
+            tls_no_sni: OnceLock::new(),
+            queues: Mutex::default(),
+            http_idle: Mutex::default(),
+            tcp_idle: Mutex::default(),
+            file_writer: OnceLock::new(),
+        }
+    }
 }
 
 impl std::fmt::Debug for LogIo {
@@ -66,45 +79,6 @@ impl Drop for Sending {
 }
 
 impl LogIo {
-    /// The logging runtime: a thread of its own, so that slow collectors
-    /// never hold up a proxy thread, and the proxy's runtimes (Pingora's)
-    /// are not ours to keep tasks on.
-    fn runtime(&self) -> Option<&tokio::runtime::Handle> {
-        self.rt
-            .get_or_init(|| {
-                let (tx, rx) = std::sync::mpsc::channel();
-                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-                let spawned = std::thread::Builder::new()
-                    .name("gw-log".into())
-                    .spawn(move || {
-                        let rt = match tokio::runtime::Builder::new_current_thread()
-                            .enable_all()
-                            .build()
-                        {
-                            Ok(rt) => rt,
-                            Err(e) => {
-                                log::error!("cannot start the logging runtime: {e}");
-                                return;
-                            }
-                        };
-                        let _ = tx.send(rt.handle().clone());
-                        let _ = rt.block_on(stopped);
-                    });
-                match spawned {
-                    Ok(_) => rx.recv().ok().map(|handle| Runtime {
-                        handle,
-                        _stop: stop,
-                    }),
-                    Err(e) => {
-                        log::error!("cannot start the logging thread: {e}");
-                        None
-                    }
-                }
-            })
-            .as_ref()
-            .map(|r| &r.handle)
-    }
-
     /// Runs `task` on the logging runtime: background work (connection
     /// drivers, idle-connection expiry) that [`LogIo::flush`] does not
     /// wait for. False when there is no runtime to run it on.
@@ -112,13 +86,7 @@ impl LogIo {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        match self.runtime() {
-            Some(rt) => {
-                rt.spawn(task);
-                true
-            }
-            None => false,
-        }
+        self.rt.spawn(task)
     }
 
     /// Runs a send on the logging runtime (Kong's `ngx.timer.at(0, ...)`);

@@ -8,6 +8,7 @@
 //! PRIORITY and VERSION, its schema, how to build an instance from a
 //! validated config), listed in [`ALL`].
 
+pub mod background;
 pub mod consumers;
 #[cfg(feature = "test-hooks")]
 pub mod fixtures;

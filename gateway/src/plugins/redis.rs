@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use config_sync::schema::{boolean, integer, record, string, Field};
@@ -20,6 +20,7 @@ use config_sync::validate::validate_sni;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::background::Background;
 use super::log_io::millis;
 use super::tcp_log::{host_field, port_field};
 
@@ -220,17 +221,21 @@ impl RedisClient {
 
 /// The process's Redis clients, one per distinct connection config; held
 /// by `PluginEnv::redis`, outside any config snapshot.
-#[derive(Default)]
 pub struct RedisClients {
-    /// Started on first use; ends when this handle is dropped.
-    rt: OnceLock<Option<Runtime>>,
+    /// One thread of its own: the proxy's runtimes are Pingora's, and a
+    /// connection's driver task must outlive none of them. Started on
+    /// first use; ends when this handle is dropped.
+    rt: Background,
     clients: Mutex<HashMap<RedisConf, Arc<RedisClient>>>,
 }
 
-struct Runtime {
-    handle: tokio::runtime::Handle,
-    /// Dropped with the handle: the runtime's thread then ends.
-    _stop: tokio::sync::oneshot::Sender<()>,
+impl Default for RedisClients {
+    fn default() -> RedisClients {
+        RedisClients {
+            rt: Background::new("gw-redis"),
+            clients: Mutex::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisClients {
@@ -243,58 +248,13 @@ impl std::fmt::Debug for RedisClients {
 }
 
 impl RedisClients {
-    /// The Redis runtime: one thread of its own; the proxy's runtimes are
-    /// Pingora's, and a connection's driver task must outlive none of them.
-    fn runtime(&self) -> Option<&tokio::runtime::Handle> {
-        self.rt
-            .get_or_init(|| {
-                let (tx, rx) = std::sync::mpsc::channel();
-                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-                let spawned =
-                    std::thread::Builder::new()
-                        .name("gw-redis".into())
-                        .spawn(move || {
-                            let rt = match tokio::runtime::Builder::new_current_thread()
-                                .enable_all()
-                                .build()
-                            {
-                                Ok(rt) => rt,
-                                Err(e) => {
-                                    log::error!("cannot start the Redis runtime: {e}");
-                                    return;
-                                }
-                            };
-                            let _ = tx.send(rt.handle().clone());
-                            let _ = rt.block_on(stopped);
-                        });
-                match spawned {
-                    Ok(_) => rx.recv().ok().map(|handle| Runtime {
-                        handle,
-                        _stop: stop,
-                    }),
-                    Err(e) => {
-                        log::error!("cannot start the Redis thread: {e}");
-                        None
-                    }
-                }
-            })
-            .as_ref()
-            .map(|r| &r.handle)
-    }
-
     /// Runs background Redis work (a plugin's periodic counter sync, Kong's
     /// `kong.timer:at`) on the Redis runtime. False when there is none.
     pub fn spawn<F>(&self, task: F) -> bool
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        match self.runtime() {
-            Some(rt) => {
-                rt.spawn(task);
-                true
-            }
-            None => false,
-        }
+        self.rt.spawn(task)
     }
 
     /// The client for `conf`, created (without connecting) on first use.
@@ -303,7 +263,7 @@ impl RedisClients {
         if let Some(c) = clients.get(conf) {
             return Ok(c.clone());
         }
-        let rt = self.runtime().ok_or(RedisError::NoRuntime)?.clone();
+        let rt = self.rt.handle().ok_or(RedisError::NoRuntime)?.clone();
         let client = redis::Client::open(conf.connection_info()?).map_err(RedisError::Redis)?;
         let timeout = conf.timeout();
         // One connect attempt per exchange: a Redis that is down fails the
