@@ -431,7 +431,10 @@ fn bench(c: &mut Criterion) {
     for &n in sizes() {
         let text = user_config(n).to_string();
         g.bench_with_input(BenchmarkId::new("json", n), &text, |b, t| {
-            b.iter(|| gateway::loader::compile_text(t, &plugins(), "bench").expect("loads"))
+            b.iter(|| {
+                gateway::loader::compile_text(t, &plugins(), "bench", &Default::default())
+                    .expect("loads")
+            })
         });
     }
     g.finish();

@@ -341,7 +341,12 @@ impl Bench {
             Ok(p) => p,
             Err(e) => panic!("{e}"),
         };
-        let snap = match gateway::loader::compile_text(&yml, &plugins, "bench kong.yml") {
+        let snap = match gateway::loader::compile_text(
+            &yml,
+            &plugins,
+            "bench kong.yml",
+            &Default::default(),
+        ) {
             Ok(s) => Arc::new(s),
             Err(e) => panic!("{e}"),
         };

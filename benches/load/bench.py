@@ -31,6 +31,10 @@ Scenarios (each figure is the median of --rounds alternated runs):
   limits      rate-limiting (local; redis synchronous and batched, against a
               redis-server the run starts) against a route without plugins,
               and proxy-cache's hit path against nginx's proxy_cache
+  tls         TLS termination against nginx on the same certificates (ECDSA
+              P-256 and RSA 2048): full handshakes (openssl s_time -new, no
+              resumption) with the server's CPU per handshake, and requests
+              over kept-alive TLS connections
   plugins     the plugin runtime's cost: one gateway (no global plugins),
               max throughput at 50 connections and CPU s per 10k requests
               on a route without plugins, with prometheus, with key-auth,
@@ -75,9 +79,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ALL_SCENARIOS = ["throughput", "seed", "quota", "routes", "apply", "memory", "coldstart", "push", "plugins",
-                 "limits"]
+                 "limits", "tls"]
 # Scenarios with their own results block and files (see update_benchmarks_md).
-OWN_BLOCK = {"plugins", "limits"}
+OWN_BLOCK = {"plugins", "limits", "tls"}
 CG_ROOT = "/sys/fs/cgroup/cpu"
 BENCH_PATH = "/get"
 
@@ -148,6 +152,36 @@ http {{
       proxy_cache c;
       proxy_cache_valid 200 60m;
       add_header X-Cache-Status $upstream_cache_status;
+    }}
+  }}
+}}
+"""
+
+# nginx terminating TLS in front of the same upstream, with Kong's defaults
+# (TLS 1.2 and 1.3, a session cache as Kong's template sets).
+TLS_CONF = """
+worker_processes 1;
+pid {d}/{name}.pid;
+error_log {d}/{name}-error.log warn;
+events {{ worker_connections 16384; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/{name}-cbt; proxy_temp_path {d}/{name}-pt;
+  fastcgi_temp_path {d}/{name}-ft; uwsgi_temp_path {d}/{name}-ut; scgi_temp_path {d}/{name}-st;
+  keepalive_requests 1000000;
+  upstream up {{ server 127.0.0.1:{up}; keepalive 64; keepalive_requests 1000000; }}
+  server {{
+    listen 127.0.0.1:{port} ssl backlog=16384;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_timeout 1d;
+    location / {{
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
     }}
   }}
 }}
@@ -526,6 +560,8 @@ class Load:
             cmd += ["-q", str(rate), "--latency-correction"]
         for k, v in headers.items():
             cmd += ["-H", f"{k}: {v}"]
+        if url.startswith("https:"):
+            cmd.append("--insecure")  # the bench's self-signed certificates
         cmd.append(url)
         out = subprocess.run(self._taskset(cmd), capture_output=True, text=True,
                              timeout=duration + self.slack)
@@ -745,10 +781,10 @@ class Bench:
         time.sleep(0.2)  # workers up
         return p
 
-    def gateway_env(self, name, port, status_port, workers, extra=None):
+    def gateway_env(self, name, port, status_port, workers, extra=None, listen_flags=""):
         env = dict(os.environ,
                    KONG_DATABASE="off",
-                   KONG_PROXY_LISTEN=f"127.0.0.1:{port} reuseport backlog=16384",
+                   KONG_PROXY_LISTEN=f"127.0.0.1:{port}{listen_flags} reuseport backlog=16384",
                    KONG_STATUS_LISTEN=f"127.0.0.1:{status_port}",
                    KONG_ADMIN_LISTEN="off",
                    KONG_PREFIX=os.path.join(self.dir, name),
@@ -761,7 +797,7 @@ class Bench:
         return env
 
     def start_gateway(self, config=None, workers=1, cpus=None, group=None, env_extra=None,
-                      prefix_name=None, wait=True, name="gateway", binary=None):
+                      prefix_name=None, wait=True, name="gateway", binary=None, listen_flags=""):
         name = self.uniq(name)
         port, status_port = free_port(), free_port()
         extra = dict(env_extra or {})
@@ -769,7 +805,7 @@ class Bench:
             path = os.path.join(self.dir, f"{name}.json")
             write_json(path, config)
             extra["KONG_DECLARATIVE_CONFIG"] = path
-        env = self.gateway_env(prefix_name or name, port, status_port, workers, extra)
+        env = self.gateway_env(prefix_name or name, port, status_port, workers, extra, listen_flags)
         p = self.start(name, [binary or self.bin("gateway")], env=env, cpus=cpus or self.proxy_cpu, group=group)
         p.port, p.status_port = port, status_port
         p.config_path = extra.get("KONG_DECLARATIVE_CONFIG")
@@ -804,12 +840,15 @@ class Bench:
     def url(self, p, path=BENCH_PATH):
         return f"http://127.0.0.1:{p.port}{path}"
 
-    def measured(self, p, duration, conns, rate=None, path=BENCH_PATH, group=None, headers=None):
+    def measured(self, p, duration, conns, rate=None, path=BENCH_PATH, group=None, headers=None, scheme="http"):
         """One load run against `p` with its CPU time and RSS."""
         pids = p.pids()
         c0 = cpu_seconds(pids)
         t0 = group.throttled() if group else {}
-        r = self.load.run(self.url(p, path), duration, conns, rate, headers)
+        url = self.url(p, path)
+        if scheme == "https":
+            url = "https" + url[len("http"):]
+        r = self.load.run(url, duration, conns, rate, headers)
         c1 = cpu_seconds(p.pids())
         r["cpu_s"] = c1 - c0
         r["cpu_s_per_10k"] = (c1 - c0) / r["requests"] * 10000 if r["requests"] else None
@@ -1262,6 +1301,106 @@ class Bench:
                                      and none.get("cpu_s_per_10k") is not None else None
                                      for k, v in summary.items() if k.startswith("gateway")}}
 
+    def make_cert(self, kind):
+        """A self-signed certificate for 127.0.0.1 (`ec` P-256 or `rsa`
+        2048), made with the openssl command line."""
+        cert, key = os.path.join(self.dir, f"{kind}.crt"), os.path.join(self.dir, f"{kind}.key")
+        algo = (["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"] if kind == "ec"
+                else ["-newkey", "rsa:2048"])
+        out = subprocess.run(["openssl", "req", "-x509", *algo, "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                              "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+                             capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            raise BenchError(f"tls: openssl could not make a {kind} certificate: {out.stderr.strip()[:300]}")
+        return cert, key
+
+    def start_nginx_tls(self, cert, key):
+        name = self.uniq("nginx-tls")
+        port = free_port()
+        conf = os.path.join(self.dir, f"{name}.conf")
+        with open(conf, "w") as f:
+            f.write(TLS_CONF.format(d=self.dir, name=name, port=port, up=self.upstream_port, cert=cert, key=key))
+        p = self.start(name, [nginx_bin(), "-c", conf, "-g", "daemon off;"], cpus=self.proxy_cpu)
+        p.port = port
+        wait_port(port, what=f"nginx did not start (see {p.stderr_path})")
+        time.sleep(0.2)
+        return p
+
+    def handshakes(self, p, duration):
+        """Full handshakes for `duration` s from two `openssl s_time -new`
+        clients (no session reuse, nothing sent), with the server's CPU."""
+        cmd = ["openssl", "s_time", "-connect", f"127.0.0.1:{p.port}", "-new", "-time", str(duration)]
+        pids = p.pids()
+        c0 = cpu_seconds(pids)
+        procs = [subprocess.Popen(self.load._taskset(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True) for _ in range(2)]
+        n = 0
+        outs = []
+        for q in procs:
+            try:
+                out, _ = q.communicate(timeout=duration + 30)
+            except subprocess.TimeoutExpired:
+                q.kill()
+                raise BenchError("tls: openssl s_time did not finish")
+            outs.append(out)
+            m = re.search(r"(\d+) connections in [\d.]+s", out)
+            n += int(m.group(1)) if m else 0
+        cpu = cpu_seconds(p.pids()) - c0
+        return {"handshakes": n, "per_s": n / duration, "cpu_s": cpu,
+                "cpu_us_per_handshake": cpu / n * 1e6 if n else None,
+                "per_cpu_s": n / cpu if cpu > 0 else None,
+                "ok": n > 0, "client_output": outs[0][-300:] if not n else ""}
+
+    def tls(self):
+        """TLS termination against nginx on the same certificate: full
+        handshakes per second and per CPU-second of the server (openssl
+        s_time -new: a full handshake each, nothing sent), then requests
+        over 50 kept-alive TLS connections, for an ECDSA P-256 and an RSA
+        2048 certificate."""
+        a = self.args
+        if not shutil.which("openssl"):
+            raise BenchError("tls: the openssl command is not installed")
+        out = {}
+        probes = []
+        for kind in ("ec", "rsa"):
+            cert, key = self.make_cert(kind)
+            cfg = {"_format_version": "3.0", "services": [
+                {"name": "svc", "url": f"http://127.0.0.1:{self.upstream_port}",
+                 "routes": [{"name": "r", "paths": ["/"]}]}]}
+            gw = self.start_gateway(cfg, listen_flags=" ssl",
+                                    env_extra={"KONG_SSL_CERT": cert, "KONG_SSL_CERT_KEY": key})
+            ng = self.start_nginx_tls(cert, key)
+            targets = {"nginx": ng, "gateway": gw}
+            for name, p in targets.items():
+                st = https_status(p.port, "/get")
+                probes.append({"what": f"{kind}: {name} GET https://127.0.0.1/get", "got": st, "want": 200})
+            hs = {k: [] for k in targets}
+            ka = {k: [] for k in targets}
+            for rnd in range(a.rounds):
+                for name, p in targets.items():
+                    h = self.handshakes(p, a.duration)
+                    hs[name].append(h)
+                    r = self.measured(p, a.duration, 50, path="/get", scheme="https")
+                    ka[name].append(r)
+                    log(f"tls {kind} round {rnd + 1} {name}: {h['per_s']:.0f} handshakes/s "
+                        f"({fmt(h['cpu_us_per_handshake'], 0)} µs CPU each); keep-alive {r['rps']:.0f} req/s "
+                        f"cpu/10k {fmt(r['cpu_s_per_10k'], 3)} s")
+            for p in targets.values():
+                self.stop(p)
+            for name in targets:
+                probes.append({"what": f"{kind}: {name} completed full handshakes",
+                               "got": all(h["ok"] for h in hs[name]), "want": True})
+            hsum = {k: summarize(v, ("per_s", "cpu_us_per_handshake", "per_cpu_s")) for k, v in hs.items()}
+            ksum = {k: summarize(v, ("rps", "p50_ms", "p99_ms", "cpu_s_per_10k")) for k, v in ka.items()}
+            out[kind] = {"handshakes": hsum, "keepalive": ksum, "handshake_runs": hs, "runs": ka,
+                         "gateway_vs_nginx": {
+                             "handshakes_per_cpu_s": ratios(hsum["gateway"], hsum["nginx"], ("per_cpu_s",)),
+                             "keepalive": ratios(ksum["gateway"], ksum["nginx"], ("rps", "cpu_s_per_10k"))}}
+        out["probes"] = probes
+        out["runs"] = {f"{kind} {name}": out[kind]["runs"][name] for kind in ("ec", "rsa")
+                       for name in ("nginx", "gateway")}
+        return out
+
     def memory(self):
         out = {}
         rounds = []
@@ -1403,6 +1542,28 @@ def request_head(port, path, headers, timeout=2.0):
         return int(head[0].split(" ", 2)[1]), hdrs
     except (OSError, IndexError, ValueError):
         return None, {}
+
+
+def https_status(port, path, timeout=5.0):
+    """The status of one GET over TLS (certificate not checked), None when
+    it fails."""
+    import ssl
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+            with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+                data = b""
+                while b"\r\n" not in data:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+        return int(data.split(b" ", 2)[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def http_get_text(port, path, timeout=5.0):
@@ -1610,7 +1771,7 @@ def check_scenario(name, r, ci=False):
             statuses = x.get("probe_status") or []
             if len(statuses) != len(x["runs"]) or any(st != 200 for st in statuses):
                 p.append(f"coldstart {key}: requests once ready got {statuses!r}, want 200 each")
-    elif name in ("plugins", "limits"):
+    elif name in ("plugins", "limits", "tls"):
         runs(r.get("runs") or {}, name)
         probes = r.get("probes") or []
         if not probes:
@@ -1819,8 +1980,39 @@ def markdown_limits(res):
     return "\n".join(L).rstrip() + "\n"
 
 
+def markdown_tls(res):
+    """The tls scenario's own block (BENCHMARKS.md `## TLS termination`)."""
+    g = res.get("tls")
+    if not g or "ec" not in g:
+        return ""
+    meta = res["meta"]
+    L = [f"Run of {meta['date']} on {meta['host']} ({meta['cpus']} CPUs), {meta['rounds']} alternated rounds "
+         f"of {meta['duration_s']} s, medians; 1 worker pinned to one CPU, clients on the other. Handshakes: "
+         f"two `openssl s_time -new` clients (a full handshake each, no resumption, no request). "
+         f"Keep-alive: {meta['driver']}, 50 connections, GET /get.", ""]
+    L.append("| certificate | server | full handshakes/s | CPU µs / handshake | handshakes / CPU-s | "
+             "keep-alive req/s | p99 ms | CPU s / 10k req |")
+    L.append("|---|---|---|---|---|---|---|---|")
+    for kind, label in (("ec", "ECDSA P-256"), ("rsa", "RSA 2048")):
+        x = g.get(kind) or {}
+        for name in ("nginx", "gateway"):
+            h = (x.get("handshakes") or {}).get(name, {})
+            k = (x.get("keepalive") or {}).get(name, {})
+            L.append(f"| {label} | {name} | {fmt(h.get('per_s'), 0)} | {fmt(h.get('cpu_us_per_handshake'), 0)} | "
+                     f"{fmt(h.get('per_cpu_s'), 0)} | {fmt(k.get('rps'), 0)} | {fmt(k.get('p99_ms'))} | "
+                     f"{fmt(k.get('cpu_s_per_10k'), 3)} |")
+    L.append("")
+    for kind, label in (("ec", "ECDSA P-256"), ("rsa", "RSA 2048")):
+        r = (g.get(kind) or {}).get("gateway_vs_nginx") or {}
+        hs = (r.get("handshakes_per_cpu_s") or {}).get("per_cpu_s")
+        ka = r.get("keepalive") or {}
+        L.append(f"- **{label}, gateway / nginx:** {fmt(hs)}× handshakes per CPU-second; keep-alive "
+                 f"{fmt(ka.get('rps'))}× req/s, {fmt(ka.get('cpu_s_per_10k'))}× CPU per request.")
+    return "\n".join(L).rstrip() + "\n"
+
+
 # Scenarios with a block of their own: how each renders it.
-OWN_MARKDOWN = {"plugins": markdown_plugins, "limits": markdown_limits}
+OWN_MARKDOWN = {"plugins": markdown_plugins, "limits": markdown_limits, "tls": markdown_tls}
 
 
 def chart(res, path):

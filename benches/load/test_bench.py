@@ -53,6 +53,9 @@ def good(name):
     if name == "push":
         return {"by_routes": {"100": {"runs": [{"push_to_ping_ms": 50.0, "apply_ms": 20.0,
                                                "last_route_status": 200}]}}}
+    if name == "tls":
+        return {"runs": {"ec nginx": [ok_run()], "ec gateway": [ok_run()]},
+                "probes": [{"what": "ec: gateway completed full handshakes", "got": True, "want": True}]}
     if name == "limits":
         return {"runs": {"nginx": [ok_run()], "gateway /rl-redis": [ok_run()]},
                 "probes": [{"what": "gateway GET /cache twice: X-Cache-Status", "got": "hit", "want": "hit"}]}
@@ -202,6 +205,31 @@ class Check(unittest.TestCase):
         r["probes"][0]["got"] = "miss"  # the cache never hit
         problems = bench.check_scenario("limits", r)
         self.assertTrue(problems and problems[0].startswith("limits: "), problems)
+
+    def test_tls_needs_handshakes_and_clean_runs(self):
+        r = good("tls")
+        r["probes"][0]["got"] = False  # s_time completed no handshake
+        self.assertTrue(bench.check_scenario("tls", r))
+        r = good("tls")
+        r["runs"]["ec gateway"] = [FAILED]
+        self.assertTrue(bench.check_scenario("tls", r))
+
+    def test_tls_markdown(self):
+        def side(hs, cpu_us, rps, cpu):
+            return ({"per_s": hs, "cpu_us_per_handshake": cpu_us, "per_cpu_s": 1e6 / cpu_us},
+                    {"rps": rps, "p50_ms": 1.0, "p99_ms": 2.0, "cpu_s_per_10k": cpu})
+        g = {}
+        for kind in ("ec", "rsa"):
+            (hn, kn), (hg, kg) = side(2000, 400, 30000, 0.3), side(1600, 500, 15000, 0.6)
+            g[kind] = {"handshakes": {"nginx": hn, "gateway": hg}, "keepalive": {"nginx": kn, "gateway": kg},
+                       "gateway_vs_nginx": {
+                           "handshakes_per_cpu_s": bench.ratios(hg, hn, ("per_cpu_s",)),
+                           "keepalive": bench.ratios(kg, kn, ("rps", "cpu_s_per_10k"))}}
+        md = bench.markdown_tls({"meta": {"date": "d", "host": "h", "cpus": 2, "driver": "oha", "rounds": 3,
+                                          "duration_s": 8}, "tls": g})
+        self.assertIn("| ECDSA P-256 | gateway | 1600 | 500 | 2000 | 15000 |", md)
+        self.assertIn("**RSA 2048, gateway / nginx:** 0.80× handshakes per CPU-second; keep-alive 0.50× req/s, "
+                      "2.00× CPU per request.", md)
 
     def test_limits_markdown(self):
         s = {"nginx": {"rps": 20000, "p99_ms": 1.0, "cpu_s_per_10k": 0.4},

@@ -34,7 +34,11 @@ pub(crate) fn build_all(
             Kind::Consumer => cfg.consumers.push(consumer(item, errs)),
             Kind::Certificate => cfg.certificates.push(certificate(item, errs)),
             Kind::Sni => cfg.snis.push(sni(item, errs)),
-            Kind::CaCertificate => cfg.ca_certificates.push(ca_certificate(item, errs)),
+            Kind::CaCertificate => {
+                let transform = cfg.transform;
+                cfg.ca_certificates
+                    .push(ca_certificate(item, transform, errs))
+            }
             k if k.is_credential() => {
                 let transform = cfg.transform;
                 cfg.credentials.push(credential(item, transform, errs))
@@ -65,8 +69,6 @@ fn uuid_check(s: &str) -> Result<(), String> {
 fn not_supported(what: &str) -> String {
     format!("not supported yet: this gateway does not {what}; remove the field or set it to null")
 }
-
-const NO_UPSTREAM_CLIENT_CERT: &str = "present a client certificate to upstreams (upstream mTLS)";
 
 fn int_or<T: TryFrom<i64>>(v: Option<i64>, default: T) -> T {
     v.and_then(|n| T::try_from(n).ok()).unwrap_or(default)
@@ -220,30 +222,6 @@ fn service(item: &Item<'_>, errs: &mut Vec<ConfigError>) -> Service {
                     field,
                     "value must be null (only allowed when 'protocol' is 'https' or 'tls')",
                 );
-            }
-        }
-    } else {
-        // Upstream TLS options not applied yet (`tls_verify` is).
-        let unsupported = [
-            (
-                "client_certificate",
-                r.has("client_certificate"),
-                NO_UPSTREAM_CLIENT_CERT,
-            ),
-            (
-                "tls_verify_depth",
-                tls_verify_depth.is_some(),
-                "limit the depth of the upstream certificate chain it verifies",
-            ),
-            (
-                "ca_certificates",
-                ca_list.as_ref().is_some_and(|l| !l.is_empty()),
-                "verify upstream certificates against the service's CA certificates (only against the system trust store)",
-            ),
-        ];
-        for (field, set, what) in unsupported {
-            if set {
-                r.err(field, not_supported(what));
             }
         }
     }
@@ -758,9 +736,6 @@ fn upstream(item: &Item<'_>, errs: &mut Vec<ConfigError>) -> Upstream {
             "not supported yet: this gateway resolves targets by A/AAAA records only, never SRV; set it to false",
         );
     }
-    if r.has("client_certificate") {
-        r.err("client_certificate", not_supported(NO_UPSTREAM_CLIENT_CERT));
-    }
     let tags = r.tags();
     let healthchecks = r
         .record("healthchecks", &[], |h| {
@@ -1230,11 +1205,14 @@ fn sni(item: &Item<'_>, errs: &mut Vec<ConfigError>) -> Sni {
 }
 
 /// kong/db/schema/entities/ca_certificates.lua: one certificate, a valid
-/// one (typedefs.certificate), not expired, a CA.
-fn ca_certificate(item: &Item<'_>, errs: &mut Vec<ConfigError>) -> CaCertificate {
+/// one (typedefs.certificate), not expired, a CA. Its `on_write`
+/// transformation sets `cert_digest` (hex SHA-256 of the DER) whatever was
+/// given, unless the config is already transformed (`_transform: false`).
+fn ca_certificate(item: &Item<'_>, transform: bool, errs: &mut Vec<ConfigError>) -> CaCertificate {
     const TAG: &str = "-----BEGIN CERTIFICATE-----";
     let mut r = reader(item, errs);
     let cert = r.required_string("cert");
+    let mut digest = None;
     if let Some(c) = &cert {
         match parse_certificate(c) {
             Err(e) => r.err("cert", e),
@@ -1242,6 +1220,10 @@ fn ca_certificate(item: &Item<'_>, errs: &mut Vec<ConfigError>) -> CaCertificate
                 r.err("@entity", "please submit only one certificate at a time")
             }
             Ok(p) => {
+                digest = p
+                    .chain
+                    .first()
+                    .map(|der| hex::encode(ring::digest::digest(&ring::digest::SHA256, der)));
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
@@ -1259,7 +1241,12 @@ fn ca_certificate(item: &Item<'_>, errs: &mut Vec<ConfigError>) -> CaCertificate
             }
         }
     }
-    let cert_digest = r.string("cert_digest");
+    let given_digest = r.string("cert_digest");
+    let cert_digest = if transform {
+        digest.or(given_digest)
+    } else {
+        given_digest
+    };
     let tags = r.tags();
     r.finish();
     CaCertificate {
@@ -1317,7 +1304,40 @@ pub(crate) fn cross_checks(
         }
     }
 
-    // Unique columns that are not endpoint keys (Kong checks every `unique` field).
+    // Unique columns that are not endpoint keys (Kong checks every `unique`
+    // field, on the values as given: before `cert_digest` is computed).
+    let mut digests: HashSet<&str> = HashSet::new();
+    for item in of(Kind::CaCertificate) {
+        if let Some(Value::String(d)) = item.obj.get("cert_digest") {
+            if !digests.insert(d.as_str()) {
+                errs.push(item.err(
+                    "cert_digest",
+                    format!("uniqueness violation: 'ca_certificates' entity with cert_digest set to '{d}' already declared"),
+                ));
+            }
+        }
+    }
+
+    // A service's trust store: every CA certificate it names must exist.
+    // Kong (kong/runloop/certificate.lua fetch_ca_certificates) only finds
+    // out per request, logs "CA Certificate '<id>' does not exist" and
+    // proxies with the default trust store; refused here instead, in its
+    // words, so a typo cannot quietly change what is trusted.
+    let ca_ids: HashSet<Uuid> = cfg.ca_certificates.iter().map(|c| c.id).collect();
+    for (item, s) in of(Kind::Service).zip(&cfg.services) {
+        if item.duplicate {
+            continue;
+        }
+        for id in &s.ca_certificates {
+            if !ca_ids.contains(id) {
+                errs.push(item.err(
+                    "ca_certificates",
+                    format!("CA Certificate '{id}' does not exist"),
+                ));
+            }
+        }
+    }
+
     let mut custom_ids: HashSet<&str> = HashSet::new();
     for (item, c) in of(Kind::Consumer).zip(&cfg.consumers) {
         if let Some(cid) = c.custom_id.as_deref() {

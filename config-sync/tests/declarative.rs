@@ -543,9 +543,10 @@ services:
 }
 
 #[test]
-fn unsupported_upstream_tls_fields_are_refused() {
-    // Set, they ask for what the gateway does not do yet: refused, each
-    // named with its entity, not loaded and ignored.
+fn upstream_tls_fields_are_loaded() {
+    // Kong 3.10's upstream TLS (kong/runloop/upstream_ssl.lua): the
+    // service's trust store, depth and client certificate, and the
+    // upstream's client certificate (its fallback).
     let text = doc(&r#"
 ca_certificates:
   - id: 5e2f9d34-0000-4000-8000-000000000001
@@ -561,31 +562,103 @@ services:
     tls_verify_depth: 3
     ca_certificates: [5e2f9d34-0000-4000-8000-000000000001]
     client_certificate: 5e2f9d34-0000-4000-8000-000000000002
-    tls_sans: {dnsnames: [a.test]}
 upstreams:
   - name: u
     client_certificate: {id: 5e2f9d34-0000-4000-8000-000000000002}
-    use_srv_name: true
 "#
     .replace("{CA}", &json_str(&fixture("certs/ca.crt")))
     .replace("{CERT}", &json_str(&fixture("certs/example.com.crt")))
     .replace("{KEY}", &json_str(&fixture("certs/example.com.key"))));
-    let errs = errors(&text);
+    let cfg = ok(&text);
+    let id = |n: u8| format!("5e2f9d34-0000-4000-8000-00000000000{n}");
+    let s = &cfg.services[0];
+    assert_eq!((s.tls_verify, s.tls_verify_depth), (Some(true), Some(3)));
+    assert_eq!(
+        s.ca_certificates
+            .iter()
+            .map(|u| u.to_string())
+            .collect::<Vec<_>>(),
+        vec![id(1)]
+    );
+    assert_eq!(s.client_certificate.map(|u| u.to_string()), Some(id(2)));
+    assert_eq!(
+        cfg.upstreams[0].client_certificate.map(|u| u.to_string()),
+        Some(id(2))
+    );
+    // The transformation Kong runs on write: the SHA-256 of the DER.
+    let digest = cfg.ca_certificates[0].cert_digest.clone().unwrap();
+    assert_eq!(digest.len(), 64, "{digest}");
+    assert!(digest
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+}
+
+#[test]
+fn upstream_tls_references_must_exist() {
+    let errs = errors(&doc(r#"
+services:
+  - name: s
+    url: https://h
+    ca_certificates: [5e2f9d34-0000-4000-8000-0000000000aa]
+    client_certificate: 5e2f9d34-0000-4000-8000-0000000000bb
+upstreams:
+  - name: u
+    client_certificate: 5e2f9d34-0000-4000-8000-0000000000bb
+"#));
     let got: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-    assert_eq!(errs.len(), 6, "{got:#?}");
     assert!(
-        got.contains(&"in 'services' entity 's': field 'ca_certificates': not supported yet: this gateway does not verify upstream certificates against the service's CA certificates (only against the system trust store); remove the field or set it to null".to_string()),
+        got.contains(&"in 'services' entity 's': field 'ca_certificates': CA Certificate '5e2f9d34-0000-4000-8000-0000000000aa' does not exist".to_string()),
         "{got:#?}"
     );
-    assert_err(&errs, "service", "tls_verify_depth", "not supported yet");
     assert_err(
         &errs,
         "service",
         "client_certificate",
-        "not supported yet: this gateway does not present a client certificate to upstreams (upstream mTLS)",
+        "invalid reference 'client_certificate: 5e2f9d34-0000-4000-8000-0000000000bb' (no such entry in 'certificates')",
     );
+    assert_err(
+        &errs,
+        "upstream",
+        "client_certificate",
+        "no such entry in 'certificates'",
+    );
+}
+
+#[test]
+fn ca_certificate_digests_are_unique_as_given() {
+    let ca = json_str(&fixture("certs/ca.crt"));
+    let errs = errors(&doc(&format!(
+        "ca_certificates:\n  - cert: {ca}\n    cert_digest: abc\n  - cert: {ca}\n    cert_digest: abc\n"
+    )));
+    assert_err(
+        &errs,
+        "ca_certificate",
+        "cert_digest",
+        "uniqueness violation: 'ca_certificates' entity with cert_digest set to 'abc' already declared",
+    );
+    // Already transformed (a control plane's export): kept as given.
+    let cfg = ok(&format!(
+        "_format_version: '3.0'\n_transform: false\nca_certificates:\n  - cert: {ca}\n    cert_digest: abc\n"
+    ));
+    assert_eq!(cfg.ca_certificates[0].cert_digest.as_deref(), Some("abc"));
+}
+
+#[test]
+fn unsupported_upstream_tls_fields_are_refused() {
+    // Kong Enterprise's extra names and SRV lookups are not done: refused,
+    // each named with its entity, not loaded and ignored.
+    let errs = errors(&doc(r#"
+services:
+  - name: s
+    url: https://h
+    tls_sans: {dnsnames: [a.test]}
+upstreams:
+  - name: u
+    use_srv_name: true
+"#));
+    let got: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert_eq!(errs.len(), 2, "{got:#?}");
     assert_err(&errs, "service", "tls_sans", "not supported yet");
-    assert_err(&errs, "upstream", "client_certificate", "upstream mTLS");
     assert_err(&errs, "upstream", "use_srv_name", "never SRV");
 }
 

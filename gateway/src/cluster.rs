@@ -52,7 +52,7 @@ impl ConfigSink for GatewaySink {
         let cfg = parse_declarative_value(config_table, &self.opts)
             .map_err(|e| format!("declarative configuration parse failure: {e}"))?;
         let t1 = Instant::now();
-        let snap = Snapshot::compile(&cfg, hash)
+        let snap = Snapshot::compile_with(&cfg, hash, self.config.upstream_tls())
             .map_err(|e| format!("configuration reload failed: {e}"))?;
         let t2 = Instant::now();
         self.config.store(snap);

@@ -19,3 +19,5 @@ pub mod shim;
 pub mod snapshot;
 pub mod stats;
 pub mod status;
+pub mod tls;
+pub mod upstream_tls;

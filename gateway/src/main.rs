@@ -99,7 +99,7 @@ fn spawn_reloader(path: PathBuf, plugins: Vec<String>, shared: Shared) -> anyhow
         .spawn(move || {
             for _ in signals.forever() {
                 let started = std::time::Instant::now();
-                match loader::load_file(&path, &plugins) {
+                match loader::load_file(&path, &plugins, shared.config.upstream_tls()) {
                     Ok(snap) => {
                         let hash = snap.hash.clone();
                         shared.config.store(snap);
@@ -168,7 +168,17 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(1);
         }
     };
-    let shared = Shared::new(settings.mem_cache_size);
+    // nginx's proxy_ssl_* and Kong's client_ssl: files read once, here (a
+    // file that cannot be loaded stops the start, as nginx's does).
+    let upstream_tls = match gateway::upstream_tls::UpstreamTlsDefaults::from_settings(&settings) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("Error: invalid configuration:\n{e}");
+            std::process::exit(1);
+        }
+    };
+    let mut shared = Shared::new(settings.mem_cache_size);
+    shared.config = shared.config.with_upstream_tls(upstream_tls);
     // Node id for metric labels: `<prefix>/kong.id`, the one a data plane
     // reports to its control plane (Kong persists it the same way).
     match config_sync::cluster::node_id::load_or_create(&settings.prefix) {
@@ -216,7 +226,12 @@ fn main() -> anyhow::Result<()> {
     };
 
     if let Some(text) = &settings.declarative_config_string {
-        match loader::compile_text(text, &plugins, "declarative_config_string") {
+        match loader::compile_text(
+            text,
+            &plugins,
+            "declarative_config_string",
+            shared.config.upstream_tls(),
+        ) {
             Ok(s) => shared.config.store(s),
             Err(e) => {
                 eprintln!("Error: {e}");
@@ -224,7 +239,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
     } else if let Some(path) = &settings.declarative_config {
-        match loader::load_file(path, &plugins) {
+        match loader::load_file(path, &plugins, shared.config.upstream_tls()) {
             Ok(s) => {
                 log::info!(
                     "loaded declarative config '{}' (hash {})",

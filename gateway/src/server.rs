@@ -126,6 +126,34 @@ fn plain_listener(l: &ListenAddr) -> ListenerConfig {
         })
 }
 
+/// The PROXY-protocol and TLS steps of the proxy listeners flagged for
+/// them: the default certificate (`ssl_cert`, or generated under the
+/// prefix as Kong does) and the rustls config are set up once here; the
+/// certificates of the configuration are read per handshake from the live
+/// snapshot.
+fn edge(settings: &Settings, shared: &Shared) -> anyhow::Result<Option<crate::proxy::edge::Edge>> {
+    use crate::tls::{server_config, DefaultCerts, SniResolver};
+    let tls = if settings.proxy_listen.iter().any(|l| l.ssl) {
+        let ssl = &settings.ssl;
+        let defaults = DefaultCerts::load(&ssl.cert, &ssl.cert_key, &settings.prefix)?;
+        if defaults.is_empty() {
+            anyhow::bail!("ssl listeners need a default certificate and none could be set up");
+        }
+        let resolver = Arc::new(SniResolver {
+            config: shared.config.clone(),
+            defaults,
+        });
+        Some(server_config(ssl, resolver)?)
+    } else {
+        None
+    };
+    Ok(crate::proxy::edge::Edge::new(
+        &settings.proxy_listen,
+        tls,
+        settings.client_header_timeout,
+    ))
+}
+
 /// Worker threads: `nginx_worker_processes`; `auto` is sized to the
 /// container's CPU quota (cgroup v1 or v2), not the host's cores.
 pub fn worker_threads(s: &Settings) -> usize {
@@ -204,19 +232,19 @@ pub fn build(settings: &Settings, shared: &Shared) -> anyhow::Result<Built> {
     // `http_proxy` does what `http_proxy_service_with_name` did (init modules).
     let options = proxy.options.clone();
     let proxy = pingora::proxy::http_proxy(&server.configuration, proxy);
-    let mut proxy_service = Service::new(
-        "kong proxy".to_string(),
-        H1Front::new(proxy, &options, shared.stats.clone()),
-    );
+    let mut front = H1Front::new(proxy, &options, shared.stats.clone());
+    front.edge = edge(settings, shared)?.map(Arc::new);
+    let mut proxy_service = Service::new("kong proxy".to_string(), front);
     let mut listening = 0;
-    // Settings refuse the listen flags not served (ssl, http2,
-    // proxy_protocol, ...), so every entry is a plain-HTTP listener.
+    // Every entry is a TCP listener to Pingora: the `ssl` and
+    // `proxy_protocol` steps run in the front (`proxy::edge`); settings
+    // refuse the flags not served (h2c, deferred, so_keepalive).
     for l in &settings.proxy_listen {
         proxy_service.add_listener(plain_listener(l));
         listening += 1;
     }
     if listening == 0 {
-        log::warn!("no plain-HTTP proxy listener configured");
+        log::warn!("no proxy listener configured");
     }
     server.add_service(proxy_service);
 

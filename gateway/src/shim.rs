@@ -336,7 +336,9 @@ fn config_parse(args: &[String]) -> i32 {
         return 1;
     };
     let plugins = crate::plugins::enabled(&["bundled".to_string()]).unwrap_or_default();
-    match crate::loader::load_file(Path::new(file), &plugins) {
+    // Validation only: no upstream TLS settings are needed to parse.
+    let tls = crate::upstream_tls::UpstreamTlsDefaults::default();
+    match crate::loader::load_file(Path::new(file), &plugins, &tls) {
         Ok(_) => {
             println!("parse successful");
             0

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::balancer::{Background, Balancer, TargetAddr};
 use crate::router::{RouteView, Router};
+use crate::upstream_tls::UpstreamTlsDefaults;
 
 /// Kong's hash of an empty configuration (`DECLARATIVE_EMPTY_CONFIG_HASH`).
 pub const EMPTY_CONFIG_HASH: &str = "00000000000000000000000000000000";
@@ -57,7 +58,9 @@ pub struct ServiceRt {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
-    pub tls_verify: bool,
+    /// An `https` service's TLS to its upstream (`upstream_tls`): the
+    /// rustls config and the keep-alive pool group of its settings.
+    pub tls: Option<Arc<crate::upstream_tls::PeerTls>>,
     pub target: ServiceTarget,
     /// The entity as configured, kept only when a plugin echoes it
     /// (request-termination's `matched_service`).
@@ -106,6 +109,9 @@ pub struct Snapshot {
     /// only when a logging plugin is configured).
     pub log_entities: crate::plugins::log_serializer::Entities,
     pub certificates: Vec<CertificateRt>,
+    /// `certificates` + `snis` compiled for `ssl` listeners: signing keys
+    /// and the SNI index a handshake looks up (`tls::SniResolver`).
+    pub server_certs: crate::tls::CertIndex,
     pub ca_certificates: Vec<model::CaCertificate>,
     /// Kong's configuration hash (32 hex digits).
     pub hash: String,
@@ -122,6 +128,10 @@ pub enum CompileError {
     Router(#[from] crate::router::RouterError),
     #[error("in 'plugins': {0}")]
     Plugin(#[from] crate::plugins::runtime::PluginError),
+    #[error("in 'certificates': {0}")]
+    Certificate(#[from] crate::tls::CertError),
+    #[error("{0}")]
+    UpstreamTls(#[from] crate::upstream_tls::UpstreamTlsError),
 }
 
 impl Snapshot {
@@ -139,6 +149,7 @@ impl Snapshot {
             consumers: crate::plugins::consumers::ConsumerDb::default(),
             log_entities: crate::plugins::log_serializer::Entities::default(),
             certificates: Vec::new(),
+            server_certs: crate::tls::CertIndex::default(),
             ca_certificates: Vec::new(),
             hash: EMPTY_CONFIG_HASH.to_string(),
             has_entities: false,
@@ -147,16 +158,31 @@ impl Snapshot {
 
     /// Compiles a validated declarative config.
     pub fn compile(cfg: &DeclarativeConfig, hash: String) -> Result<Snapshot, CompileError> {
+        Snapshot::compile_with(cfg, hash, &UpstreamTlsDefaults::default())
+    }
+
+    /// Compiles with the process' upstream TLS defaults (`proxy_ssl_*`,
+    /// `client_ssl`; [`ConfigHandle::upstream_tls`]).
+    pub fn compile_with(
+        cfg: &DeclarativeConfig,
+        hash: String,
+        upstream_tls: &UpstreamTlsDefaults,
+    ) -> Result<Snapshot, CompileError> {
         // Group children by parent once: the scans below must stay linear
         // in the config size (10,000-route configs are common).
         let mut targets_of: HashMap<Uuid, Vec<&model::Target>> = HashMap::new();
         for t in &cfg.targets {
             targets_of.entry(t.upstream).or_default().push(t);
         }
+        let mut peer_tls = crate::upstream_tls::Builder::new(cfg, upstream_tls);
         let mut upstreams: HashMap<String, Arc<Balancer>> = HashMap::new();
         for up in &cfg.upstreams {
             let targets = targets_of.remove(&up.id).unwrap_or_default();
-            upstreams.insert(up.name.clone(), Arc::new(Balancer::new(up, &targets)));
+            let probe_cert = peer_tls.probe_client_cert(up)?;
+            upstreams.insert(
+                up.name.clone(),
+                Arc::new(Balancer::with_probe_cert(up, &targets, probe_cert)),
+            );
         }
 
         // Entities are copied only for a plugin that shows them.
@@ -165,6 +191,8 @@ impl Snapshot {
         // Service id -> index, or `None` for a disabled service (its routes
         // are left out of the router entirely, as Kong does).
         let mut service_index: HashMap<Uuid, Option<usize>> = HashMap::new();
+        let upstream_entities: HashMap<&str, &model::Upstream> =
+            cfg.upstreams.iter().map(|u| (u.name.as_str(), u)).collect();
         for s in &cfg.services {
             let scheme = match s.protocol.as_str() {
                 "https" | "grpcs" | "wss" | "tls" => Scheme::Https,
@@ -186,7 +214,12 @@ impl Snapshot {
                 connect_timeout: Duration::from_millis(s.connect_timeout),
                 read_timeout: Duration::from_millis(s.read_timeout),
                 write_timeout: Duration::from_millis(s.write_timeout),
-                tls_verify: s.tls_verify.unwrap_or(false),
+                tls: match scheme {
+                    Scheme::Https => {
+                        Some(peer_tls.service(s, upstream_entities.get(s.host.as_str()).copied())?)
+                    }
+                    Scheme::Http => None,
+                },
                 target,
                 entity: keep_entities.then(|| Arc::new(s.clone())),
             });
@@ -258,6 +291,8 @@ impl Snapshot {
             .map(|r| (r.id, r.service.and_then(|i| services.get(i)).map(|s| s.id)))
             .collect();
         let plugins = crate::plugins::PluginSet::compile(&cfg.plugins, &scopes)?;
+        // Keys parsed once here: a handshake only looks up.
+        let server_certs = crate::tls::CertIndex::compile(cfg)?;
         let consumers = crate::plugins::consumers::ConsumerDb::compile(cfg);
         let log_entities = crate::plugins::log_serializer::Entities::compile(cfg, &routes);
         Ok(Snapshot {
@@ -269,6 +304,7 @@ impl Snapshot {
             consumers,
             log_entities,
             certificates,
+            server_certs,
             ca_certificates: cfg.ca_certificates.clone(),
             hash,
             has_entities,
@@ -338,6 +374,8 @@ pub struct ConfigHandle {
     swap: Arc<std::sync::Mutex<()>>,
     /// Plugin state kept across swaps; pruned to the live instances.
     plugin_state: Arc<crate::plugins::runtime::StateStore>,
+    /// Upstream TLS settings every compile uses (read once at start).
+    upstream_tls: Arc<UpstreamTlsDefaults>,
 }
 
 impl Default for ConfigHandle {
@@ -347,6 +385,7 @@ impl Default for ConfigHandle {
             background: Arc::new(Background::default()),
             swap: Arc::new(std::sync::Mutex::new(())),
             plugin_state: Arc::default(),
+            upstream_tls: Arc::default(),
         }
     }
 }
@@ -358,6 +397,18 @@ impl ConfigHandle {
             plugin_state: state,
             ..ConfigHandle::default()
         }
+    }
+
+    /// This handle with the process' upstream TLS settings (set before the
+    /// handle is shared).
+    pub fn with_upstream_tls(mut self, defaults: UpstreamTlsDefaults) -> ConfigHandle {
+        self.upstream_tls = Arc::new(defaults);
+        self
+    }
+
+    /// What [`Snapshot::compile_with`] needs for configs applied here.
+    pub fn upstream_tls(&self) -> &UpstreamTlsDefaults {
+        &self.upstream_tls
     }
 
     /// The snapshot for one request; hold the `Arc` for the request's life.

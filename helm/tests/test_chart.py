@@ -276,19 +276,19 @@ def test_security_context_uid_1000_read_only_root():
 def test_tls_and_unserved_listeners_refused():
     # kong/kong values that ask for what the gateway does not serve yet get
     # a clear refusal, not a pod that refuses to start.
-    refused(render(sets=("proxy.tls.enabled=true",)),
-            "proxy.tls.enabled=true is not supported yet", "does not terminate TLS")
-    refused(render(values={"proxy": {"tls": {"enabled": True, "containerPort": 8443,
-                                             "servicePort": 443, "parameters": ["http2"]}}}),
-            "proxy.tls.enabled=true")
+    refused(render(values={"proxy": {"tls": {"enabled": True, "parameters": ["deferred"]}}}),
+            "proxy.tls.parameters: deferred not supported yet")
     refused(render(sets=("status.tls.enabled=true",)), "status.tls.enabled=true is not supported yet")
     refused(render(sets=("admin.enabled=true",)), "admin.enabled=true is not supported", "no Admin API")
+    # h2c (http2 without ssl) is not served; http2 beside ssl is.
     refused(render(values={"proxy": {"http": {"parameters": ["http2"]}}}),
             "proxy.http.parameters: http2 not supported yet")
     refused(render(values={"status": {"http": {"parameters": ["proxy_protocol", "reuseport"]}}}),
             "status.http.parameters: proxy_protocol not supported yet")
-    refused(render(values={"env": {"proxy_listen": "0.0.0.0:8000, 0.0.0.0:8443 http2 ssl"}}),
-            'env.proxy_listen="0.0.0.0:8000, 0.0.0.0:8443 http2 ssl": http2, ssl not supported yet')
+    refused(render(values={"env": {"proxy_listen": "0.0.0.0:8000 http2, 0.0.0.0:8443 http2 ssl"}}),
+            'env.proxy_listen="0.0.0.0:8000 http2, 0.0.0.0:8443 http2 ssl": http2 not supported yet')
+    refused(render(values={"env": {"status_listen": "0.0.0.0:8100 ssl"}}),
+            'env.status_listen="0.0.0.0:8100 ssl": ssl not supported yet')
     refused(render(values={"env": {"admin_listen": "127.0.0.1:8444 http2 ssl"}}),
             "env.admin_listen=", "no Admin API")
     refused(render(values={"env": {"admin_listen": False}}), 'set it to "off" (quoted')
@@ -300,6 +300,35 @@ def test_tls_and_unserved_listeners_refused():
         refused(render(values={"env": {"router_flavor": flavor}}),
                 f'env.router_flavor="{flavor}" is not supported yet')
     ok(render(values={"env": {"router_flavor": "traditional_compatible"}}))
+
+
+def test_proxy_tls_and_proxy_protocol_are_served():
+    # kong/kong's default TLS block (http2 ssl) renders: ALPN offers
+    # http/1.1 until HTTP/2 is served.
+    r = ok(render(sets=("proxy.tls.enabled=true",)))
+    env = r.env()
+    assert env["KONG_PROXY_LISTEN"] == "0.0.0.0:8000, 0.0.0.0:8443 http2 ssl", env["KONG_PROXY_LISTEN"]
+    ports = {p["name"]: (p["port"], p["targetPort"]) for p in r.get("Service", "-proxy")["spec"]["ports"]}
+    assert ports == {"kong-proxy": (80, 8000), "kong-proxy-tls": (443, 8443)}
+    assert {p["containerPort"] for p in r.container()["ports"]} >= {8000, 8443}
+    ok(render(values={"env": {"proxy_listen": "0.0.0.0:8000 proxy_protocol, 0.0.0.0:8443 http2 ssl proxy_protocol"}}))
+
+
+def test_aws_nlb_proxy_protocol_example():
+    r = ok(render("aws-nlb-proxy-protocol.yaml"))
+    svc = r.get("Service", "-proxy")
+    ann = svc["metadata"]["annotations"]
+    assert ann["service.beta.kubernetes.io/aws-load-balancer-target-group-attributes"] == "proxy_protocol_v2.enabled=true"
+    assert ann["service.beta.kubernetes.io/aws-load-balancer-type"] == "external"
+    ports = {p["name"]: (p["port"], p["targetPort"]) for p in svc["spec"]["ports"]}
+    assert ports == {"kong-proxy": (80, 8000), "kong-proxy-tls": (443, 8443)}
+    env = r.env()
+    assert env["KONG_PROXY_LISTEN"] == "0.0.0.0:8000 proxy_protocol, 0.0.0.0:8443 http2 proxy_protocol ssl", env["KONG_PROXY_LISTEN"]
+    assert env["KONG_REAL_IP_HEADER"] == "proxy_protocol"
+    assert env["KONG_TRUSTED_IPS"] == "10.0.0.0/8"
+    # Probes go to the status port, which takes no PROXY header.
+    probe = r.container()["readinessProbe"]["httpGet"]
+    assert probe["port"] == "status", probe
 
 
 def test_served_listen_flags_pass():

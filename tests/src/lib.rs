@@ -15,6 +15,8 @@ pub mod fault;
 pub mod gateway;
 pub mod kong_hash;
 pub mod redis;
+pub mod tls;
+pub mod tls_upstream;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,8 @@
 //! Settings and config fields asking for what the gateway does not do yet
 //! stop the start with a message naming them, instead of loading and being
 //! ignored (before, a `proxy_protocol` listener answered a PROXY-protocol
-//! client with 400, and an `ssl` listener was skipped with a warning).
+//! client with 400, and an `ssl` listener was skipped with a warning; both
+//! are served on proxy listeners now).
 #![allow(clippy::unwrap_used)]
 
 use std::io::{Read, Write};
@@ -24,26 +25,37 @@ fn refused(yml: &str, env: &[(&str, &str)]) -> String {
     }
 }
 
+/// `proxy_protocol` and `ssl` proxy listeners are served
+/// (proxy_protocol_spec.rs, tls_spec.rs); on the status listener they are not.
 #[test]
-fn proxy_protocol_listener_is_refused() {
-    let listen = format!("127.0.0.1:{PROXY_PORT} proxy_protocol");
-    let out = refused(EMPTY, &[("KONG_PROXY_LISTEN", &listen)]);
+fn proxy_protocol_and_ssl_status_listeners_are_refused() {
+    let out = refused(
+        EMPTY,
+        &[("KONG_STATUS_LISTEN", "127.0.0.1:0 proxy_protocol")],
+    );
     assert!(
-        out.contains("KONG_PROXY_LISTEN: proxy_listen entry '127.0.0.1:")
-            && out.contains(
-                "proxy_protocol': 'proxy_protocol' (the PROXY protocol) not supported yet"
-            ),
+        out.contains("KONG_STATUS_LISTEN: status_listen entry '127.0.0.1:0 proxy_protocol'")
+            && out.contains("'proxy_protocol' (the PROXY protocol) not supported yet"),
+        "{out}"
+    );
+    let out = refused(EMPTY, &[("KONG_STATUS_LISTEN", "127.0.0.1:0 ssl")]);
+    assert!(
+        out.contains(
+            "status_listen entry '127.0.0.1:0 ssl': 'ssl' (TLS termination) not supported yet"
+        ),
         "{out}"
     );
 }
 
+/// HTTP/2 is not served: `http2` beside `ssl` is accepted (ALPN offers
+/// http/1.1 only), h2c (`http2` on a plain entry) is refused.
 #[test]
-fn tls_and_http2_listeners_are_refused() {
-    let listen = format!("127.0.0.1:{PROXY_PORT}, 127.0.0.1:0 http2 ssl");
+fn h2c_listeners_are_refused() {
+    let listen = format!("127.0.0.1:{PROXY_PORT}, 127.0.0.1:0 http2");
     let out = refused(EMPTY, &[("KONG_PROXY_LISTEN", &listen)]);
     assert!(
         out.contains(
-            "KONG_PROXY_LISTEN: proxy_listen entry '127.0.0.1:0 http2 ssl': 'ssl' (TLS termination), 'http2' (HTTP/2) not supported yet"
+            "KONG_PROXY_LISTEN: proxy_listen entry '127.0.0.1:0 http2': 'http2' (HTTP/2) not supported yet"
         ),
         "{out}"
     );
@@ -67,6 +79,8 @@ fn admin_listen_is_refused() {
     );
 }
 
+/// Kong 3.10's upstream TLS fields are applied (upstream_tls_spec.rs);
+/// Kong Enterprise's `tls_sans` is not.
 #[test]
 fn unsupported_service_tls_fields_are_refused() {
     let yml = r#"_format_version: "3.0"
@@ -75,14 +89,16 @@ services:
   url: https://127.0.0.1:9
   tls_verify: true
   tls_verify_depth: 2
+  tls_sans: {dnsnames: [a.test]}
 "#;
     let out = refused(yml, &[]);
     assert!(
         out.contains(
-            "in 'services' entity 'secure': field 'tls_verify_depth': not supported yet: this gateway does not limit the depth of the upstream certificate chain it verifies"
+            "in 'services' entity 'secure': field 'tls_sans': not supported yet: this gateway does not verify upstream certificates against extra SANs (tls_sans)"
         ),
         "{out}"
     );
+    assert!(!out.contains("tls_verify_depth"), "{out}");
 }
 
 /// `ipv6only` is served, not parsed and dropped: with it, `[::]` and

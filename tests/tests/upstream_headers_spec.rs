@@ -3,8 +3,8 @@
 //! `35-via_spec.lua`): what the upstream receives. The upstream is a
 //! recording server ([`Recorder`]) that keeps every request exactly as it
 //! arrived. One gateway per Kong `describe` block; each Kong `it(...)` is a
-//! named case (see [`Cases`]). Skipped: the proxy-protocol blocks (no
-//! `proxy_protocol` listener option), the request-transformer cases (plugin
+//! named case (see [`Cases`]). The proxy-protocol blocks are ported in
+//! `proxy_protocol_spec.rs`. Skipped: the request-transformer cases (plugin
 //! not available) and the `(response from upstream)` charset block.
 #![allow(clippy::unwrap_used)]
 

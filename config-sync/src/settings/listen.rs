@@ -103,10 +103,13 @@ impl ListenAddr {
     }
 }
 
-/// Listen flags asking for what this gateway does not do yet, with what
-/// each asks for. An entry carrying one is refused at load: served without
-/// it, a client would meet a listener other than the one configured (a
-/// PROXY-protocol or TLS client gets a 400 from a plain-HTTP listener).
+/// Listen flags asking for what a listener may not serve, with what each
+/// asks for. An entry carrying one its listener does not serve is refused
+/// at load: served without it, a client would meet a listener other than
+/// the one configured (a PROXY-protocol or TLS client gets a 400 from a
+/// plain-HTTP listener). `proxy_listen` serves `ssl`, `proxy_protocol` and
+/// `http2` on an `ssl` entry ([`PROXY_SERVED`]; its ALPN offers http/1.1
+/// only until HTTP/2 is served); `status_listen` none of these.
 /// The other flags are served: `reuseport`, `ipv6only` (socket options),
 /// `bind` (every listener binds its own socket anyway), `so_keepalive=off`
 /// (the default) and `backlog` (not applied: the accept queue is Pingora's
@@ -120,10 +123,16 @@ const UNSUPPORTED_FLAGS: [(&str, &str); 5] = [
     ("so_keepalive", "TCP keepalive probes"),
 ];
 
+/// What `proxy_listen` entries serve of [`UNSUPPORTED_FLAGS`]. `http2`
+/// only with `ssl` (h2c, HTTP/2 over plain TCP, is not served).
+pub(crate) const PROXY_SERVED: &[&str] = &["ssl", "proxy_protocol", "http2"];
+
 impl ListenAddr {
-    /// The flags of this entry that are not supported yet, as written.
-    pub fn unsupported_flags(&self) -> Vec<&'static str> {
+    /// The flags of this entry that are not supported, as written, for a
+    /// listener that serves the flags in `served`.
+    pub fn unsupported_flags(&self, served: &[&str]) -> Vec<&'static str> {
         let set = |flag: &str| match flag {
+            _ if served.contains(&flag) && (flag != "http2" || self.ssl) => false,
             "ssl" => self.ssl,
             "http2" => self.http2,
             "proxy_protocol" => self.proxy_protocol,
@@ -141,11 +150,11 @@ impl ListenAddr {
 
 /// One refusal per entry of `name` that asks for an unsupported flag,
 /// naming the entry, the flags and what they ask for.
-pub(crate) fn unsupported(name: &str, listens: &[ListenAddr]) -> Vec<String> {
+pub(crate) fn unsupported(name: &str, listens: &[ListenAddr], served: &[&str]) -> Vec<String> {
     listens
         .iter()
         .filter_map(|l| {
-            let flags = l.unsupported_flags();
+            let flags = l.unsupported_flags(served);
             if flags.is_empty() {
                 return None;
             }
@@ -160,9 +169,14 @@ pub(crate) fn unsupported(name: &str, listens: &[ListenAddr]) -> Vec<String> {
                 })
                 .collect();
             Some(format!(
-                "{name} entry '{}': {} not supported yet; this gateway serves plain HTTP/1.1 listeners only, remove {} from the entry",
+                "{name} entry '{}': {} not supported yet; {}, remove {} from the entry",
                 l.raw,
                 what.join(", "),
+                if served.is_empty() {
+                    "this listener serves plain HTTP/1.1 only"
+                } else {
+                    "this gateway serves HTTP/1.1 listeners, with ssl and proxy_protocol (http2 only with ssl)"
+                },
                 if flags.len() == 1 { "it" } else { "them" },
             ))
         })
@@ -425,25 +439,36 @@ mod tests {
              0.0.0.0:8002 deferred so_keepalive=on",
         )
         .expect("valid syntax");
-        assert!(v[0].unsupported_flags().is_empty());
-        assert_eq!(v[1].unsupported_flags(), vec!["ssl", "http2"]);
-        assert_eq!(v[2].unsupported_flags(), vec!["proxy_protocol"]);
-        assert_eq!(v[3].unsupported_flags(), vec!["deferred", "so_keepalive"]);
-        let reasons = unsupported("proxy_listen", &v);
+        assert!(v[0].unsupported_flags(&[]).is_empty());
+        assert_eq!(v[1].unsupported_flags(&[]), vec!["ssl", "http2"]);
+        assert_eq!(v[2].unsupported_flags(&[]), vec!["proxy_protocol"]);
+        assert_eq!(
+            v[3].unsupported_flags(&[]),
+            vec!["deferred", "so_keepalive"]
+        );
+        // status_listen serves none of them.
+        let reasons = unsupported("status_listen", &v, &[]);
         assert_eq!(reasons.len(), 3, "{reasons:?}");
         assert_eq!(
             reasons[0],
-            "proxy_listen entry '0.0.0.0:8443 http2 ssl': 'ssl' (TLS termination), 'http2' (HTTP/2) \
-             not supported yet; this gateway serves plain HTTP/1.1 listeners only, remove them from the entry"
+            "status_listen entry '0.0.0.0:8443 http2 ssl': 'ssl' (TLS termination), 'http2' (HTTP/2) \
+             not supported yet; this listener serves plain HTTP/1.1 only, remove them from the entry"
         );
         assert!(
             reasons[1].starts_with(
-                "proxy_listen entry '0.0.0.0:8001 proxy_protocol': 'proxy_protocol' (the PROXY protocol) not supported yet"
+                "status_listen entry '0.0.0.0:8001 proxy_protocol': 'proxy_protocol' (the PROXY protocol) not supported yet"
             ),
             "{}",
             reasons[1]
         );
         assert!(reasons[1].ends_with("remove it from the entry"));
+        // proxy_listen serves ssl, proxy_protocol, and http2 beside ssl.
+        assert!(v[1].unsupported_flags(PROXY_SERVED).is_empty());
+        assert!(v[2].unsupported_flags(PROXY_SERVED).is_empty());
+        let reasons = unsupported("proxy_listen", &v, PROXY_SERVED);
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        let h2c = parse_listen("proxy_listen", "0.0.0.0:8000 http2").expect("valid");
+        assert_eq!(h2c[0].unsupported_flags(PROXY_SERVED), vec!["http2"]);
     }
 
     #[test]

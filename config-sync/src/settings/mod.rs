@@ -8,6 +8,8 @@
 
 mod listen;
 mod source;
+mod ssl;
+mod upstream_tls;
 mod values;
 
 use std::path::PathBuf;
@@ -18,6 +20,8 @@ use serde_json::{json, Map, Value};
 
 pub use listen::{parse_listen, ListenAddr};
 pub use source::ValueSource;
+pub use ssl::{CipherSuite, SslSettings, TlsProtocol};
+pub use upstream_tls::UpstreamTlsSettings;
 pub use values::{
     parse_nginx_size, ErrorDefaultType, HeadersConfig, HostPort, LargeHeaderBuffers, LogLevel,
     LogTarget, TrustedIps, WorkerProcesses,
@@ -37,10 +41,14 @@ const KEYS: &[(&str, Option<&str>)] = &[
     ("log_level", Some("notice")),
     ("proxy_access_log", Some("logs/access.log")),
     ("proxy_error_log", Some("logs/error.log")),
-    // Kong's default minus its `0.0.0.0:8443 http2 ssl` listener: TLS and
-    // HTTP/2 are not served yet, and a listen entry asking for them is
-    // refused, so the default asks only for what is served.
-    ("proxy_listen", Some("0.0.0.0:8000 reuseport backlog=16384")),
+    // Kong's default. `http2` is accepted on `ssl` entries, whose ALPN
+    // offers only http/1.1 until HTTP/2 is served.
+    (
+        "proxy_listen",
+        Some(
+            "0.0.0.0:8000 reuseport backlog=16384, 0.0.0.0:8443 http2 ssl reuseport backlog=16384",
+        ),
+    ),
     // Kong serves its Admin API on 8001/8444; this gateway has none.
     ("admin_listen", Some("off")),
     (
@@ -104,6 +112,32 @@ const KEYS: &[(&str, Option<&str>)] = &[
     ("upstream_keepalive_pool_size", Some("512")),
     ("upstream_keepalive_max_requests", Some("10000")),
     ("upstream_keepalive_idle_timeout", Some("60")),
+    // Downstream TLS (`ssl` proxy listeners), Kong's defaults; the
+    // `nginx_http_*` forms are alias targets that win when set.
+    ("ssl_cert", None),
+    ("ssl_cert_key", None),
+    ("ssl_cipher_suite", Some("intermediate")),
+    ("ssl_ciphers", None),
+    ("ssl_protocols", Some("TLSv1.2 TLSv1.3")),
+    ("nginx_http_ssl_protocols", None),
+    ("ssl_prefer_server_ciphers", Some("on")),
+    ("nginx_http_ssl_prefer_server_ciphers", None),
+    ("ssl_session_tickets", Some("on")),
+    ("nginx_http_ssl_session_tickets", None),
+    ("ssl_session_timeout", Some("1d")),
+    ("nginx_http_ssl_session_timeout", None),
+    ("ssl_session_cache_size", Some("10m")),
+    // Upstream TLS defaults (settings/upstream_tls.rs): nginx's, unset by
+    // Kong's template; `nginx_proxy_*` wins over `nginx_http_*`.
+    ("nginx_http_proxy_ssl_verify", None),
+    ("nginx_proxy_proxy_ssl_verify", None),
+    ("nginx_http_proxy_ssl_verify_depth", None),
+    ("nginx_proxy_proxy_ssl_verify_depth", None),
+    ("nginx_http_proxy_ssl_trusted_certificate", None),
+    ("nginx_proxy_proxy_ssl_trusted_certificate", None),
+    ("client_ssl", Some("off")),
+    ("client_ssl_cert", None),
+    ("client_ssl_cert_key", None),
 ];
 
 /// Keys whose values are never echoed: not in the redacted dump, not in an
@@ -248,8 +282,8 @@ pub struct Settings {
     pub trusted_ips: Vec<IpNet>,
     /// `unix:` appeared in `trusted_ips`.
     pub trusted_ips_unix: bool,
-    /// Effective header (`nginx_proxy_real_ip_header` overrides); never
-    /// `proxy_protocol` (refused: no PROXY-protocol listeners yet).
+    /// Effective header (`nginx_proxy_real_ip_header` overrides), or
+    /// `proxy_protocol` (the address from a `proxy_protocol` listener's header).
     pub real_ip_header: String,
     pub real_ip_recursive: bool,
     pub headers: HeadersConfig,
@@ -298,6 +332,10 @@ pub struct Settings {
     pub upstream_keepalive_pool_size: u64,
     pub upstream_keepalive_max_requests: u64,
     pub upstream_keepalive_idle_timeout: u64,
+    /// Downstream TLS for `ssl` proxy listeners (`ssl_*`).
+    pub ssl: SslSettings,
+    /// Upstream TLS defaults (`proxy_ssl_*`, `client_ssl`).
+    pub upstream_tls: UpstreamTlsSettings,
     /// Non-fatal notes (e.g. unknown kong.conf keys).
     pub warnings: Vec<String>,
 }
@@ -466,12 +504,12 @@ impl Settings {
         let status_listen = l.get("status_listen", parse_listen);
         let admin_listen = l.get("admin_listen", parse_listen);
         // Refused rather than served differently: see listen::UNSUPPORTED_FLAGS.
-        for (key, listens) in [
-            ("proxy_listen", &proxy_listen),
-            ("status_listen", &status_listen),
+        for (key, listens, served) in [
+            ("proxy_listen", &proxy_listen, listen::PROXY_SERVED),
+            ("status_listen", &status_listen, &[][..]),
         ] {
             let raw = l.raw(key);
-            for reason in listen::unsupported(key, listens) {
+            for reason in listen::unsupported(key, listens, served) {
                 l.error(&raw, reason);
             }
         }
@@ -494,17 +532,10 @@ impl Settings {
         let (rih_raw, rih_name) = l.raw_aliased("real_ip_header", "nginx_proxy_real_ip_header");
         let real_ip_header = l.parse_raw(&rih_raw, |v| {
             let ok = !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic() && b != b':');
-            if v == "proxy_protocol" {
-                // Its address comes from PROXY-protocol listeners, refused above.
-                Err(format!(
-                    "{rih_name} 'proxy_protocol' is not supported yet: it needs listeners with the PROXY protocol, which this gateway does not serve"
-                ))
-            } else if ok {
+            if ok {
                 Ok(v.to_string())
             } else {
-                Err(format!(
-                    "{rih_name} must be a header name, got '{v}'"
-                ))
+                Err(format!("{rih_name} must be a header name, got '{v}'"))
             }
         });
         let (rir_raw, rir_name) =
@@ -622,6 +653,9 @@ impl Settings {
             l.get("upstream_keepalive_max_requests", values::parse_uint);
         let upstream_keepalive_idle_timeout =
             l.get("upstream_keepalive_idle_timeout", values::parse_uint);
+        let ssl_enabled = proxy_listen.iter().any(|p| p.ssl);
+        let ssl = ssl::load(&mut l, ssl_enabled, &mut warnings);
+        let upstream_tls = upstream_tls::load(&mut l);
 
         // Cross-checks, as Kong's check_and_parse.
         if role == Role::DataPlane {
@@ -697,6 +731,8 @@ impl Settings {
             upstream_keepalive_pool_size,
             upstream_keepalive_max_requests,
             upstream_keepalive_idle_timeout,
+            ssl,
+            upstream_tls,
             warnings,
         })
     }
@@ -895,6 +931,50 @@ impl Settings {
         put(
             "upstream_keepalive_idle_timeout",
             json!(self.upstream_keepalive_idle_timeout),
+        );
+        put("ssl_cert", json!(self.ssl.cert));
+        put("ssl_cert_key", json!(self.ssl.cert_key));
+        put("ssl_cipher_suite", json!(self.ssl.cipher_suite.as_str()));
+        put("ssl_ciphers", opt(&self.ssl.ciphers));
+        put(
+            "ssl_protocols",
+            json!(self
+                .ssl
+                .protocols
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")),
+        );
+        put(
+            "ssl_prefer_server_ciphers",
+            json!(self.ssl.prefer_server_ciphers),
+        );
+        put("ssl_session_tickets", json!(self.ssl.session_tickets));
+        put(
+            "ssl_session_timeout",
+            json!(format!("{}ms", self.ssl.session_timeout.as_millis())),
+        );
+        put("ssl_session_cache_size", json!(self.ssl.session_cache_size));
+        let u = &self.upstream_tls;
+        let flag = |on: bool| json!(if on { "on" } else { "off" });
+        put("nginx_proxy_proxy_ssl_verify", flag(u.proxy_ssl_verify));
+        put(
+            "nginx_proxy_proxy_ssl_verify_depth",
+            json!(u.proxy_ssl_verify_depth.to_string()),
+        );
+        put(
+            "nginx_proxy_proxy_ssl_trusted_certificate",
+            opt(&u.proxy_ssl_trusted_certificate),
+        );
+        put("client_ssl", json!(u.client_ssl_cert.is_some()));
+        put(
+            "client_ssl_cert",
+            opt(&u.client_ssl_cert.as_ref().map(|(c, _)| c.clone())),
+        );
+        put(
+            "client_ssl_cert_key",
+            opt(&u.client_ssl_cert.as_ref().map(|(_, k)| k.clone())),
         );
 
         for (k, v) in m.iter_mut() {

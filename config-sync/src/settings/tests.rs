@@ -44,13 +44,24 @@ fn defaults_match_kong() {
         Some(PathBuf::from("/usr/local/kong/logs/error.log"))
     );
 
-    // Kong's default minus the TLS/HTTP2 listener, which is not served.
-    assert_eq!(s.proxy_listen.len(), 1);
+    // Kong's default: plain 8000 and TLS 8443 (http2 flag: ALPN http/1.1
+    // until HTTP/2 is served).
+    assert_eq!(s.proxy_listen.len(), 2);
     assert_eq!(
         s.proxy_listen[0].socket_addr(),
         Some("0.0.0.0:8000".parse().expect("addr"))
     );
     assert!(s.proxy_listen[0].reuseport && !s.proxy_listen[0].ssl);
+    assert!(s.proxy_listen[1].ssl && s.proxy_listen[1].http2);
+    assert_eq!(s.proxy_listen[1].port, 8443);
+    assert_eq!(s.ssl.cipher_suite, CipherSuite::Intermediate);
+    assert_eq!(
+        s.ssl.protocols,
+        vec![TlsProtocol::TlsV1_2, TlsProtocol::TlsV1_3]
+    );
+    assert!(s.ssl.session_tickets && !s.ssl.prefer_server_ciphers);
+    assert!(s.ssl.cert.is_empty() && s.ssl.cert_key.is_empty());
+    assert_eq!(s.ssl.session_cache_size, 10 * 1024 * 1024);
     assert_eq!(s.status_listen.len(), 1);
     assert_eq!(
         s.status_listen[0].socket_addr(),
@@ -314,17 +325,16 @@ fn real_ip_settings() {
     assert!(s.real_ip_recursive);
     assert_eq!(s.trusted_ips.len(), 2);
     assert!(s.trusted_ips_unix);
-    // proxy_protocol needs PROXY-protocol listeners, which are not served.
-    let err = load_err(
+    // Kong's prefix_handler spec "enables proxy_protocol": the alias wins.
+    let s = load_ok(
         Some("real_ip_header = X-Forwarded-For"),
-        &[("KONG_NGINX_PROXY_REAL_IP_HEADER", "proxy_protocol")],
+        &[
+            ("KONG_NGINX_PROXY_REAL_IP_HEADER", "proxy_protocol"),
+            ("KONG_PROXY_LISTEN", "0.0.0.0:9000 proxy_protocol"),
+        ],
     );
-    assert_eq!(err.errors.len(), 1);
-    assert_eq!(err.errors[0].key, "KONG_NGINX_PROXY_REAL_IP_HEADER");
-    assert_eq!(
-        err.errors[0].reason,
-        "nginx_proxy_real_ip_header 'proxy_protocol' is not supported yet: it needs listeners with the PROXY protocol, which this gateway does not serve"
-    );
+    assert_eq!(s.real_ip_header, "proxy_protocol");
+    assert!(s.proxy_listen[0].proxy_protocol);
     let err = load_err(None, &[("KONG_REAL_IP_RECURSIVE", "maybe")]);
     assert_eq!(err.errors[0].key, "KONG_REAL_IP_RECURSIVE");
 }
@@ -437,7 +447,10 @@ fn redacted_hides_secrets() {
     assert_eq!(v["plugins"], json!(["bundled"]));
     assert_eq!(
         v["proxy_listen"],
-        json!(["0.0.0.0:8000 reuseport backlog=16384"])
+        json!([
+            "0.0.0.0:8000 reuseport backlog=16384",
+            "0.0.0.0:8443 http2 ssl reuseport backlog=16384"
+        ])
     );
     assert_eq!(v["admin_listen"], json!(["off"]));
     let text = v.to_string();
@@ -479,7 +492,7 @@ fn unserved_listen_flags_and_admin_listen_are_refused() {
         &[
             (
                 "KONG_PROXY_LISTEN",
-                "0.0.0.0:8000 reuseport backlog=16384, 0.0.0.0:8443 http2 ssl",
+                "0.0.0.0:8000 reuseport http2, 0.0.0.0:8443 http2 ssl",
             ),
             ("KONG_ADMIN_LISTEN", "127.0.0.1:8444 http2 ssl"),
         ],
@@ -494,13 +507,14 @@ fn unserved_listen_flags_and_admin_listen_are_refused() {
         vec![
             (
                 "KONG_PROXY_LISTEN",
-                "proxy_listen entry '0.0.0.0:8443 http2 ssl': 'ssl' (TLS termination), 'http2' (HTTP/2) \
-                 not supported yet; this gateway serves plain HTTP/1.1 listeners only, remove them from the entry"
+                "proxy_listen entry '0.0.0.0:8000 reuseport http2': 'http2' (HTTP/2) \
+                 not supported yet; this gateway serves HTTP/1.1 listeners, with ssl and proxy_protocol \
+                 (http2 only with ssl), remove it from the entry"
             ),
             (
                 "status_listen",
                 "status_listen entry '127.0.0.1:8100 ssl': 'ssl' (TLS termination) \
-                 not supported yet; this gateway serves plain HTTP/1.1 listeners only, remove it from the entry"
+                 not supported yet; this listener serves plain HTTP/1.1 only, remove it from the entry"
             ),
             (
                 "KONG_ADMIN_LISTEN",
@@ -510,11 +524,11 @@ fn unserved_listen_flags_and_admin_listen_are_refused() {
     );
     assert!(err
         .to_string()
-        .contains("KONG_PROXY_LISTEN: proxy_listen entry '0.0.0.0:8443 http2 ssl'"));
+        .contains("KONG_PROXY_LISTEN: proxy_listen entry '0.0.0.0:8000 reuseport http2'"));
 
     let err = load_err(
         None,
-        &[("KONG_PROXY_LISTEN", "0.0.0.0:8000 proxy_protocol")],
+        &[("KONG_STATUS_LISTEN", "0.0.0.0:8000 proxy_protocol")],
     );
     assert!(err.errors[0]
         .reason
@@ -614,4 +628,99 @@ fn router_flavor_other_than_kongs_default_is_refused() {
     }
     let err = load_err(None, &[("KONG_ROUTER_FLAVOR", "fast")]);
     assert_eq!(err.errors[0].key, "KONG_ROUTER_FLAVOR");
+}
+
+#[test]
+fn ssl_settings_follow_kong() {
+    // conf_loader_spec "requires both proxy SSL cert and key".
+    let err = load_err(None, &[("KONG_SSL_CERT", "/path/cert.pem")]);
+    assert_eq!(err.errors[0].reason, "ssl_cert_key must be specified");
+    let err = load_err(None, &[("KONG_SSL_CERT_KEY", "/path/key.pem")]);
+    assert_eq!(err.errors[0].reason, "ssl_cert must be specified");
+    let err = load_err(
+        None,
+        &[
+            ("KONG_SSL_CERT", "a.pem, b.pem"),
+            ("KONG_SSL_CERT_KEY", "a.key"),
+        ],
+    );
+    assert_eq!(
+        err.errors[0].reason,
+        "ssl_cert was specified 2 times while ssl_cert_key was specified 1 times"
+    );
+    // "does not check SSL cert and key if SSL is off".
+    let s = load_ok(
+        None,
+        &[
+            ("KONG_PROXY_LISTEN", "127.0.0.1:123"),
+            ("KONG_SSL_CERT", "/path/cert.pem"),
+        ],
+    );
+    assert_eq!(s.ssl.cert, vec!["/path/cert.pem"]);
+    // "errors on invalid ssl_cipher_suite".
+    let err = load_err(None, &[("KONG_SSL_CIPHER_SUITE", "foo")]);
+    assert!(err.errors[0].reason.contains("Undefined cipher suite foo"));
+    // A named suite sets the protocols (Kong's parse.lua overrides
+    // nginx_http_ssl_protocols), with a warning that ssl_protocols is unused.
+    let s = load_ok(None, &[("KONG_SSL_PROTOCOLS", "TLSv1.3")]);
+    assert_eq!(
+        s.ssl.protocols,
+        vec![TlsProtocol::TlsV1_2, TlsProtocol::TlsV1_3]
+    );
+    assert!(
+        s.warnings
+            .iter()
+            .any(|w| w.starts_with("ssl_protocols is ignored")),
+        "{:?}",
+        s.warnings
+    );
+    let s = load_ok(None, &[("KONG_SSL_CIPHER_SUITE", "modern")]);
+    assert_eq!(s.ssl.protocols, vec![TlsProtocol::TlsV1_3]);
+    assert_eq!(s.ssl.ciphers, None);
+    // "overrides ssl_ciphers when ssl_cipher_suite is custom".
+    let s = load_ok(
+        None,
+        &[
+            ("KONG_SSL_CIPHER_SUITE", "custom"),
+            ("KONG_SSL_CIPHERS", "foo:bar"),
+            ("KONG_NGINX_HTTP_SSL_PROTOCOLS", "TLSv1.1 TLSv1.2"),
+        ],
+    );
+    assert_eq!(s.ssl.ciphers.as_deref(), Some("foo:bar"));
+    assert_eq!(
+        s.ssl.protocols,
+        vec![TlsProtocol::TlsV1_1, TlsProtocol::TlsV1_2]
+    );
+    assert!(s.ssl.prefer_server_ciphers);
+    let err = load_err(
+        None,
+        &[
+            ("KONG_SSL_CIPHER_SUITE", "custom"),
+            ("KONG_SSL_PROTOCOLS", "TLSv1 TLSv1.1"),
+        ],
+    );
+    assert!(
+        err.errors[0]
+            .reason
+            .contains("none of these protocols is served"),
+        "{}",
+        err.errors[0].reason
+    );
+    let err = load_err(
+        None,
+        &[
+            ("KONG_SSL_CIPHER_SUITE", "custom"),
+            ("KONG_SSL_PROTOCOLS", "TLSv2"),
+        ],
+    );
+    assert!(err.errors[0].reason.contains("invalid value: 'TLSv2'"));
+    // The key's value never shows.
+    let s = load_ok(
+        None,
+        &[
+            ("KONG_SSL_CERT", "c.pem"),
+            ("KONG_SSL_CERT_KEY", "secret.key"),
+        ],
+    );
+    assert_eq!(s.redacted()["ssl_cert_key"], "******");
 }

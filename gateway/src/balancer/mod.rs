@@ -179,6 +179,16 @@ impl Drop for Balancer {
 
 impl Balancer {
     pub fn new(up: &model::Upstream, targets: &[&model::Target]) -> Balancer {
+        Balancer::with_probe_cert(up, targets, None)
+    }
+
+    /// Like [`Balancer::new`]; `https` probes present `probe_cert` (the
+    /// upstream's `client_certificate`, else `client_ssl_cert`).
+    pub fn with_probe_cert(
+        up: &model::Upstream,
+        targets: &[&model::Target],
+        probe_cert: Option<Arc<rustls::sign::CertifiedKey>>,
+    ) -> Balancer {
         let targets: Vec<BalancerTarget> = targets
             .iter()
             .map(|t| {
@@ -206,7 +216,7 @@ impl Balancer {
         };
         let health_cfg = HealthConfig::new(&up.healthchecks);
         let probe_tls = (health_cfg.active_type == "https" && health_cfg.active_enabled())
-            .then(|| health::tls::connector(health_cfg.https_verify));
+            .then(|| health::tls::connector_with_cert(health_cfg.https_verify, probe_cert));
         Balancer {
             name: up.name.clone(),
             host_header: up.host_header.clone(),

@@ -305,6 +305,9 @@ pub struct Facts {
     pub consumer: Option<Value>,
     /// `$remote_addr`.
     pub client_ip: String,
+    /// `request.tls`: `$ssl_protocol` and `$ssl_cipher` (OpenSSL's name)
+    /// of a TLS connection.
+    pub tls: Option<(String, String)>,
     /// Request start, epoch milliseconds.
     pub started_at: u64,
     /// The upstream answered (`source: upstream`), not Kong.
@@ -481,7 +484,7 @@ pub fn facts(kong: &Kong<'_>) -> Facts {
     Facts {
         request_id: ctx.request_id.clone(),
         request_uri,
-        scheme: "http",
+        scheme: kong.scheme(),
         host,
         port: ctx.host_port,
         querystring: query_table(&kong.raw_query()),
@@ -505,6 +508,12 @@ pub fn facts(kong: &Kong<'_>) -> Facts {
             .remote_addr()
             .map(|ip| ip.to_string())
             .unwrap_or_default(),
+        tls: ctx.conn.as_ref().and_then(|c| c.tls.as_ref()).map(|t| {
+            (
+                t.version.to_string(),
+                crate::tls::openssl_cipher_name(t.cipher),
+            )
+        }),
         started_at: epoch_ms(started),
         from_service: kong.response_from_service(),
         extra: kong.serialize_values().cloned().unwrap_or_default(),
@@ -564,18 +573,24 @@ pub fn build(f: Facts) -> Value {
     }
     let url = format!("{}://{}:{}{}", f.scheme, f.host, f.port, f.request_uri);
     let mut root = Map::new();
-    root.insert(
-        "request".into(),
-        json!({
-            "id": f.request_id,
-            "uri": f.request_uri,
-            "url": url,
-            "querystring": f.querystring,
-            "method": f.method,
-            "headers": headers,
-            "size": f.request_size,
-        }),
-    );
+    let mut request = json!({
+        "id": f.request_id,
+        "uri": f.request_uri,
+        "url": url,
+        "querystring": f.querystring,
+        "method": f.method,
+        "headers": headers,
+        "size": f.request_size,
+    });
+    // Kong's `build_tls_info`: only on TLS connections; no client
+    // certificates are asked for, so `client_verify` is nginx's "NONE".
+    if let (Some((version, cipher)), Some(obj)) = (f.tls, request.as_object_mut()) {
+        obj.insert(
+            "tls".into(),
+            json!({ "version": version, "cipher": cipher, "client_verify": "NONE" }),
+        );
+    }
+    root.insert("request".into(), request);
     root.insert("upstream_uri".into(), f.upstream_uri.into());
     root.insert("upstream_status".into(), f.upstream_status.into());
     root.insert(
@@ -694,6 +709,7 @@ mod tests {
             service: None,
             consumer: None,
             client_ip: "1.1.1.1".into(),
+            tls: None,
             started_at: 3000,
             from_service: true,
             extra: Map::new(),

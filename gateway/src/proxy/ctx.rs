@@ -51,7 +51,9 @@ pub struct RequestCtx {
     pub peer_ip: Option<IpAddr>,
     pub client_ip: Option<IpAddr>,
     pub trusted: bool,
-    /// `X-Forwarded-Proto` to send: `http`, or a trusted client's value.
+    /// The connection's TLS session and PROXY header (`proxy::edge`).
+    pub conn: Option<Arc<super::edge::ConnInfo>>,
+    /// `X-Forwarded-Proto` to send: `$scheme`, or a trusted client's value.
     pub forwarded_proto: HeaderValue,
     pub forwarded_prefix: Option<String>,
     pub preserve_host: bool,
@@ -132,6 +134,7 @@ impl RequestCtx {
             peer_ip: None,
             client_ip: None,
             trusted: false,
+            conn: None,
             forwarded_proto: HeaderValue::from_static("http"),
             forwarded_prefix: None,
             preserve_host: false,

@@ -52,14 +52,22 @@ impl TrustConfig {
     }
 
     /// nginx realip: the client address once trusted proxies are peeled off.
-    pub fn real_ip(&self, peer: IpAddr, headers: &http::HeaderMap) -> IpAddr {
+    /// `proxy_src`: the source address of the connection's PROXY header,
+    /// used with `real_ip_header proxy_protocol` (none: the peer stays, as
+    /// nginx's realip declines a connection without one).
+    pub fn real_ip(
+        &self,
+        peer: IpAddr,
+        headers: &http::HeaderMap,
+        proxy_src: Option<IpAddr>,
+    ) -> IpAddr {
         if self.trusted.is_empty() || !self.is_trusted(peer) {
             return peer;
         }
         let name = match &self.header {
             RealIpHeader::XRealIp => http::HeaderName::from_static("x-real-ip"),
             RealIpHeader::XForwardedFor => http::HeaderName::from_static("x-forwarded-for"),
-            RealIpHeader::ProxyProtocol => return peer,
+            RealIpHeader::ProxyProtocol => return proxy_src.map_or(peer, canonical),
             RealIpHeader::Other(h) => h.clone(),
         };
         // Several header lines count as one comma-separated list.
@@ -155,7 +163,7 @@ mod tests {
     fn untrusted_peers_keep_their_address() {
         let t = TrustConfig::default();
         let h = headers(&[("x-real-ip", "10.0.0.1")]);
-        assert_eq!(t.real_ip(ip("127.0.0.1"), &h), ip("127.0.0.1"));
+        assert_eq!(t.real_ip(ip("127.0.0.1"), &h, None), ip("127.0.0.1"));
     }
 
     #[test]
@@ -165,7 +173,7 @@ mod tests {
             ..TrustConfig::default()
         };
         let h = headers(&[("x-real-ip", "10.0.0.1")]);
-        assert_eq!(t.real_ip(ip("127.0.0.1"), &h), ip("10.0.0.1"));
+        assert_eq!(t.real_ip(ip("127.0.0.1"), &h, None), ip("10.0.0.1"));
     }
 
     #[test]
@@ -183,12 +191,33 @@ mod tests {
             "x-forwarded-for",
             "127.0.0.1, 10.0.0.1, 192.168.0.1, 127.0.0.1, 172.16.0.1",
         )]);
-        assert_eq!(t.real_ip(ip("127.0.0.1"), &h), ip("10.0.0.1"));
+        assert_eq!(t.real_ip(ip("127.0.0.1"), &h, None), ip("10.0.0.1"));
         let t2 = TrustConfig {
             recursive: false,
             ..t
         };
-        assert_eq!(t2.real_ip(ip("127.0.0.1"), &h), ip("172.16.0.1"));
+        assert_eq!(t2.real_ip(ip("127.0.0.1"), &h, None), ip("172.16.0.1"));
+    }
+
+    #[test]
+    fn proxy_protocol_source_from_a_trusted_peer_only() {
+        // 03-upstream_headers "(using trusted proxy protocol ...)".
+        let trusted = TrustConfig {
+            trusted: vec!["127.0.0.1/32".parse().unwrap()],
+            header: RealIpHeader::ProxyProtocol,
+            recursive: true,
+        };
+        let h = headers(&[("x-real-ip", "10.0.0.2")]);
+        let src = Some(ip("192.168.0.1"));
+        assert_eq!(trusted.real_ip(ip("127.0.0.1"), &h, src), ip("192.168.0.1"));
+        // No PROXY header on the connection: the peer (nginx declines).
+        assert_eq!(trusted.real_ip(ip("127.0.0.1"), &h, None), ip("127.0.0.1"));
+        // "(using non-trusted proxy protocol ...)".
+        let untrusted = TrustConfig {
+            trusted: vec!["10.0.0.1/32".parse().unwrap()],
+            ..trusted
+        };
+        assert_eq!(untrusted.real_ip(ip("127.0.0.1"), &h, src), ip("127.0.0.1"));
     }
 
     #[test]

@@ -95,6 +95,9 @@ pub struct H1Front<A> {
     /// Idle wait for the next request on a kept-alive connection (Pingora's
     /// downstream keepalive, 60 s, which is also Kong's `keepalive_timeout`).
     pub keepalive_timeout: Duration,
+    /// PROXY header and TLS handshake of the listeners flagged for them,
+    /// run before the first head is read ([`super::edge`]).
+    pub edge: Option<Arc<super::edge::Edge>>,
 }
 
 impl<A> H1Front<A> {
@@ -107,6 +110,7 @@ impl<A> H1Front<A> {
             headers: options.headers,
             header_timeout: options.client_header_timeout,
             keepalive_timeout: Duration::from_secs(KEEPALIVE_SECS),
+            edge: None,
             admit: AdmitOptions {
                 max_body: options.client_max_body_size,
                 // Chunk extensions and trailers: as much as a head may hold.
@@ -205,6 +209,15 @@ where
             .connections_handled
             .fetch_add(1, Ordering::Relaxed);
         let _open = Held::new(&self.stats.connections_active);
+        // PROXY header, then TLS, on the listeners flagged for them. Boxed:
+        // the handshake's state is freed when it is done.
+        let (stream, conn_info) = match &self.edge {
+            Some(edge) => match Box::pin(edge.accept(stream)).await {
+                Some(accepted) => accepted,
+                None => return None,
+            },
+            None => (stream, None),
+        };
         // h2 (ALPN or h2c) and custom protocols stay entirely with the inner app.
         let opts = self.inner.server_options();
         let h2c = opts.is_some_and(|o| o.h2c) && stream.get_ssl_digest().is_none();
@@ -223,6 +236,7 @@ where
         // Boxed once: Pingora takes the stream as `Box<dyn IO>` per request
         // and hands the same box back on reuse.
         let mut conn = Box::new(Prefixed::new(stream));
+        conn.conn_info = conn_info;
         let mut settings = None;
         let mut reused = false;
         loop {
@@ -852,6 +866,9 @@ fn plan_head(
 /// a tunnel with no framing.
 pub struct Prefixed {
     inner: Stream,
+    /// What the transport learnt (SNI, TLS, PROXY addresses), read by the
+    /// proxy through [`Prefixed::conn_info`].
+    conn_info: Option<Arc<super::edge::ConnInfo>>,
     /// A rewritten head (or a chunked request's head), served before `buf`.
     head: Bytes,
     /// Bytes read from the client and not yet handed to Pingora.
@@ -884,6 +901,7 @@ impl Prefixed {
     pub fn new(inner: Stream) -> Self {
         Prefixed {
             inner,
+            conn_info: None,
             head: Bytes::new(),
             buf: BytesMut::new(),
             left: 0,
@@ -892,6 +910,11 @@ impl Prefixed {
             tunnel: false,
             eof: false,
         }
+    }
+
+    /// The connection's transport facts, when a listener step set them.
+    pub fn conn_info(&self) -> Option<Arc<super::edge::ConnInfo>> {
+        self.conn_info.clone()
     }
 
     /// nginx ignores empty lines before a request line. Returns whether any

@@ -27,6 +27,7 @@ pub static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded
 // Statics, not consts: `Bytes` inside is not `Freeze`. Cloning a static
 // value is a pointer copy (no allocation, no reference count).
 pub static HTTP: HeaderValue = HeaderValue::from_static("http");
+pub static HTTPS: HeaderValue = HeaderValue::from_static("https");
 pub static KEEP_ALIVE_VALUE: HeaderValue = HeaderValue::from_static("keep-alive");
 pub static SERVER: HeaderValue = HeaderValue::from_static(SERVER_TOKEN);
 

@@ -12,11 +12,13 @@
 //! log.
 
 pub mod ctx;
+pub mod edge;
 pub mod forwarded;
 pub mod h1_chunked;
 pub mod h1_front;
 pub mod h1_guard;
 pub mod hdr;
+pub mod proxy_protocol;
 pub mod response;
 
 use std::net::IpAddr;
@@ -40,8 +42,9 @@ use crate::balancer::{Balancer, HashInput};
 use crate::plugins::pdk::{Exit, ExitBody};
 use crate::plugins::runtime::{self as plugin_rt, PluginEnv};
 use crate::router::{self, RequestInfo};
-use crate::snapshot::{ConfigHandle, Scheme, ServiceTarget};
+use crate::snapshot::{ConfigHandle, ServiceTarget};
 use crate::stats::Stats;
+use crate::upstream_tls;
 use ctx::LocalError;
 pub use ctx::RequestCtx;
 use forwarded::TrustConfig;
@@ -638,7 +641,17 @@ impl ProxyHttp for KongProxy {
         // `Kong.handle_error` and the collected-iterator fallback).
         let snapshot = self.config.load();
         ctx.snapshot = Some(snapshot.clone());
+        // The transport's facts (TLS session, PROXY header), and the client
+        // address as nginx's realip module sets it before any phase runs:
+        // a trusted peer's PROXY source or header value, else the peer.
+        ctx.conn = edge::conn_info(session);
         let req = session.req_header();
+        let peer = peer_ip(session.as_downstream().client_addr());
+        let trust = &self.options.trust;
+        ctx.peer_ip = peer;
+        ctx.trusted = peer.is_some_and(|ip| trust.is_trusted(ip));
+        let proxy_src = ctx.conn.as_ref().and_then(|c| c.proxy).map(|p| p.src.ip());
+        ctx.client_ip = peer.map(|ip| trust.real_ip(ip, &req.headers, proxy_src));
         if req.method == http::Method::TRACE {
             session.set_keepalive(None);
             plugin_rt::start_without_route(&snapshot, ctx);
@@ -673,14 +686,15 @@ impl ProxyHttp for KongProxy {
         let listener_port = local_port(session.as_downstream().server_addr());
         ctx.host_port = self.host_port(listener_port);
         let host = req.headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        let tls = ctx.conn.as_ref().and_then(|c| c.tls.as_ref());
         let info = RequestInfo {
             method: req.method.as_str(),
             host,
             listener_port: ctx.host_port,
             path: &path,
             headers: &req.headers,
-            sni: None,
-            https: false,
+            sni: tls.and_then(|t| t.sni.as_deref()),
+            https: tls.is_some(),
         };
         let Some(m) = snapshot.router.find(&info) else {
             // Kong runs the global plugins' later phases on its 404.
@@ -697,21 +711,22 @@ impl ProxyHttp for KongProxy {
         ctx.debug_header =
             self.options.allow_debug_header && req.headers.contains_key("kong-debug");
 
-        // Forwarded facts, decided once (Kong's access.before).
-        let peer = peer_ip(session.as_downstream().client_addr());
-        let trust = &self.options.trust;
-        ctx.peer_ip = peer;
-        ctx.trusted = peer.is_some_and(|ip| trust.is_trusted(ip));
-        ctx.client_ip = peer.map(|ip| trust.real_ip(ip, &req.headers));
-        // A trusted client's value is kept as sent (a shared `Bytes`, no copy).
+        // Forwarded facts, decided once (Kong's access.before): `$scheme`,
+        // or a trusted client's X-Forwarded-Proto kept as sent (a shared
+        // `Bytes`, no copy).
+        let scheme = if tls.is_some() {
+            hdr::HTTPS.clone()
+        } else {
+            hdr::HTTP.clone()
+        };
         let fwd_proto = if ctx.trusted {
             req.headers
                 .get(&hdr::X_FORWARDED_PROTO)
                 .filter(|v| v.to_str().is_ok())
                 .cloned()
-                .unwrap_or_else(|| hdr::HTTP.clone())
+                .unwrap_or(scheme)
         } else {
-            hdr::HTTP.clone()
+            scheme
         };
 
         // An https-only route over plain http answers 426 or redirects
@@ -888,18 +903,34 @@ impl ProxyHttp for KongProxy {
         } else {
             hdr::host_port(&host_name, port).ok()
         };
-        let tls = service.scheme == Scheme::Https;
-        let sni = if tls { host_name } else { String::new() };
-        let mut peer = HttpPeer::new(addr, tls, sni);
+        let mut peer = match &service.tls {
+            Some(tls) => {
+                // Kong's `proxy_ssl_name $upstream_host`: the SNI and the
+                // name verified are the Host the upstream gets.
+                let host = if ctx.preserve_host {
+                    session.req_header().headers.get(header::HOST)
+                } else {
+                    ctx.upstream_host.as_ref()
+                };
+                let host = host.and_then(|v| v.to_str().ok()).unwrap_or("");
+                let name = match upstream_tls::ssl_name(host) {
+                    // No Host at all: no SNI (an IP name sends none).
+                    "" => addr.ip().to_string(),
+                    n => n.to_string(),
+                };
+                let mut peer = HttpPeer::new(addr, true, name);
+                // Patched Pingora: the config compiled for these settings,
+                // and a pool of their own (Kong's pool key has them too).
+                peer.options.rustls_client_config = Some(tls.config.clone());
+                peer.group_key = tls.group_key;
+                peer
+            }
+            None => HttpPeer::new(addr, false, String::new()),
+        };
         peer.options.connection_timeout = Some(service.connect_timeout);
         peer.options.read_timeout = Some(service.read_timeout);
         peer.options.write_timeout = Some(service.write_timeout);
         peer.options.idle_timeout = self.options.upstream_idle_timeout;
-        if tls {
-            peer.options.verify_cert = service.tls_verify;
-            peer.options.verify_hostname = service.tls_verify;
-        }
-        let _ = session;
         Ok(Box::new(peer))
     }
 

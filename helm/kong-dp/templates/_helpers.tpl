@@ -99,15 +99,21 @@ service block with http/tls sub-blocks, or "off". Default address: 0.0.0.0
 {{- end -}}
 
 {{/*
-The listen flags among the given ones that the gateway refuses: it serves
-plain HTTP/1.1 listeners only (no TLS, HTTP/2, PROXY protocol, deferred
-accept or TCP keepalive). Joined with ", "; empty when none.
+The listen flags among .flags that the gateway refuses on a listener of
+kind .kind: proxy listeners serve ssl, proxy_protocol and http2 beside ssl
+(its ALPN offers http/1.1 until HTTP/2 is served); status listeners serve
+none of them; neither serves deferred accept or TCP keepalive. .tls: the
+flags belong to a TLS entry (ssl is added to it). Joined with ", ";
+empty when none.
 */}}
 {{- define "kong-dp.unservedFlags" -}}
 {{- $bad := list -}}
-{{- range . -}}
+{{- $served := ternary (list "ssl" "proxy_protocol") (list) (eq .kind "proxy") -}}
+{{- $ssl := or .tls (has "ssl" .flags) -}}
+{{- range .flags -}}
   {{- $f := toString . -}}
-  {{- if or (has $f (list "ssl" "http2" "proxy_protocol" "deferred")) (and (hasPrefix "so_keepalive=" $f) (ne $f "so_keepalive=off")) -}}
+  {{- $h2ok := and (eq $f "http2") (eq $.kind "proxy") $ssl -}}
+  {{- if and (not $h2ok) (not (has $f $served)) (or (has $f (list "ssl" "http2" "proxy_protocol" "deferred")) (and (hasPrefix "so_keepalive=" $f) (ne $f "so_keepalive=off"))) -}}
     {{- $bad = append $bad $f -}}
   {{- end -}}
 {{- end -}}
@@ -241,9 +247,6 @@ becomes `value: "<quoted>"`.
 {{- /* What the gateway does not serve yet is refused here, so a kong/kong
 values file asking for it fails to render instead of deploying a pod
 that refuses to start (or a Service port nothing listens on). */ -}}
-{{- if and .Values.proxy.enabled .Values.proxy.tls.enabled -}}
-{{- fail "proxy.tls.enabled=true is not supported yet: the data plane does not terminate TLS (no ssl listener). Terminate TLS in front of it (e.g. a TLS listener on the NLB) and set proxy.tls.enabled=false; kong/kong enables it by default." -}}
-{{- end -}}
 {{- if and .Values.status.enabled .Values.status.tls.enabled -}}
 {{- fail "status.tls.enabled=true is not supported yet: the status API is served over plain HTTP only; set status.tls.enabled=false." -}}
 {{- end -}}
@@ -251,26 +254,33 @@ that refuses to start (or a Service port nothing listens on). */ -}}
 {{- fail "admin.enabled=true is not supported: the data plane has no Admin API (it is configured by its control plane or by dblessConfig); set admin.enabled=false." -}}
 {{- end -}}
 {{- if (.Values.certificates | default dict).enabled -}}
-{{- fail "certificates.enabled=true is not supported: the data plane serves no TLS listener, and the cluster certificate comes from a Secret (secretVolumes plus env.cluster_cert / env.cluster_cert_key); set certificates.enabled=false." -}}
+{{- fail "certificates.enabled=true is not supported: the chart's cert-manager certificates are not wired; the proxy's default certificate is env.ssl_cert / env.ssl_cert_key (from a Secret in secretVolumes) or the self-signed one generated under the prefix, and the cluster certificate comes from a Secret (secretVolumes plus env.cluster_cert / env.cluster_cert_key); set certificates.enabled=false." -}}
 {{- end -}}
 {{- if or .Values.proxy.stream (.Values.udpProxy | default dict).enabled -}}
 {{- fail "proxy.stream / udpProxy are not supported yet: the data plane serves no TCP/UDP stream listener; remove proxy.stream entries and set udpProxy.enabled=false." -}}
 {{- end -}}
 {{- range $svc := list "proxy" "status" -}}
   {{- $block := index $.Values $svc -}}
-  {{- if and $block.enabled $block.http $block.http.enabled -}}
-    {{- $bad := include "kong-dp.unservedFlags" (default (list) $block.http.parameters) -}}
-    {{- if $bad -}}
-      {{- fail (printf "%s.http.parameters: %s not supported yet: the data plane serves plain HTTP/1.1 listeners only (no TLS, HTTP/2, PROXY protocol, deferred accept or TCP keepalive); remove them." $svc $bad) -}}
+  {{- $what := ternary "proxy listeners serve HTTP/1.1, with ssl and proxy_protocol (http2 only with ssl); no deferred accept or TCP keepalive" "the status API is served over plain HTTP/1.1 only" (eq $svc "proxy") -}}
+  {{- range $sub := list "http" "tls" -}}
+    {{- $l := index $block $sub -}}
+    {{- if and $block.enabled $l $l.enabled -}}
+      {{- $bad := include "kong-dp.unservedFlags" (dict "kind" $svc "tls" (eq $sub "tls") "flags" (default (list) $l.parameters)) -}}
+      {{- if $bad -}}
+        {{- fail (printf "%s.%s.parameters: %s not supported yet: %s; remove them." $svc $sub $bad $what) -}}
+      {{- end -}}
     {{- end -}}
   {{- end -}}
 {{- end -}}
 {{- range $key := list "proxy_listen" "status_listen" -}}
   {{- $v := index $.Values.env $key -}}
   {{- if kindIs "string" $v -}}
-    {{- $bad := include "kong-dp.unservedFlags" (regexSplit "[,\\s]+" $v -1) -}}
-    {{- if $bad -}}
-      {{- fail (printf "env.%s=%q: %s not supported yet: the data plane serves plain HTTP/1.1 listeners only; remove them." $key $v $bad) -}}
+    {{- $kind := ternary "proxy" "status" (eq $key "proxy_listen") -}}
+    {{- range $entry := splitList "," $v -}}
+      {{- $bad := include "kong-dp.unservedFlags" (dict "kind" $kind "tls" false "flags" (splitList " " (trim $entry))) -}}
+      {{- if $bad -}}
+        {{- fail (printf "env.%s=%q: %s not supported yet: %s; remove them." $key $v $bad (ternary "proxy listeners serve ssl and proxy_protocol, http2 only with ssl, no deferred accept or TCP keepalive" "status listeners serve plain HTTP/1.1 only" (eq $kind "proxy"))) -}}
+      {{- end -}}
     {{- end -}}
   {{- end -}}
 {{- end -}}

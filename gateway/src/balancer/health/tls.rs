@@ -9,6 +9,7 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_rustls::TlsConnector;
 
@@ -73,10 +74,17 @@ impl std::fmt::Debug for ProbeTls {
 
 /// The connector for one upstream's https probes.
 pub fn connector(verify: bool) -> ProbeTls {
-    ProbeTls(build(verify))
+    connector_with_cert(verify, None)
 }
 
-fn build(verify: bool) -> TlsConnector {
+/// Like [`connector`], presenting `client_cert`: Kong's healthchecker uses
+/// the upstream's `client_certificate`, else `client_ssl_cert`
+/// (`kong/runloop/balancer/healthcheckers.lua` create_healthchecker).
+pub fn connector_with_cert(verify: bool, client_cert: Option<Arc<CertifiedKey>>) -> ProbeTls {
+    ProbeTls(build(verify, client_cert))
+}
+
+fn build(verify: bool, client_cert: Option<Arc<CertifiedKey>>) -> TlsConnector {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = match ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -101,12 +109,19 @@ fn build(verify: bool) -> TlsConnector {
             }
             Err(e) => log::warn!("https health checks: no system CA certificates: {e}"),
         }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        let builder = builder.with_root_certificates(roots);
+        match client_cert {
+            Some(ck) => builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(ck))),
+            None => builder.with_no_client_auth(),
+        }
     } else {
-        builder
+        let builder = builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-            .with_no_client_auth()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)));
+        match client_cert {
+            Some(ck) => builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(ck))),
+            None => builder.with_no_client_auth(),
+        }
     };
     TlsConnector::from(Arc::new(config))
 }

@@ -567,6 +567,16 @@ pub struct PeerOptions {
     #[cfg(feature = "openssl_derived")]
     #[derivative(Debug = "ignore")]
     pub upstream_tls_handshake_complete_hook: Option<HandshakeCompleteHook>,
+    /// Patched (vendor/README.md): a complete rustls client configuration
+    /// (trust store, certificate verifier, client certificate, ALPN) that
+    /// the rustls connector uses as is for this peer instead of building
+    /// one per handshake; `verify_cert`, `verify_hostname`, `ca` and the
+    /// client certificate are then not consulted. The reuse hash does not
+    /// cover it: peers with different configurations must differ in
+    /// `group_key` (or SNI) so their pooled connections are not shared.
+    #[cfg(feature = "rustls")]
+    #[derivative(Debug = "ignore")]
+    pub rustls_client_config: Option<Arc<pingora_rustls::ClientConfig>>,
 }
 
 impl PeerOptions {
@@ -611,6 +621,8 @@ impl PeerOptions {
             proxy_digest_user_data_hook: None,
             #[cfg(feature = "openssl_derived")]
             upstream_tls_handshake_complete_hook: None,
+            #[cfg(feature = "rustls")]
+            rustls_client_config: None,
         }
     }
 

@@ -136,6 +136,32 @@ where
     T: IO,
     P: Peer + Send + Sync,
 {
+    // Patched (vendor/README.md): the peer's own prebuilt configuration.
+    if let Some(prebuilt) = peer
+        .get_peer_options()
+        .and_then(|o| o.rustls_client_config.as_ref())
+    {
+        let tls_conn = match alpn_override.as_ref().or(peer.get_alpn()) {
+            Some(alpn) if alpn.to_wire_protocols() != prebuilt.alpn_protocols => {
+                let mut config = RusTlsClientConfig::clone(prebuilt);
+                config.alpn_protocols = alpn.to_wire_protocols();
+                RusTlsConnector::from(Arc::new(config))
+            }
+            _ => RusTlsConnector::from(Arc::clone(prebuilt)),
+        };
+        let connect_future = handshake(&tls_conn, peer.sni(), stream);
+        return match peer.connection_timeout() {
+            Some(t) => match pingora_timeout::timeout(t, connect_future).await {
+                Ok(res) => res,
+                Err(_) => Error::e_explain(
+                    ConnectTimedout,
+                    format!("connecting to server {}, timeout {:?}", peer, t),
+                ),
+            },
+            None => connect_future.await,
+        };
+    }
+
     let config = &tls_ctx.config;
 
     // Build per-peer CA store if provided
