@@ -42,6 +42,8 @@ use rustls::{
 };
 use uuid::Uuid;
 
+use crate::balancer::health::tls::NoVerify;
+
 /// What Pingora's `HttpPeer` asks for (`ALPN::H1`), so the prebuilt
 /// config is used without a copy.
 const ALPN_H1: &[u8] = b"http/1.1";
@@ -305,6 +307,8 @@ impl<'a> Builder<'a> {
                 self.provider.clone(),
             ))
         } else {
+            // `tls_verify` off: nginx does not even look at the
+            // certificate, but the handshake signatures must hold.
             Arc::new(NoVerify(self.provider.clone()))
         };
         let builder = ClientConfig::builder_with_provider(self.provider.clone())
@@ -753,56 +757,6 @@ impl ServerCertVerifier for KongVerifier {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
-    }
-}
-
-/// `tls_verify` off: any certificate (nginx does not even look), but the
-/// handshake signatures must hold, so the upstream owns the key it shows.
-#[derive(Debug)]
-struct NoVerify(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
