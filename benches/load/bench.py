@@ -41,6 +41,15 @@ Scenarios (each figure is the median of --rounds alternated runs):
               and with key-auth + acl + cors + prometheus, against nginx;
               with --baseline-bin, also a gateway built before the plugin
               runtime against this one on the same no-plugin config
+  h2          HTTP/2 requests against nginx (h2load, 10 connections x 10
+              concurrent streams, GET /get): over TLS (ALPN h2, the
+              gateway's `http2 ssl` listener) and h2c (prior knowledge, an
+              `http2` listener); req/s, mean latency, CPU s per 10k requests
+  grpc        unary gRPC calls (grpc-load: 100 in flight over 10 h2c
+              connections) to the grpc-echo server through the gateway (a
+              `grpc` route and service on an `http2` listener) and through
+              nginx's grpc_pass; req/s, p50/p99, CPU s per 10k calls of the
+              proxy and of the echo server
 
 With --check (scripts/bench-smoke uses it) every scenario's results are
 checked as soon as it ends and the run fails (exit 1, with what went wrong)
@@ -52,8 +61,9 @@ closed port: with --check the run must fail (scripts/bench-smoke
 --self-test proves it, scenario by scenario).
 
 Writes DIR/bench.json, DIR/bench.md and (with matplotlib) DIR/bench.png;
-the plugins scenario also writes DIR/plugins.json and DIR/plugins.md, and a
-run of only that scenario writes nothing else (a full run's files and the
+the plugins scenario also writes DIR/plugins.json and DIR/plugins.md (and
+so do limits, tls, h2 and grpc, each under its own name), and a run of only
+such scenarios writes nothing else (a full run's files and the
 main block of BENCHMARKS.md stay as they are; its block has its own
 markers).
 
@@ -79,9 +89,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ALL_SCENARIOS = ["throughput", "seed", "quota", "routes", "apply", "memory", "coldstart", "push", "plugins",
-                 "limits", "tls"]
+                 "limits", "tls", "h2", "grpc"]
 # Scenarios with their own results block and files (see update_benchmarks_md).
-OWN_BLOCK = {"plugins", "limits", "tls"}
+OWN_BLOCK = {"plugins", "limits", "tls", "h2", "grpc"}
 CG_ROOT = "/sys/fs/cgroup/cpu"
 BENCH_PATH = "/get"
 
@@ -186,6 +196,69 @@ http {{
   }}
 }}
 """
+
+# HTTP/2 in front of the same upstream (HTTP/1.1 with keepalive, as the
+# other scenarios), over TLS with Kong's defaults or as h2c; {listen} is
+# nginx_h2_listen()'s, which depends on the nginx version.
+H2_CONF = """
+worker_processes 1;
+pid {d}/{name}.pid;
+error_log {d}/{name}-error.log warn;
+events {{ worker_connections 16384; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/{name}-cbt; proxy_temp_path {d}/{name}-pt;
+  fastcgi_temp_path {d}/{name}-ft; uwsgi_temp_path {d}/{name}-ut; scgi_temp_path {d}/{name}-st;
+  # Also the HTTP/2 requests per connection (1000 by default: h2load's
+  # timed runs do not reconnect).
+  keepalive_requests 1000000;
+  upstream up {{ server 127.0.0.1:{up}; keepalive 64; keepalive_requests 1000000; }}
+  server {{
+    {listen}
+{tls}    location / {{
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+    }}
+  }}
+}}
+"""
+
+H2_TLS_LINES = """    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_timeout 1d;
+"""
+
+# nginx's grpc_pass to the echo server (h2c, kept-alive upstream connections)
+# on an h2c listener.
+GRPC_CONF = """
+worker_processes 1;
+pid {d}/{name}.pid;
+error_log {d}/{name}-error.log warn;
+events {{ worker_connections 16384; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/{name}-cbt; proxy_temp_path {d}/{name}-pt;
+  fastcgi_temp_path {d}/{name}-ft; uwsgi_temp_path {d}/{name}-ut; scgi_temp_path {d}/{name}-st;
+  keepalive_requests 1000000;
+  upstream grpc_echo {{ server 127.0.0.1:{up}; keepalive 64; keepalive_requests 1000000; }}
+  server {{
+    {listen}
+    location / {{ grpc_pass grpc://grpc_echo; }}
+  }}
+}}
+"""
+
+# The h2 and grpc scenarios' load: h2load's connections and concurrent
+# streams on each, grpc-load's connections and calls in flight.
+H2_CONNS, H2_STREAMS = 10, 10
+GRPC_CONNS, GRPC_CONCURRENCY = 10, 100
+# The echo service's method path prefix (gw_tests::grpc).
+GRPC_PATH = "/grpc.test.Echo/"
+
 
 PROMETHEUS_PLUGIN = {
     "name": "prometheus",
@@ -301,6 +374,20 @@ def limits_config(upstream_port, redis_port):
             r["plugins"] = plugins
         svc["routes"].append(r)
     return {"_format_version": "3.0", "services": [svc]}
+
+
+def grpc_config(echo_port):
+    """A `grpc` service to the echo server and a `grpc` route for its
+    methods (Kong refuses strip_path on grpc routes)."""
+    return {"_format_version": "3.0", "services": [
+        {"name": "grpc-echo", "protocol": "grpc", "host": "127.0.0.1", "port": echo_port,
+         "routes": [{"name": "grpc", "protocols": ["grpc"], "paths": [GRPC_PATH], "strip_path": False}]}]}
+
+
+def h2_config(upstream_port):
+    """One catch-all route to the upstream, for the h2 listeners."""
+    return {"_format_version": "3.0", "services": [
+        {"name": "svc", "url": f"http://127.0.0.1:{upstream_port}", "routes": [{"name": "r", "paths": ["/"]}]}]}
 
 
 def redis_keys(port, pattern, timeout=2.0):
@@ -705,6 +792,53 @@ def open_loop(url, duration, conns, rate, headers):
         return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else None
     return {"requests": ok, "rps": ok / duration, "p50_ms": pct(0.5), "p99_ms": pct(0.99),
             "p999_ms": pct(0.999), "errors": errs, "error_kinds": {}}
+
+
+def parse_h2load(out, url, duration):
+    """h2load's text report as {requests (2xx only), rps, mean_ms, min_ms,
+    max_ms, sd_ms, errors, error_kinds, protocol, h2load_rps}; rps counts
+    2xx over the run's duration. BenchError when there is no report.
+    Streams still open when a timed run ends are not errors (h2load's
+    `started` minus `done`)."""
+    m = re.search(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                  r"(\d+) errored, (\d+) timeout", out, re.M)
+    if not m:
+        raise BenchError(f"h2load gave no result for {url}: {out.strip()[-500:]}")
+    _total, _started, done, _succeeded, failed, errored, timeout = (int(x) for x in m.groups())
+    m = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out, re.M)
+    codes = dict(zip(("2xx", "3xx", "4xx", "5xx"), (int(x) for x in m.groups()))) if m else {}
+    ok = codes.get("2xx", 0)
+    kinds = {f"status {k}": v for k, v in codes.items() if k != "2xx" and v}
+    for k, v in (("errored", errored), ("timeout", timeout)):
+        if v:
+            kinds[k] = v
+    # `failed` counts errored and timed-out streams and statuses >= 400;
+    # done - 2xx also counts 3xx.
+    errors = max(failed, done - ok)
+    if errors > sum(kinds.values()):
+        kinds["other"] = errors - sum(kinds.values())
+    lat = {}
+    m = re.search(r"^time for request:\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", out, re.M)
+    if m and ok:
+        lat = dict(zip(("min_ms", "max_ms", "mean_ms", "sd_ms"), (parse_wrk_latency(x) for x in m.groups())))
+    m = re.search(r"^finished in [\d.]+(?:us|ms|s), ([\d.]+) req/s", out, re.M)
+    proto = re.search(r"^Application protocol: (\S+)", out, re.M)
+    return {"requests": ok, "rps": ok / duration, "p50_ms": None, "p99_ms": None, "p999_ms": None,
+            "mean_ms": lat.get("mean_ms"), "min_ms": lat.get("min_ms"), "max_ms": lat.get("max_ms"),
+            "sd_ms": lat.get("sd_ms"), "errors": errors, "error_kinds": kinds,
+            "protocol": proto.group(1) if proto else None,
+            "h2load_rps": float(m.group(1)) if m else None}
+
+
+def parse_grpc_load(out, err, url):
+    """grpc-load's JSON report; BenchError when there is none."""
+    try:
+        r = json.loads(out)
+    except json.JSONDecodeError:
+        raise BenchError(f"grpc-load gave no JSON for {url}: {(err.strip() or out.strip())[-500:]}")
+    if not isinstance(r, dict) or "requests" not in r:
+        raise BenchError(f"grpc-load gave no result for {url}: {out.strip()[:500]}")
+    return r
 
 
 # ---------------------------------------------------------------------------
@@ -1401,6 +1535,170 @@ class Bench:
                        for name in ("nginx", "gateway")}
         return out
 
+    # -- HTTP/2 and gRPC ---------------------------------------------------
+
+    def with_cpu(self, p, run, extra=None):
+        """`run()`'s load result with the CPU time and RSS of `p` (and the
+        CPU of each process in `extra`, name -> Proc, as NAME_cpu_s_per_10k)
+        over that run: measured() for load tools other than oha/wrk."""
+        extra = extra or {}
+        c0 = cpu_seconds(p.pids())
+        e0 = {k: cpu_seconds(q.pids()) for k, q in extra.items()}
+        r = run()
+        c1 = cpu_seconds(p.pids())
+        n = r.get("requests") or 0
+        r["cpu_s"] = c1 - c0
+        r["cpu_s_per_10k"] = (c1 - c0) / n * 10000 if n else None
+        for k, q in extra.items():
+            r[f"{k}_cpu_s_per_10k"] = (cpu_seconds(q.pids()) - e0[k]) / n * 10000 if n else None
+        r["rss_kib"] = proc_kb(p.pids(), "VmRSS")
+        r["peak_rss_kib"] = proc_kb(p.pids(), "VmHWM")
+        return r
+
+    def h2load(self, p, tls, duration):
+        """A timed h2load run (H2_CONNS connections, H2_STREAMS streams on
+        each, one thread on the load CPU) of GET /get against `p`."""
+        url = f"{'https' if tls else 'http'}://127.0.0.1:{p.port}{BENCH_PATH}"
+        cmd = ["h2load", "-D", str(duration), "-c", str(H2_CONNS), "-m", str(H2_STREAMS), "-t", "1", url]
+        run = subprocess.run(self.load._taskset(cmd), capture_output=True, text=True,
+                             timeout=duration + self.load.slack)
+        return parse_h2load(run.stdout + run.stderr, url, duration)
+
+    def start_nginx_h2(self, tls, cert=None, key=None):
+        name = self.uniq("nginx-h2")
+        port = free_port()
+        conf = os.path.join(self.dir, f"{name}.conf")
+        with open(conf, "w") as f:
+            f.write(H2_CONF.format(d=self.dir, name=name, up=self.upstream_port,
+                                   listen=nginx_h2_listen(port, tls, nginx_version()),
+                                   tls=H2_TLS_LINES.format(cert=cert, key=key) if tls else ""))
+        p = self.start(name, [nginx_bin(), "-c", conf, "-g", "daemon off;"], cpus=self.proxy_cpu)
+        p.port = port
+        wait_port(port, what=f"nginx did not start (see {p.stderr_path})")
+        time.sleep(0.2)
+        return p
+
+    def h2(self):
+        """HTTP/2 requests against nginx on the same upstream: h2load, GET
+        /get over H2_CONNS connections with H2_STREAMS concurrent streams
+        each, over TLS (ALPN h2; the gateway's `http2 ssl` listener, an
+        ECDSA P-256 certificate) and as h2c (prior knowledge; an `http2`
+        listener). The upstream side is HTTP/1.1 as everywhere else. Probes
+        check that h2load really spoke h2 / h2c."""
+        a = self.args
+        if not shutil.which("h2load"):
+            # Skipped, not raised: a full run keeps the other scenarios'
+            # results; --check still fails on it.
+            return {"skipped": "h2load is not installed (scripts/setup installs nghttp2-client)"}
+        cert, key = self.make_cert("ec")
+        out, probes = {"connections": H2_CONNS, "streams": H2_STREAMS}, []
+        for variant, tls in (("h2", True), ("h2c", False)):
+            gw = self.start_gateway(h2_config(self.upstream_port), listen_flags=" http2 ssl" if tls else " http2",
+                                    env_extra={"KONG_SSL_CERT": cert, "KONG_SSL_CERT_KEY": key} if tls else None)
+            targets = {"nginx": self.start_nginx_h2(tls, cert, key), "gateway": gw}
+            runs = {k: [] for k in targets}
+            for rnd in range(a.rounds):
+                for name, p in targets.items():
+                    if a.warmup:
+                        self.h2load(p, tls, a.warmup)
+                    r = self.with_cpu(p, lambda: self.h2load(p, tls, a.duration))
+                    runs[name].append(r)
+                    log(f"h2 {variant} round {rnd + 1} {name}: {r['rps']:.0f} req/s mean {fmt(r['mean_ms'])} ms "
+                        f"cpu/10k {fmt(r['cpu_s_per_10k'], 3)} s errors {r['errors']}")
+            for p in targets.values():
+                self.stop(p)
+            for name in targets:
+                probes.append({"what": f"{variant}: h2load spoke {variant} to {name}",
+                               "got": runs[name][0].get("protocol"), "want": variant})
+            keys = ("rps", "mean_ms", "cpu_s_per_10k", "peak_rss_kib")
+            summary = {k: summarize(v, keys) for k, v in runs.items()}
+            out[variant] = {"summary": summary, "runs": runs,
+                            "ratio": ratios(summary["gateway"], summary["nginx"], keys)}
+        out["probes"] = probes
+        out["runs"] = {f"{variant} {name}": out[variant]["runs"][name] for variant in ("h2", "h2c")
+                       for name in ("nginx", "gateway")}
+        return out
+
+    def grpc_load(self, p, duration=None, probe=False):
+        """grpc-load against `p` (h2c): a timed run, or with `probe` one
+        call whose answer it reports."""
+        url = f"http://127.0.0.1:{p.port}"
+        cmd = [self.bin("grpc-load"), "--url", url]
+        if probe:
+            cmd.append("--probe")
+        else:
+            cmd += ["--connections", str(GRPC_CONNS), "--concurrency", str(GRPC_CONCURRENCY),
+                    "--duration", str(duration)]
+        run = subprocess.run(self.load._taskset(cmd), capture_output=True, text=True,
+                             timeout=(duration or 0) + self.load.slack)
+        if probe:
+            try:
+                return json.loads(run.stdout)
+            except json.JSONDecodeError:
+                raise BenchError(f"grpc-load --probe gave no JSON for {url}: {run.stderr.strip()[-500:]}")
+        return parse_grpc_load(run.stdout, run.stderr, url)
+
+    def start_grpc_echo(self):
+        port = free_port()
+        p = self.start("grpc-echo", [self.bin("grpc-echo"), "--port", str(port)], cpus=self.load_cpu)
+        p.port = port
+        wait_port(port, what=f"grpc-echo did not start (see {p.stderr_path})")
+        return p
+
+    def start_nginx_grpc(self, echo_port):
+        name = self.uniq("nginx-grpc")
+        port = free_port()
+        conf = os.path.join(self.dir, f"{name}.conf")
+        with open(conf, "w") as f:
+            f.write(GRPC_CONF.format(d=self.dir, name=name, up=echo_port,
+                                     listen=nginx_h2_listen(port, False, nginx_version())))
+        p = self.start(name, [nginx_bin(), "-c", conf, "-g", "daemon off;"], cpus=self.proxy_cpu)
+        p.port = port
+        wait_port(port, what=f"nginx did not start (see {p.stderr_path})")
+        time.sleep(0.2)
+        return p
+
+    def grpc(self):
+        """Unary gRPC calls through the gateway (a `grpc` route and service
+        on an h2c `http2` listener) and through nginx's grpc_pass, to the
+        grpc-echo server on the load generator's CPU: grpc-load with
+        GRPC_CONCURRENCY calls in flight over GRPC_CONNS connections. The
+        echo server's CPU per call is reported too. Probes: one call through
+        each proxy comes back with its reply and its trailer."""
+        a = self.args
+        if not (os.path.exists(self.bin("grpc-echo")) and os.path.exists(self.bin("grpc-load"))):
+            # As h2 without h2load: the rest of a full run still counts.
+            return {"skipped": f"grpc-echo and grpc-load are not built in {a.bin_dir} "
+                               "(cargo build -p gw-tests --bin grpc-echo --bin grpc-load)"}
+        echo = self.start_grpc_echo()
+        # --broken-upstream: both proxies point at a closed port instead.
+        echo_port = free_port() if a.broken_upstream else echo.port
+        targets = {"nginx": self.start_nginx_grpc(echo_port),
+                   "gateway": self.start_gateway(grpc_config(echo_port), listen_flags=" http2")}
+        probes = []
+        for name, p in targets.items():
+            pr = self.grpc_load(p, probe=True)
+            probes.append({"what": f"{name}: a unary call's reply", "got": pr.get("message") or pr.get("code"),
+                           "want": "probe"})
+            probes.append({"what": f"{name}: the call's trailer x-echo-trailer", "got": pr.get("trailer"),
+                           "want": "probe-trailer"})
+        runs = {k: [] for k in targets}
+        for rnd in range(a.rounds):
+            for name, p in targets.items():
+                if a.warmup:
+                    self.grpc_load(p, a.warmup)
+                r = self.with_cpu(p, lambda: self.grpc_load(p, a.duration), extra={"echo": echo})
+                runs[name].append(r)
+                log(f"grpc round {rnd + 1} {name}: {r['rps']:.0f} calls/s p99 {fmt(r['p99_ms'])} ms "
+                    f"cpu/10k {fmt(r['cpu_s_per_10k'], 3)} s (echo {fmt(r['echo_cpu_s_per_10k'], 3)} s) "
+                    f"errors {r['errors']}")
+        for p in list(targets.values()) + [echo]:
+            self.stop(p)
+        keys = ("rps", "p50_ms", "p90_ms", "p99_ms", "cpu_s_per_10k", "echo_cpu_s_per_10k", "peak_rss_kib")
+        summary = {k: summarize(v, keys) for k, v in runs.items()}
+        return {"connections": GRPC_CONNS, "concurrency": GRPC_CONCURRENCY, "summary": summary, "runs": runs,
+                "probes": probes, "ratio": ratios(summary["gateway"], summary["nginx"], keys)}
+
     def memory(self):
         out = {}
         rounds = []
@@ -1502,6 +1800,25 @@ def nginx_bin():
         if p and os.path.exists(p):
             return p
     sys.exit("nginx not found (scripts/setup installs nginx-light)")
+
+
+def nginx_version():
+    """nginx's version as a tuple, (0,) when `nginx -v` does not say."""
+    try:
+        out = subprocess.run([nginx_bin(), "-v"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return (0,)
+    m = re.search(r"nginx/(\d+(?:\.\d+)*)", out.stderr + out.stdout)
+    return tuple(int(x) for x in m.group(1).split(".")) if m else (0,)
+
+
+def nginx_h2_listen(port, tls, version):
+    """An HTTP/2 listen directive: `http2 on;` from nginx 1.25.1 on, the
+    listen parameter `http2` before (Debian 12 ships 1.22)."""
+    ssl = " ssl" if tls else ""
+    if version >= (1, 25, 1):
+        return f"listen 127.0.0.1:{port}{ssl} backlog=16384;\n    http2 on;"
+    return f"listen 127.0.0.1:{port}{ssl} http2 backlog=16384;"
 
 
 def get(port, path, timeout=2.0):
@@ -1771,7 +2088,7 @@ def check_scenario(name, r, ci=False):
             statuses = x.get("probe_status") or []
             if len(statuses) != len(x["runs"]) or any(st != 200 for st in statuses):
                 p.append(f"coldstart {key}: requests once ready got {statuses!r}, want 200 each")
-    elif name in ("plugins", "limits", "tls"):
+    elif name in ("plugins", "limits", "tls", "h2", "grpc"):
         runs(r.get("runs") or {}, name)
         probes = r.get("probes") or []
         if not probes:
@@ -2011,8 +2328,59 @@ def markdown_tls(res):
     return "\n".join(L).rstrip() + "\n"
 
 
+def markdown_h2(res):
+    """The h2 scenario's own block (BENCHMARKS.md `## HTTP/2`)."""
+    g = res.get("h2")
+    if not g or "h2" not in g:
+        return ""
+    meta = res["meta"]
+    L = [f"Run of {meta['date']} on {meta['host']} ({meta['cpus']} CPUs), {meta['rounds']} alternated rounds "
+         f"of {meta['duration_s']} s, medians; 1 worker pinned to one CPU, h2load and the upstream "
+         f"({meta.get('upstream', 'nginx')}, HTTP/1.1) on the other. h2load: {g.get('connections')} connections "
+         f"× {g.get('streams')} concurrent streams, GET /get.", ""]
+    L.append("| listener | server | req/s | mean latency ms | CPU s / 10k req | peak RSS MiB |")
+    L.append("|---|---|---|---|---|---|")
+    labels = (("h2", "h2 (TLS, ALPN)"), ("h2c", "h2c (prior knowledge)"))
+    for variant, label in labels:
+        for name in ("nginx", "gateway"):
+            x = ((g.get(variant) or {}).get("summary") or {}).get(name, {})
+            L.append(f"| {label} | {name} | {fmt(x.get('rps'), 0)} | {fmt(x.get('mean_ms'))} | "
+                     f"{fmt(x.get('cpu_s_per_10k'), 3)} | {fmt((x.get('peak_rss_kib') or 0) / 1024, 1)} |")
+    L.append("")
+    for variant, label in labels:
+        r = (g.get(variant) or {}).get("ratio") or {}
+        L.append(f"- **{label}, gateway / nginx:** {fmt(r.get('rps'))}× req/s, "
+                 f"{fmt(r.get('cpu_s_per_10k'))}× CPU per request, {fmt(r.get('mean_ms'))}× mean latency.")
+    return "\n".join(L).rstrip() + "\n"
+
+
+def markdown_grpc(res):
+    """The grpc scenario's own block (BENCHMARKS.md `## gRPC`)."""
+    g = res.get("grpc")
+    if not g or "summary" not in g:
+        return ""
+    meta = res["meta"]
+    L = [f"Run of {meta['date']} on {meta['host']} ({meta['cpus']} CPUs), {meta['rounds']} alternated rounds "
+         f"of {meta['duration_s']} s, medians; 1 worker pinned to one CPU, grpc-load and grpc-echo on the other. "
+         f"grpc-load: unary calls, {g.get('concurrency')} in flight over {g.get('connections')} h2c connections; "
+         f"the proxies speak h2c to the echo server too.", ""]
+    L.append("| proxy | calls/s | p50 ms | p90 ms | p99 ms | proxy CPU s / 10k calls | echo CPU s / 10k calls | "
+             "peak RSS MiB |")
+    L.append("|---|---|---|---|---|---|---|---|")
+    for name in ("nginx", "gateway"):
+        x = g["summary"].get(name, {})
+        L.append(f"| {name} | {fmt(x.get('rps'), 0)} | {fmt(x.get('p50_ms'))} | {fmt(x.get('p90_ms'))} | "
+                 f"{fmt(x.get('p99_ms'))} | {fmt(x.get('cpu_s_per_10k'), 3)} | "
+                 f"{fmt(x.get('echo_cpu_s_per_10k'), 3)} | {fmt((x.get('peak_rss_kib') or 0) / 1024, 1)} |")
+    r = g.get("ratio") or {}
+    L.append(f"| **gateway / nginx** | {fmt(r.get('rps'))}× | {fmt(r.get('p50_ms'))}× | {fmt(r.get('p90_ms'))}× | "
+             f"{fmt(r.get('p99_ms'))}× | **{fmt(r.get('cpu_s_per_10k'))}×** | | {fmt(r.get('peak_rss_kib'))}× |")
+    return "\n".join(L).rstrip() + "\n"
+
+
 # Scenarios with a block of their own: how each renders it.
-OWN_MARKDOWN = {"plugins": markdown_plugins, "limits": markdown_limits, "tls": markdown_tls}
+OWN_MARKDOWN = {"plugins": markdown_plugins, "limits": markdown_limits, "tls": markdown_tls,
+                "h2": markdown_h2, "grpc": markdown_grpc}
 
 
 def chart(res, path):
@@ -2111,7 +2479,8 @@ def update_benchmarks_md(path, md, png_rel, marker="bench"):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bin-dir", required=True, help="where gateway, minimal-pingora, bench-cp, httpbin are")
+    ap.add_argument("--bin-dir", required=True,
+                    help="where gateway, minimal-pingora, bench-cp, httpbin, grpc-echo, grpc-load are")
     ap.add_argument("--out", default=os.path.join(HERE, "..", "results"))
     ap.add_argument("--only", default=",".join(ALL_SCENARIOS), help="comma-separated scenarios")
     ap.add_argument("--rounds", type=int, default=3)

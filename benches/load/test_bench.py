@@ -59,6 +59,12 @@ def good(name):
     if name == "limits":
         return {"runs": {"nginx": [ok_run()], "gateway /rl-redis": [ok_run()]},
                 "probes": [{"what": "gateway GET /cache twice: X-Cache-Status", "got": "hit", "want": "hit"}]}
+    if name == "h2":
+        return {"runs": {"h2 nginx": [ok_run()], "h2 gateway": [ok_run()], "h2c gateway": [ok_run()]},
+                "probes": [{"what": "h2: h2load spoke h2 to gateway", "got": "h2", "want": "h2"}]}
+    if name == "grpc":
+        return {"runs": {"nginx": [ok_run()], "gateway": [ok_run()]},
+                "probes": [{"what": "gateway: a unary call's reply", "got": "probe", "want": "probe"}]}
     if name == "plugins":
         return {"runs": {"nginx": [ok_run()], "gateway /none": [ok_run()], "gateway /full": [ok_run()]},
                 "probes": [{"what": "gateway GET /full without a key", "got": 401, "want": 401},
@@ -269,6 +275,197 @@ class Check(unittest.TestCase):
             finally:
                 os.unlink(f.name)
         self.assertFalse(bench.cgroup_v1_cpu_mounted("/nonexistent/mountinfo"))
+
+
+# h2load 1.52.0 reports captured on this machine (Debian 12): a counted run
+# over TLS against nginx, a timed h2c run whose connections nginx closed
+# after 1000 requests each (its default keepalive_requests), a timed run
+# through nginx to a closed upstream port (502s) and one against a closed
+# port.
+H2LOAD_TLS = """starting benchmark...
+spawning thread #0: 4 total client(s). 2000 total requests
+TLS Protocol: TLSv1.2
+Cipher: ECDHE-ECDSA-AES128-GCM-SHA256
+Server Temp Key: X25519 253 bits
+Application protocol: h2
+progress: 10% done
+progress: 100% done
+
+finished in 49.66ms, 40272.24 req/s, 2.73MB/s
+requests: 2000 total, 2000 started, 2000 done, 2000 succeeded, 0 failed, 0 errored, 0 timeout
+status codes: 2000 2xx, 0 3xx, 0 4xx, 0 5xx
+traffic: 138.86KB (142196) total, 93.75KB (96000) headers (space savings 51.02%), 9.77KB (10000) data
+                     min         max         mean         sd        +/- sd
+time for request:       87us      2.41ms       701us       307us    85.65%
+time for connect:     4.27ms      6.97ms      5.59ms      1.15ms    50.00%
+time to 1st byte:     7.21ms      8.30ms      7.75ms       563us   100.00%
+req/s           :   10141.75    10377.06    10262.57       96.14    50.00%
+"""
+
+H2LOAD_H2C_GOAWAY = """starting benchmark...
+spawning thread #0: 4 total client(s). Timing-based test with 0s of warm-up time and 2s of main duration for measurements.
+Warm-up started for thread #0.
+progress: 25% of clients started
+progress: 100% of clients started
+Warm-up phase is over for thread #0.
+Main benchmark duration is started for thread #0.
+Application protocol: h2c
+Process Request Failure:2
+Process Request Failure:12
+Main benchmark duration is over for thread #0. Stopping all clients.
+Stopped all clients for thread #0
+
+finished in 2.00s, 2000.00 req/s, 138.80KB/s
+requests: 4026 total, 4036 started, 4026 done, 4000 succeeded, 26 failed, 26 errored, 0 timeout
+status codes: 4000 2xx, 0 3xx, 0 4xx, 0 5xx
+traffic: 277.60KB (284264) total, 187.50KB (192000) headers (space savings 51.02%), 19.53KB (20000) data
+                     min         max         mean         sd        +/- sd
+time for request:       75us      7.14ms       986us       637us    86.05%
+time for connect:       53us       103us        82us        21us    75.00%
+time to 1st byte:      526us      1.53ms      1.05ms       545us   100.00%
+req/s           :    9266.56     9458.10     9326.75       90.09    75.00%
+"""
+
+H2LOAD_502 = """starting benchmark...
+spawning thread #0: 2 total client(s). Timing-based test with 0s of warm-up time and 1s of main duration for measurements.
+Application protocol: h2c
+Stopped all clients for thread #0
+
+finished in 1.00s, 9465.00 req/s, 2.07MB/s
+requests: 9465 total, 9469 started, 9465 done, 0 succeeded, 9465 failed, 0 errored, 0 timeout
+status codes: 0 2xx, 0 3xx, 0 4xx, 9465 5xx
+traffic: 2.07MB (2167583) total, 499.13KB (511110) headers (space savings 45.45%), 1.42MB (1486005) data
+                     min         max         mean         sd        +/- sd
+time for request:      120us      9.32ms       409us       529us    97.60%
+time for connect:       69us        99us        84us        21us   100.00%
+time to 1st byte:      689us       734us       711us        32us   100.00%
+req/s           :    4698.73     4763.95     4731.34       46.12   100.00%
+"""
+
+H2LOAD_REFUSED = """starting benchmark...
+spawning thread #0: 2 total client(s). Timing-based test with 0s of warm-up time and 1s of main duration for measurements.
+Main benchmark duration is over for thread #0. Stopping all clients.
+Stopped all clients for thread #0
+
+finished in 1.00s, 0.00 req/s, 0B/s
+requests: 0 total, 0 started, 0 done, 0 succeeded, 0 failed, 0 errored, 0 timeout
+status codes: 0 2xx, 0 3xx, 0 4xx, 0 5xx
+traffic: 0B (0) total, 0B (0) headers (space savings 0.00%), 0B (0) data
+                     min         max         mean         sd        +/- sd
+time for request:        0us         0us         0us         0us     0.00%
+time for connect:        0us         0us         0us         0us     0.00%
+time to 1st byte:        0us         0us         0us         0us     0.00%
+req/s           :       0.00        0.00        0.00        0.00   100.00%
+"""
+
+
+class H2AndGrpc(unittest.TestCase):
+    def test_h2load_counted_run_over_tls(self):
+        r = bench.parse_h2load(H2LOAD_TLS, "u", 1)
+        self.assertEqual((r["requests"], r["errors"], r["protocol"]), (2000, 0, "h2"))
+        self.assertAlmostEqual(r["h2load_rps"], 40272.24)
+        self.assertAlmostEqual(r["mean_ms"], 0.701)
+        self.assertAlmostEqual(r["min_ms"], 0.087)
+        self.assertAlmostEqual(r["max_ms"], 2.41)
+        self.assertAlmostEqual(r["sd_ms"], 0.307)
+        self.assertEqual(bench.load_problems(r, "x"), [])
+
+    def test_h2load_counts_errored_streams_not_those_cut_by_the_deadline(self):
+        r = bench.parse_h2load(H2LOAD_H2C_GOAWAY, "u", 2)
+        self.assertEqual((r["requests"], r["rps"], r["protocol"]), (4000, 2000.0, "h2c"))
+        # 4036 started, 4026 done: the 10 still open at the end are not errors.
+        self.assertEqual((r["errors"], r["error_kinds"]), (26, {"errored": 26}))
+        self.assertAlmostEqual(r["mean_ms"], 0.986)
+        self.assertTrue(bench.load_problems(r, "x"))
+
+    def test_h2load_non_2xx_and_refused(self):
+        r = bench.parse_h2load(H2LOAD_502, "u", 1)
+        self.assertEqual((r["requests"], r["errors"], r["error_kinds"]), (0, 9465, {"status 5xx": 9465}))
+        self.assertIsNone(r["mean_ms"])  # latency of failures is no figure
+        self.assertTrue(bench.load_problems(r, "x"))
+        r = bench.parse_h2load(H2LOAD_REFUSED, "u", 1)
+        self.assertEqual((r["requests"], r["errors"], r["protocol"]), (0, 0, None))
+        self.assertTrue(bench.load_problems(r, "x"))
+        with self.assertRaisesRegex(BenchError, "h2load gave no result"):
+            bench.parse_h2load("connect to 127.0.0.1 failed", "u", 1)
+
+    def test_grpc_load_report(self):
+        out = ('{"requests":4468,"errors":0,"error_kinds":{},"rps":2234.0,"p50_ms":7.9,"p90_ms":14.9,'
+               '"p99_ms":23.7,"p999_ms":28.1,"max_ms":31.1,"mean_ms":8.9}\n')
+        r = bench.parse_grpc_load(out, "", "u")
+        self.assertEqual((r["requests"], r["p99_ms"]), (4468, 23.7))
+        self.assertEqual(bench.load_problems(r, "x"), [])
+        bad = bench.parse_grpc_load('{"requests":0,"errors":3372,"error_kinds":{"Internal":3372}}', "", "u")
+        self.assertTrue(bench.load_problems(bad, "x"))
+        with self.assertRaisesRegex(BenchError, "grpc-load gave no JSON.*connection refused"):
+            bench.parse_grpc_load("", "Error: connect: connection refused", "u")
+
+    def test_h2_and_grpc_checks(self):
+        for name in ("h2", "grpc"):
+            r = good(name)
+            r["runs"][next(iter(r["runs"]))] = [FAILED]
+            self.assertTrue(bench.check_scenario(name, r), name)
+            r = good(name)
+            r["probes"][0]["got"] = "http/1.1" if name == "h2" else "Unavailable"
+            self.assertTrue(bench.check_scenario(name, r), name)
+            r = good(name)
+            r["probes"] = []
+            self.assertTrue(bench.check_scenario(name, r), name)
+            # A missing h2load or grpc binary skips the scenario: --check fails it.
+            self.assertTrue(bench.check_scenario(name, {"skipped": "h2load is not installed"}), name)
+
+    def test_nginx_h2_listen_by_version(self):
+        self.assertEqual(bench.nginx_h2_listen(8443, True, (1, 22, 1)),
+                         "listen 127.0.0.1:8443 ssl http2 backlog=16384;")
+        self.assertEqual(bench.nginx_h2_listen(8080, False, (1, 22, 1)), "listen 127.0.0.1:8080 http2 backlog=16384;")
+        self.assertEqual(bench.nginx_h2_listen(8443, True, (1, 25, 1)),
+                         "listen 127.0.0.1:8443 ssl backlog=16384;\n    http2 on;")
+        self.assertEqual(bench.nginx_h2_listen(8080, False, (1, 27, 0)),
+                         "listen 127.0.0.1:8080 backlog=16384;\n    http2 on;")
+
+    def test_grpc_config_routes_the_echo_methods(self):
+        cfg = bench.grpc_config(5000)
+        svc = cfg["services"][0]
+        self.assertEqual((svc["protocol"], svc["port"]), ("grpc", 5000))
+        self.assertEqual(svc["routes"], [{"name": "grpc", "protocols": ["grpc"], "paths": ["/grpc.test.Echo/"],
+                                          "strip_path": False}])
+
+    def meta(self):
+        return {"date": "d", "host": "h", "cpus": 2, "driver": "oha", "rounds": 3, "duration_s": 8,
+                "upstream": "nginx"}
+
+    def test_h2_markdown(self):
+        g = {"connections": 10, "streams": 10}
+        for variant, (n, gw) in (("h2", (40000, 20000)), ("h2c", (50000, 40000))):
+            s = {"nginx": {"rps": n, "mean_ms": 2.0, "cpu_s_per_10k": 0.25, "peak_rss_kib": 4096},
+                 "gateway": {"rps": gw, "mean_ms": 4.0, "cpu_s_per_10k": 0.5, "peak_rss_kib": 20480}}
+            g[variant] = {"summary": s, "ratio": bench.ratios(s["gateway"], s["nginx"],
+                                                              ("rps", "mean_ms", "cpu_s_per_10k", "peak_rss_kib"))}
+        md = bench.markdown_h2({"meta": self.meta(), "h2": g})
+        self.assertIn("10 connections × 10 concurrent streams", md)
+        self.assertIn("| h2 (TLS, ALPN) | gateway | 20000 | 4.00 | 0.500 | 20.0 |", md)
+        self.assertIn("| h2c (prior knowledge) | nginx | 50000 | 2.00 | 0.250 | 4.0 |", md)
+        self.assertIn("**h2 (TLS, ALPN), gateway / nginx:** 0.50× req/s, 2.00× CPU per request, 2.00× mean", md)
+        self.assertIn("**h2c (prior knowledge), gateway / nginx:** 0.80× req/s", md)
+        self.assertEqual(bench.markdown_h2({"meta": self.meta()}), "")
+
+    def test_grpc_markdown(self):
+        s = {"nginx": {"rps": 30000, "p50_ms": 3.0, "p90_ms": 4.0, "p99_ms": 6.0, "cpu_s_per_10k": 0.3,
+                       "echo_cpu_s_per_10k": 0.2, "peak_rss_kib": 4096},
+             "gateway": {"rps": 15000, "p50_ms": 6.0, "p90_ms": 8.0, "p99_ms": 12.0, "cpu_s_per_10k": 0.6,
+                         "echo_cpu_s_per_10k": 0.2, "peak_rss_kib": 16384}}
+        g = {"connections": 10, "concurrency": 100, "summary": s,
+             "ratio": bench.ratios(s["gateway"], s["nginx"], tuple(s["nginx"]))}
+        md = bench.markdown_grpc({"meta": self.meta(), "grpc": g})
+        self.assertIn("100 in flight over 10 h2c connections", md)
+        self.assertIn("| gateway | 15000 | 6.00 | 8.00 | 12.00 | 0.600 | 0.200 | 16.0 |", md)
+        self.assertIn("| **gateway / nginx** | 0.50× | 2.00× | 2.00× | 2.00× | **2.00×** | | 4.00× |", md)
+
+    def test_own_blocks(self):
+        for name in ("h2", "grpc"):
+            self.assertIn(name, bench.ALL_SCENARIOS)
+            self.assertIn(name, bench.OWN_BLOCK)
+            self.assertIn(name, bench.OWN_MARKDOWN)
 
 
 class Report(unittest.TestCase):

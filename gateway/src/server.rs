@@ -98,6 +98,10 @@ pub fn proxy_options(s: &Settings) -> ProxyOptions {
         // Kong: 0 keeps an idle pooled connection open indefinitely.
         upstream_idle_timeout: (s.upstream_keepalive_idle_timeout > 0)
             .then(|| std::time::Duration::from_secs(s.upstream_keepalive_idle_timeout)),
+        send_timeout: s.send_timeout,
+        keepalive_requests: s.keepalive_requests,
+        http2_max_concurrent_streams: s.http2_max_concurrent_streams,
+        http2_body_preread_size: s.http2_body_preread_size,
     }
 }
 

@@ -51,6 +51,8 @@ pub struct ServiceRt {
     pub id: Uuid,
     pub name: Option<String>,
     pub scheme: Scheme,
+    /// `grpc`/`grpcs`: HTTP/2 to the upstream (h2c, or ALPN h2 over TLS).
+    pub grpc: bool,
     pub host: String,
     pub port: u16,
     pub path: Option<String>,
@@ -74,9 +76,12 @@ pub struct RouteRt {
     pub name: Option<String>,
     /// Index into [`Snapshot::services`]; `None` for a serviceless route.
     pub service: Option<usize>,
-    pub accepts_http: bool,
-    pub accepts_https: bool,
+    /// `https` without `http`: plain requests get 426 or a redirect.
+    pub https_only: bool,
+    /// `grpc` or `grpcs`: only gRPC over HTTP/2 is proxied.
     pub grpc: bool,
+    /// `grpcs` without `grpc`.
+    pub grpcs_only: bool,
     pub https_redirect_status_code: u16,
     pub strip_path: bool,
     pub preserve_host: bool,
@@ -207,6 +212,7 @@ impl Snapshot {
                 id: s.id,
                 name: s.name.clone(),
                 scheme,
+                grpc: matches!(s.protocol.as_str(), "grpc" | "grpcs"),
                 host: s.host.clone(),
                 port: s.port,
                 path: s.path.clone(),
@@ -242,9 +248,9 @@ impl Snapshot {
                 id: r.id,
                 name: r.name.clone(),
                 service,
-                accepts_http: has("http") || has("grpc"),
-                accepts_https: has("https") || has("grpcs"),
+                https_only: has("https") && !has("http"),
                 grpc: has("grpc") || has("grpcs"),
+                grpcs_only: has("grpcs") && !has("grpc"),
                 https_redirect_status_code: r.https_redirect_status_code,
                 strip_path: r.strip_path,
                 preserve_host: r.preserve_host,

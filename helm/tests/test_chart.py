@@ -280,13 +280,13 @@ def test_tls_and_unserved_listeners_refused():
             "proxy.tls.parameters: deferred not supported yet")
     refused(render(sets=("status.tls.enabled=true",)), "status.tls.enabled=true is not supported yet")
     refused(render(sets=("admin.enabled=true",)), "admin.enabled=true is not supported", "no Admin API")
-    # h2c (http2 without ssl) is not served; http2 beside ssl is.
-    refused(render(values={"proxy": {"http": {"parameters": ["http2"]}}}),
-            "proxy.http.parameters: http2 not supported yet")
+    # http2 is served on proxy listeners (h2c without ssl), not on status.
+    refused(render(values={"status": {"http": {"parameters": ["http2"]}}}),
+            "status.http.parameters: http2 not supported yet")
     refused(render(values={"status": {"http": {"parameters": ["proxy_protocol", "reuseport"]}}}),
             "status.http.parameters: proxy_protocol not supported yet")
-    refused(render(values={"env": {"proxy_listen": "0.0.0.0:8000 http2, 0.0.0.0:8443 http2 ssl"}}),
-            'env.proxy_listen="0.0.0.0:8000 http2, 0.0.0.0:8443 http2 ssl": http2 not supported yet')
+    refused(render(values={"env": {"proxy_listen": "0.0.0.0:8000 http2 deferred, 0.0.0.0:8443 http2 ssl"}}),
+            'env.proxy_listen="0.0.0.0:8000 http2 deferred, 0.0.0.0:8443 http2 ssl": deferred not supported yet')
     refused(render(values={"env": {"status_listen": "0.0.0.0:8100 ssl"}}),
             'env.status_listen="0.0.0.0:8100 ssl": ssl not supported yet')
     refused(render(values={"env": {"admin_listen": "127.0.0.1:8444 http2 ssl"}}),
@@ -303,8 +303,8 @@ def test_tls_and_unserved_listeners_refused():
 
 
 def test_proxy_tls_and_proxy_protocol_are_served():
-    # kong/kong's default TLS block (http2 ssl) renders: ALPN offers
-    # http/1.1 until HTTP/2 is served.
+    # kong/kong's default TLS block (http2 ssl) renders, and h2c on the
+    # plain listener (gRPC without TLS).
     r = ok(render(sets=("proxy.tls.enabled=true",)))
     env = r.env()
     assert env["KONG_PROXY_LISTEN"] == "0.0.0.0:8000, 0.0.0.0:8443 http2 ssl", env["KONG_PROXY_LISTEN"]
@@ -312,6 +312,8 @@ def test_proxy_tls_and_proxy_protocol_are_served():
     assert ports == {"kong-proxy": (80, 8000), "kong-proxy-tls": (443, 8443)}
     assert {p["containerPort"] for p in r.container()["ports"]} >= {8000, 8443}
     ok(render(values={"env": {"proxy_listen": "0.0.0.0:8000 proxy_protocol, 0.0.0.0:8443 http2 ssl proxy_protocol"}}))
+    r = ok(render(values={"proxy": {"http": {"parameters": ["http2"]}}}))
+    assert r.env()["KONG_PROXY_LISTEN"] == "0.0.0.0:8000 http2", r.env()["KONG_PROXY_LISTEN"]
 
 
 def test_aws_nlb_proxy_protocol_example():

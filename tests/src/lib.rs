@@ -13,6 +13,8 @@
 pub mod cp;
 pub mod fault;
 pub mod gateway;
+pub mod grpc;
+pub mod h2raw;
 pub mod kong_hash;
 pub mod redis;
 pub mod tls;

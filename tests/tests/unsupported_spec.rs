@@ -47,18 +47,10 @@ fn proxy_protocol_and_ssl_status_listeners_are_refused() {
     );
 }
 
-/// HTTP/2 is not served: `http2` beside `ssl` is accepted (ALPN offers
-/// http/1.1 only), h2c (`http2` on a plain entry) is refused.
+/// HTTP/2 is served on proxy listeners (ALPN h2 with `ssl`, h2c without:
+/// `http2_spec`), not on the status listener.
 #[test]
-fn h2c_listeners_are_refused() {
-    let listen = format!("127.0.0.1:{PROXY_PORT}, 127.0.0.1:0 http2");
-    let out = refused(EMPTY, &[("KONG_PROXY_LISTEN", &listen)]);
-    assert!(
-        out.contains(
-            "KONG_PROXY_LISTEN: proxy_listen entry '127.0.0.1:0 http2': 'http2' (HTTP/2) not supported yet"
-        ),
-        "{out}"
-    );
+fn http2_on_the_status_listener_is_refused() {
     let out = refused(EMPTY, &[("KONG_STATUS_LISTEN", "127.0.0.1:0 http2")]);
     assert!(
         out.contains(

@@ -108,8 +108,9 @@ impl ListenAddr {
 /// at load: served without it, a client would meet a listener other than
 /// the one configured (a PROXY-protocol or TLS client gets a 400 from a
 /// plain-HTTP listener). `proxy_listen` serves `ssl`, `proxy_protocol` and
-/// `http2` on an `ssl` entry ([`PROXY_SERVED`]; its ALPN offers http/1.1
-/// only until HTTP/2 is served); `status_listen` none of these.
+/// `http2` ([`PROXY_SERVED`]: ALPN h2 on an `ssl` entry, h2c with prior
+/// knowledge beside HTTP/1.1 on a plain one, as nginx's `http2 on`);
+/// `status_listen` none of these.
 /// The other flags are served: `reuseport`, `ipv6only` (socket options),
 /// `bind` (every listener binds its own socket anyway), `so_keepalive=off`
 /// (the default) and `backlog` (not applied: the accept queue is Pingora's
@@ -123,8 +124,7 @@ const UNSUPPORTED_FLAGS: [(&str, &str); 5] = [
     ("so_keepalive", "TCP keepalive probes"),
 ];
 
-/// What `proxy_listen` entries serve of [`UNSUPPORTED_FLAGS`]. `http2`
-/// only with `ssl` (h2c, HTTP/2 over plain TCP, is not served).
+/// What `proxy_listen` entries serve of [`UNSUPPORTED_FLAGS`].
 pub(crate) const PROXY_SERVED: &[&str] = &["ssl", "proxy_protocol", "http2"];
 
 impl ListenAddr {
@@ -132,7 +132,7 @@ impl ListenAddr {
     /// listener that serves the flags in `served`.
     pub fn unsupported_flags(&self, served: &[&str]) -> Vec<&'static str> {
         let set = |flag: &str| match flag {
-            _ if served.contains(&flag) && (flag != "http2" || self.ssl) => false,
+            _ if served.contains(&flag) => false,
             "ssl" => self.ssl,
             "http2" => self.http2,
             "proxy_protocol" => self.proxy_protocol,
@@ -175,7 +175,7 @@ pub(crate) fn unsupported(name: &str, listens: &[ListenAddr], served: &[&str]) -
                 if served.is_empty() {
                     "this listener serves plain HTTP/1.1 only"
                 } else {
-                    "this gateway serves HTTP/1.1 listeners, with ssl and proxy_protocol (http2 only with ssl)"
+                    "this gateway serves HTTP/1.1 and HTTP/2 listeners, with ssl and proxy_protocol"
                 },
                 if flags.len() == 1 { "it" } else { "them" },
             ))
@@ -462,13 +462,13 @@ mod tests {
             reasons[1]
         );
         assert!(reasons[1].ends_with("remove it from the entry"));
-        // proxy_listen serves ssl, proxy_protocol, and http2 beside ssl.
+        // proxy_listen serves ssl, proxy_protocol and http2 (h2c without ssl).
         assert!(v[1].unsupported_flags(PROXY_SERVED).is_empty());
         assert!(v[2].unsupported_flags(PROXY_SERVED).is_empty());
         let reasons = unsupported("proxy_listen", &v, PROXY_SERVED);
         assert_eq!(reasons.len(), 1, "{reasons:?}");
         let h2c = parse_listen("proxy_listen", "0.0.0.0:8000 http2").expect("valid");
-        assert_eq!(h2c[0].unsupported_flags(PROXY_SERVED), vec!["http2"]);
+        assert!(h2c[0].unsupported_flags(PROXY_SERVED).is_empty());
     }
 
     #[test]

@@ -90,6 +90,15 @@ const KEYS: &[(&str, Option<&str>)] = &[
     // Kong's template sets `underscores_in_headers on`.
     ("nginx_http_underscores_in_headers", Some("on")),
     ("nginx_proxy_underscores_in_headers", None),
+    // HTTP/2 and keep-alive (nginx's defaults, Kong's for keepalive_requests).
+    ("nginx_http_http2_max_concurrent_streams", Some("128")),
+    ("nginx_proxy_http2_max_concurrent_streams", None),
+    ("nginx_http_http2_body_preread_size", Some("64k")),
+    ("nginx_proxy_http2_body_preread_size", None),
+    ("nginx_http_keepalive_requests", Some("10000")),
+    ("nginx_proxy_keepalive_requests", None),
+    ("nginx_http_send_timeout", Some("60s")),
+    ("nginx_proxy_send_timeout", None),
     // nginx waits for in-flight requests without a bound; ours is 30 s
     // (Kubernetes' default termination grace period).
     ("nginx_main_worker_shutdown_timeout", Some("30s")),
@@ -307,6 +316,18 @@ pub struct Settings {
     /// nginx `underscores_in_headers` (Kong: on). Off drops every request
     /// header whose name holds `_`.
     pub underscores_in_headers: bool,
+    /// nginx `http2_max_concurrent_streams`: streams one HTTP/2 connection
+    /// may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub http2_max_concurrent_streams: u32,
+    /// nginx `http2_body_preread_size`: a stream's initial receive window
+    /// (SETTINGS_INITIAL_WINDOW_SIZE).
+    pub http2_body_preread_size: u32,
+    /// nginx `keepalive_requests` (Kong: 10000): requests one connection
+    /// may carry, HTTP/1 requests or HTTP/2 streams; 0 is refused.
+    pub keepalive_requests: u64,
+    /// nginx `send_timeout`: the longest wait between two writes to a
+    /// client (a client that reads nothing, or holds an HTTP/2 window shut).
+    pub send_timeout: Duration,
     /// nginx `worker_shutdown_timeout`: how long a graceful shutdown waits
     /// for open connections to finish.
     pub worker_shutdown_timeout: Duration,
@@ -587,6 +608,43 @@ impl Settings {
             "nginx_proxy_underscores_in_headers",
         );
         let underscores_in_headers = l.parse_raw(&raw, |v| values::parse_bool(name, v));
+        let bounded = |name: &str, v: u64, min: u64, max: u64| {
+            if (min..=max).contains(&v) {
+                Ok(v)
+            } else {
+                Err(format!("{name} must be between {min} and {max}"))
+            }
+        };
+        let (raw, name) = l.raw_aliased(
+            "nginx_http_http2_max_concurrent_streams",
+            "nginx_proxy_http2_max_concurrent_streams",
+        );
+        let http2_max_concurrent_streams = l.parse_raw(&raw, |v| {
+            let n = values::parse_uint(name, v)?;
+            bounded(name, n, 1, u64::from(u32::MAX)).map(|n| n as u32)
+        });
+        let (raw, name) = l.raw_aliased(
+            "nginx_http_http2_body_preread_size",
+            "nginx_proxy_http2_body_preread_size",
+        );
+        // RFC 9113: a window is at most 2^31-1 bytes.
+        let http2_body_preread_size = l.parse_raw(&raw, |v| {
+            let n = values::parse_size(name, v)?;
+            bounded(name, n, 0, (1 << 31) - 1).map(|n| n as u32)
+        });
+        let (raw, name) = l.raw_aliased(
+            "nginx_http_keepalive_requests",
+            "nginx_proxy_keepalive_requests",
+        );
+        let keepalive_requests = l.parse_raw(&raw, |v| {
+            let n = values::parse_uint(name, v)?;
+            bounded(name, n, 1, u64::MAX)
+        });
+        let send_timeout = timeout(
+            &mut l,
+            "nginx_http_send_timeout",
+            "nginx_proxy_send_timeout",
+        );
         let worker_shutdown_timeout = l.get(
             "nginx_main_worker_shutdown_timeout",
             values::parse_nginx_time_setting,
@@ -713,6 +771,10 @@ impl Settings {
             client_header_timeout,
             client_body_timeout,
             underscores_in_headers,
+            http2_max_concurrent_streams,
+            http2_body_preread_size,
+            keepalive_requests,
+            send_timeout,
             worker_shutdown_timeout,
             port_maps,
             cluster_control_plane,

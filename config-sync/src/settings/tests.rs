@@ -44,8 +44,7 @@ fn defaults_match_kong() {
         Some(PathBuf::from("/usr/local/kong/logs/error.log"))
     );
 
-    // Kong's default: plain 8000 and TLS 8443 (http2 flag: ALPN http/1.1
-    // until HTTP/2 is served).
+    // Kong's default: plain 8000 and TLS 8443 (http2 flag: ALPN h2).
     assert_eq!(s.proxy_listen.len(), 2);
     assert_eq!(
         s.proxy_listen[0].socket_addr(),
@@ -484,6 +483,53 @@ fn client_timeouts_and_underscores() {
 }
 
 #[test]
+fn http2_and_keepalive_limits() {
+    use std::time::Duration;
+    // nginx's HTTP/2 defaults, Kong's keepalive_requests.
+    let s = load_ok(None, &[]);
+    assert_eq!(s.http2_max_concurrent_streams, 128);
+    assert_eq!(s.http2_body_preread_size, 64 * 1024);
+    assert_eq!(s.keepalive_requests, 10_000);
+    assert_eq!(s.send_timeout, Duration::from_secs(60));
+    let s = load_ok(
+        Some("nginx_http_http2_max_concurrent_streams = 64"),
+        &[
+            ("KONG_NGINX_PROXY_HTTP2_MAX_CONCURRENT_STREAMS", "16"),
+            ("KONG_NGINX_HTTP_HTTP2_BODY_PREREAD_SIZE", "1m"),
+            ("KONG_NGINX_HTTP_KEEPALIVE_REQUESTS", "100"),
+            ("KONG_NGINX_PROXY_SEND_TIMEOUT", "5s"),
+        ],
+    );
+    // The proxy-block form wins.
+    assert_eq!(s.http2_max_concurrent_streams, 16);
+    assert_eq!(s.http2_body_preread_size, 1024 * 1024);
+    assert_eq!(s.keepalive_requests, 100);
+    assert_eq!(s.send_timeout, Duration::from_secs(5));
+    for (k, v, why) in [
+        (
+            "KONG_NGINX_HTTP_HTTP2_MAX_CONCURRENT_STREAMS",
+            "0",
+            "between 1 and",
+        ),
+        (
+            "KONG_NGINX_HTTP_HTTP2_BODY_PREREAD_SIZE",
+            "4g",
+            "between 0 and 2147483647",
+        ),
+        ("KONG_NGINX_HTTP_KEEPALIVE_REQUESTS", "0", "between 1 and"),
+        ("KONG_NGINX_HTTP_SEND_TIMEOUT", "soon", ""),
+    ] {
+        let err = load_err(None, &[(k, v)]);
+        assert_eq!(err.errors[0].key, k);
+        assert!(
+            err.errors[0].reason.contains(why),
+            "{}",
+            err.errors[0].reason
+        );
+    }
+}
+
+#[test]
 fn unserved_listen_flags_and_admin_listen_are_refused() {
     // The flags Kong accepts but this gateway does not serve stop the start,
     // naming the setting, the entry and the flag.
@@ -492,7 +538,7 @@ fn unserved_listen_flags_and_admin_listen_are_refused() {
         &[
             (
                 "KONG_PROXY_LISTEN",
-                "0.0.0.0:8000 reuseport http2, 0.0.0.0:8443 http2 ssl",
+                "0.0.0.0:8000 reuseport http2 deferred, 0.0.0.0:8443 http2 ssl",
             ),
             ("KONG_ADMIN_LISTEN", "127.0.0.1:8444 http2 ssl"),
         ],
@@ -507,9 +553,9 @@ fn unserved_listen_flags_and_admin_listen_are_refused() {
         vec![
             (
                 "KONG_PROXY_LISTEN",
-                "proxy_listen entry '0.0.0.0:8000 reuseport http2': 'http2' (HTTP/2) \
-                 not supported yet; this gateway serves HTTP/1.1 listeners, with ssl and proxy_protocol \
-                 (http2 only with ssl), remove it from the entry"
+                "proxy_listen entry '0.0.0.0:8000 reuseport http2 deferred': 'deferred' (deferred accept (TCP_DEFER_ACCEPT)) \
+                 not supported yet; this gateway serves HTTP/1.1 and HTTP/2 listeners, with ssl and proxy_protocol, \
+                 remove it from the entry"
             ),
             (
                 "status_listen",
@@ -524,7 +570,7 @@ fn unserved_listen_flags_and_admin_listen_are_refused() {
     );
     assert!(err
         .to_string()
-        .contains("KONG_PROXY_LISTEN: proxy_listen entry '0.0.0.0:8000 reuseport http2'"));
+        .contains("KONG_PROXY_LISTEN: proxy_listen entry '0.0.0.0:8000 reuseport http2 deferred'"));
 
     let err = load_err(
         None,

@@ -59,20 +59,32 @@ struct ListenerFlags {
     port: u16,
     ssl: bool,
     proxy_protocol: bool,
+    http2: bool,
+}
+
+/// What a connection came to after its listener's steps.
+pub struct Accepted {
+    pub stream: Stream,
+    pub info: Option<Arc<ConnInfo>>,
+    /// The listener is flagged `http2`: on TLS, ALPN may have chosen h2;
+    /// on plain TCP, a client may open with the h2c preface.
+    pub http2: bool,
 }
 
 /// The transport steps for every proxy listener that has any.
 pub struct Edge {
     listeners: Vec<ListenerFlags>,
     tls: Option<Acceptor>,
+    /// The same TLS setup with ALPN offering h2 first, for `http2` listeners.
+    tls_h2: Option<Acceptor>,
     /// nginx `client_header_timeout`: the PROXY header and the handshake
     /// must each arrive within it.
     timeout: Duration,
 }
 
 impl Edge {
-    /// `None` when no listener is flagged `ssl` or `proxy_protocol`.
-    /// `tls` must be given when one is flagged `ssl`.
+    /// `None` when no listener is flagged `ssl`, `proxy_protocol` or
+    /// `http2`. `tls` must be given when one is flagged `ssl`.
     pub fn new(
         listens: &[ListenAddr],
         tls: Option<Arc<rustls::ServerConfig>>,
@@ -80,20 +92,28 @@ impl Edge {
     ) -> Option<Edge> {
         let listeners: Vec<ListenerFlags> = listens
             .iter()
-            .filter(|l| l.ssl || l.proxy_protocol)
+            .filter(|l| l.ssl || l.proxy_protocol || l.http2)
             .map(|l| ListenerFlags {
                 ip: l.ip_addr.filter(|ip| !ip.is_unspecified()),
                 port: l.port,
                 ssl: l.ssl,
                 proxy_protocol: l.proxy_protocol,
+                http2: l.http2,
             })
             .collect();
         if listeners.is_empty() {
             return None;
         }
+        let tls_h2 = tls.as_ref().map(|c| {
+            let mut h2 = (**c).clone();
+            // nginx with `http2 on` offers h2, then http/1.1.
+            h2.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            Acceptor::from_server_config(Arc::new(h2))
+        });
         Some(Edge {
             listeners,
             tls: tls.map(Acceptor::from_server_config),
+            tls_h2,
             timeout,
         })
     }
@@ -117,20 +137,34 @@ impl Edge {
     /// Runs the listener's steps; `None` when the connection is to close.
     /// Boxed by the caller: its state (the handshake's) is freed once done
     /// instead of being part of the connection's task for its whole life.
-    pub async fn accept(&self, stream: Stream) -> Option<(Stream, Option<Arc<ConnInfo>>)> {
+    pub async fn accept(&self, stream: Stream) -> Option<Accepted> {
+        let plain = |stream| {
+            Some(Accepted {
+                stream,
+                info: None,
+                http2: false,
+            })
+        };
         let local = match stream
             .get_socket_digest()
             .and_then(|d| d.local_addr().cloned())
         {
             Some(PSocketAddr::Inet(sa)) => sa,
-            _ => return Some((stream, None)),
+            _ => return plain(stream),
         };
         let peer = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().cloned());
         let Some(flags) = self.flags_for(local) else {
-            return Some((stream, None));
+            return plain(stream);
         };
+        if !flags.ssl && !flags.proxy_protocol {
+            return Some(Accepted {
+                stream,
+                info: None,
+                http2: flags.http2,
+            });
+        }
         let mut l4 = match stream.into_any().downcast::<L4Stream>() {
             Ok(s) => s,
             Err(_) => {
@@ -165,9 +199,14 @@ impl Edge {
                     proxy: Some(p),
                 })
             });
-            return Some((l4, info));
+            return Some(Accepted {
+                stream: l4,
+                info,
+                http2: flags.http2,
+            });
         }
-        let Some(acceptor) = &self.tls else {
+        let acceptor = if flags.http2 { &self.tls_h2 } else { &self.tls };
+        let Some(acceptor) = acceptor else {
             log::error!("edge: ssl listener without a TLS configuration; closing");
             return None;
         };
@@ -193,7 +232,11 @@ impl Edge {
             cipher: t.current_cipher_name().unwrap_or(""),
         });
         let info = ConnInfo { tls: info, proxy };
-        Some((Box::new(tls), Some(Arc::new(info))))
+        Some(Accepted {
+            stream: Box::new(tls),
+            info: Some(Arc::new(info)),
+            http2: flags.http2,
+        })
     }
 }
 
@@ -250,10 +293,13 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// The transport facts of the connection a request came on (`None`: a
-/// plain listener without `proxy_protocol`, or HTTP/2).
+/// plain listener without `proxy_protocol`).
 pub fn conn_info(session: &pingora::proxy::Session) -> Option<Arc<ConnInfo>> {
-    session
-        .as_downstream()
+    let downstream = session.as_downstream();
+    if downstream.is_http2() {
+        return super::h2_front::conn_info(downstream.digest()?);
+    }
+    downstream
         .stream()?
         .as_any()
         .downcast_ref::<super::h1_front::Prefixed>()?

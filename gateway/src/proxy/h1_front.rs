@@ -98,6 +98,10 @@ pub struct H1Front<A> {
     /// PROXY header and TLS handshake of the listeners flagged for them,
     /// run before the first head is read ([`super::edge`]).
     pub edge: Option<Arc<super::edge::Edge>>,
+    /// HTTP/2 connections' limits ([`super::h2_front`]).
+    pub h2: super::h2_front::H2Settings,
+    /// nginx `keepalive_requests`: requests one HTTP/1 connection carries.
+    pub keepalive_requests: u64,
 }
 
 impl<A> H1Front<A> {
@@ -111,6 +115,15 @@ impl<A> H1Front<A> {
             header_timeout: options.client_header_timeout,
             keepalive_timeout: Duration::from_secs(KEEPALIVE_SECS),
             edge: None,
+            h2: super::h2_front::H2Settings {
+                max_concurrent_streams: options.http2_max_concurrent_streams,
+                initial_window: options.http2_body_preread_size,
+                max_header_list: u32::try_from(options.head_limits.total_max).unwrap_or(u32::MAX),
+                max_requests: options.keepalive_requests,
+                idle_timeout: Duration::from_secs(KEEPALIVE_SECS),
+                handshake_timeout: options.client_header_timeout,
+            },
+            keepalive_requests: options.keepalive_requests,
             admit: AdmitOptions {
                 max_body: options.client_max_body_size,
                 // Chunk extensions and trailers: as much as a head may hold.
@@ -211,27 +224,46 @@ where
         let _open = Held::new(&self.stats.connections_active);
         // PROXY header, then TLS, on the listeners flagged for them. Boxed:
         // the handshake's state is freed when it is done.
-        let (stream, conn_info) = match &self.edge {
+        let (stream, conn_info, http2) = match &self.edge {
             Some(edge) => match Box::pin(edge.accept(stream)).await {
-                Some(accepted) => accepted,
+                Some(a) => (a.stream, a.info, a.http2),
                 None => return None,
             },
-            None => (stream, None),
+            None => (stream, None, false),
         };
-        // h2 (ALPN or h2c) and custom protocols stay entirely with the inner app.
-        let opts = self.inner.server_options();
-        let h2c = opts.is_some_and(|o| o.h2c) && stream.get_ssl_digest().is_none();
-        let custom = opts.is_some_and(|o| o.force_custom);
-        if h2c
-            || custom
-            || matches!(
-                stream.selected_alpn_proto(),
-                Some(ALPN::H2 | ALPN::Custom(_))
+        // HTTP/2: ALPN h2 on an `http2 ssl` listener, or the h2c preface on
+        // a plain `http2` one (nginx's `http2 on` serves both beside
+        // HTTP/1.1 there). Custom protocols stay with the inner app.
+        let (stream, h2) = match stream.selected_alpn_proto() {
+            Some(ALPN::H2) => (stream, true),
+            Some(ALPN::Custom(_)) => return self.inner.process_new(stream, shutdown).await,
+            _ if http2 && stream.get_ssl_digest().is_none() => {
+                match Box::pin(super::h2_front::sniff_preface(stream, self.header_timeout)).await {
+                    Some(sniffed) => sniffed,
+                    None => return None,
+                }
+            }
+            _ => (stream, false),
+        };
+        if h2 {
+            super::h2_front::serve(
+                &self.inner,
+                &self.h2,
+                &self.stats,
+                stream,
+                conn_info,
+                shutdown,
             )
-        {
+            .await;
+            return None;
+        }
+        let opts = self.inner.server_options();
+        if opts.is_some_and(|o| o.force_custom) {
             return self.inner.process_new(stream, shutdown).await;
         }
-        let reuse_limit = opts.and_then(|o| o.keepalive_request_limit);
+        // nginx's keepalive_requests: the last allowed request says close.
+        let reuse_limit =
+            Some(u32::try_from(self.keepalive_requests.saturating_sub(1)).unwrap_or(u32::MAX));
         let mut shutdown = shutdown.clone();
         // Boxed once: Pingora takes the stream as `Box<dyn IO>` per request
         // and hands the same box back on reuse.

@@ -17,6 +17,7 @@ pub mod forwarded;
 pub mod h1_chunked;
 pub mod h1_front;
 pub mod h1_guard;
+pub mod h2_front;
 pub mod hdr;
 pub mod proxy_protocol;
 pub mod response;
@@ -104,6 +105,14 @@ pub struct ProxyOptions {
     pub upstream_idle_timeout: Option<std::time::Duration>,
     /// nginx `client_body_buffer_size`: bodies plugins can read.
     pub client_body_buffer_size: u64,
+    /// nginx `send_timeout`: the longest wait between two writes to a client.
+    pub send_timeout: std::time::Duration,
+    /// nginx `keepalive_requests`: requests (HTTP/2: streams) per connection.
+    pub keepalive_requests: u64,
+    /// nginx `http2_max_concurrent_streams`.
+    pub http2_max_concurrent_streams: u32,
+    /// nginx `http2_body_preread_size`: a stream's initial window.
+    pub http2_body_preread_size: u32,
 }
 
 impl Default for ProxyOptions {
@@ -121,6 +130,10 @@ impl Default for ProxyOptions {
             underscores_in_headers: true,
             client_body_buffer_size: 8 * 1024,
             upstream_idle_timeout: Some(std::time::Duration::from_secs(60)),
+            send_timeout: std::time::Duration::from_secs(60),
+            keepalive_requests: 10_000,
+            http2_max_concurrent_streams: 128,
+            http2_body_preread_size: 64 * 1024,
         }
     }
 }
@@ -204,6 +217,9 @@ impl KongProxy {
                 resp.insert_header(name.to_string(), value.as_str())?;
             }
         }
+        if session.as_downstream().is_http2() {
+            response::grpc_answer(&session.req_header().headers, &mut resp, &mut bytes);
+        }
         self.add_kong_response_headers(&mut resp, ctx);
         let snap = ctx.snapshot.clone();
         if let (Some(snap), true) = (&snap, ctx.plugins.is_some()) {
@@ -253,6 +269,16 @@ impl KongProxy {
         match exit.body {
             ExitBody::Empty => {
                 self.respond_raw(session, ctx, exit.status, None, &extra)
+                    .await
+            }
+            ExitBody::Json(v) if response::is_grpc_request(session.req_header()) => {
+                // Kong sends a table's `message` (in `grpc-message`) and
+                // drops any other table: gRPC has no JSON bodies.
+                let body = v
+                    .get("message")
+                    .and_then(|m| m.as_str())
+                    .map(|m| (None, Bytes::from(m.to_string())));
+                self.respond_raw(session, ctx, exit.status, body, &extra)
                     .await
             }
             ExitBody::Json(v) => {
@@ -401,6 +427,12 @@ impl KongProxy {
         message: &str,
         extra: &[(&str, String)],
     ) -> Result<()> {
+        if response::is_grpc_request(session.req_header()) {
+            // Kong: `application/grpc`, no body; the status in
+            // `grpc-status` / `grpc-message`.
+            let body = Some((Some(response::GRPC_CONTENT_TYPE), Bytes::new()));
+            return self.respond_raw(session, ctx, status, body, extra).await;
+        }
         let fmt = response::pdk_format(&session.req_header().headers);
         let body = response::render(fmt, message, &ctx.request_id);
         self.respond(session, ctx, status, Some((fmt, body)), extra)
@@ -418,8 +450,13 @@ impl KongProxy {
             &session.req_header().headers,
             self.options.error_default_type,
         );
+        let status_sent = if status == 494 { 400 } else { status };
+        if response::is_grpc_request(session.req_header()) {
+            let body = Some((Some(response::GRPC_CONTENT_TYPE), Bytes::new()));
+            return self.respond_raw(session, ctx, status_sent, body, &[]).await;
+        }
         let message = response::nginx_message(status);
-        let status = if status == 494 { 400 } else { status };
+        let status = status_sent;
         let body = response::render(fmt, &message, &ctx.request_id);
         self.respond(session, ctx, status, Some((fmt, body)), &[])
             .await
@@ -634,6 +671,21 @@ impl ProxyHttp for KongProxy {
         // body, so Pingora has seen nothing unchecked. client_body_timeout
         // is Pingora's read timeout for the body (per read, as nginx's).
         session.set_read_timeout(Some(self.options.client_body_timeout));
+        // nginx send_timeout: a client that stops reading (or holds an
+        // HTTP/2 window shut) is dropped instead of holding the request.
+        session.set_write_timeout(Some(self.options.send_timeout));
+        // HTTP/2 names the host in `:authority`; nginx's `$host` and the
+        // `Host` Kong forwards come from it when no Host field was sent.
+        if session.as_downstream().is_http2() {
+            let req = session.req_header_mut();
+            if !req.headers.contains_key(header::HOST) {
+                if let Some(a) = req.uri.authority().cloned() {
+                    if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                        req.insert_header(header::HOST, v)?;
+                    }
+                }
+            }
+        }
 
         // The request keeps the snapshot it was routed with, for its whole
         // life (also for the answers Kong generates itself below, on which
@@ -731,7 +783,7 @@ impl ProxyHttp for KongProxy {
 
         // An https-only route over plain http answers 426 or redirects
         // (Kong's access.before: only the global plugins see the answer).
-        if !route.accepts_http && route.accepts_https && fwd_proto != "https" {
+        if route.https_only && fwd_proto != "https" {
             plugin_rt::start_without_route(&snapshot, ctx);
             let code = route.https_redirect_status_code;
             if code == 426 {
@@ -761,31 +813,48 @@ impl ProxyHttp for KongProxy {
             }
             return Ok(true);
         }
+        // Kong's gRPC checks (access.before), in its order: a gRPC route
+        // takes only gRPC, only over HTTP/2, and a grpcs-only one only
+        // over TLS (answered the gRPC way).
         if route.grpc {
-            plugin_rt::start_without_route(&snapshot, ctx);
             let is_grpc = req
                 .headers
                 .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|ct| ct.starts_with("application/grpc"));
-            if !is_grpc {
-                self.pdk_error(
-                    session,
-                    ctx,
-                    415,
-                    "Non-gRPC request matched gRPC route",
-                    &[],
-                )
-                .await?;
-            } else {
-                let extra = [
-                    ("Connection", "Upgrade".to_string()),
-                    ("Upgrade", "HTTP/2".to_string()),
-                ];
-                self.pdk_error(session, ctx, 426, "Please use HTTP2 protocol", &extra)
+                .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"));
+            if !is_grpc || req.version != http::Version::HTTP_2 {
+                plugin_rt::start_without_route(&snapshot, ctx);
+                if !is_grpc {
+                    self.pdk_error(
+                        session,
+                        ctx,
+                        415,
+                        "Non-gRPC request matched gRPC route",
+                        &[],
+                    )
                     .await?;
+                } else {
+                    let extra = [
+                        ("Connection", "Upgrade".to_string()),
+                        ("Upgrade", "HTTP/2".to_string()),
+                    ];
+                    self.pdk_error(session, ctx, 426, "Please use HTTP2 protocol", &extra)
+                        .await?;
+                }
+                return Ok(true);
             }
-            return Ok(true);
+            if route.grpcs_only && fwd_proto != "https" {
+                plugin_rt::start_without_route(&snapshot, ctx);
+                let extra = [
+                    ("Content-Type", "application/grpc".to_string()),
+                    ("grpc-status", "1".to_string()),
+                    (
+                        "grpc-message",
+                        "gRPC request matched gRPCs route".to_string(),
+                    ),
+                ];
+                self.respond_raw(session, ctx, 200, None, &extra).await?;
+                return Ok(true);
+            }
         }
 
         // A serviceless route still runs its plugins: Kong answers 503 after them.
@@ -927,6 +996,11 @@ impl ProxyHttp for KongProxy {
             }
             None => HttpPeer::new(addr, false, String::new()),
         };
+        if service.grpc {
+            // grpc: h2c with prior knowledge; grpcs: ALPN h2 (Kong's
+            // `grpc_pass`). Either way only HTTP/2.
+            peer.options.alpn = pingora::protocols::ALPN::H2;
+        }
         peer.options.connection_timeout = Some(service.connect_timeout);
         peer.options.read_timeout = Some(service.read_timeout);
         peer.options.write_timeout = Some(service.write_timeout);
@@ -1013,7 +1087,9 @@ impl ProxyHttp for KongProxy {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
         upstream.remove_header(&hdr::PROXY);
-        if websocket {
+        if upstream.version == http::Version::HTTP_2 {
+            // No connection options in HTTP/2 (a gRPC service).
+        } else if websocket {
             upstream.insert_header("Connection", "keep-alive, Upgrade")?;
             upstream.insert_header("Upgrade", "websocket")?;
         } else {
@@ -1219,6 +1295,11 @@ impl ProxyHttp for KongProxy {
             resp.remove_header(&header::CONNECTION);
             resp.remove_header(&hdr::KEEP_ALIVE);
             resp.remove_header(&header::UPGRADE);
+        } else {
+            // A tunnel: nginx sets no client read timer on an upgraded
+            // connection (`ngx_http_upstream_process_upgraded`), only the
+            // upstream's read_timeout bounds it, not client_body_timeout.
+            session.set_read_timeout(None);
         }
         if !ctx.client_te_trailers {
             resp.remove_header(&header::TRAILER);
@@ -1261,9 +1342,15 @@ impl ProxyHttp for KongProxy {
             )?;
         }
         if h.via {
+            // Kong: the HTTP version spoken to the upstream (2 for gRPC).
+            let grpc = ctx
+                .service
+                .and_then(|i| ctx.snapshot.as_ref()?.services.get(i).map(|s| s.grpc))
+                .unwrap_or(false);
+            let version = if grpc { "2" } else { "1.1" };
             let via = match resp.headers.get(header::VIA).filter(|v| v.to_str().is_ok()) {
-                Some(v) => hdr::via_appended(v.as_bytes(), "1.1")?,
-                None => hdr::via("1.1"),
+                Some(v) => hdr::via_appended(v.as_bytes(), version)?,
+                None => hdr::via(version),
             };
             resp.insert_header("Via", via)?;
         }

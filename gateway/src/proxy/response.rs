@@ -144,6 +144,120 @@ pub fn nginx_message(status: u16) -> std::borrow::Cow<'static, str> {
     known.into()
 }
 
+/// `application/grpc`, what Kong's gRPC answers carry.
+pub const GRPC_CONTENT_TYPE: &str = "application/grpc";
+
+/// Kong's `is_grpc_request`: an HTTP/2 request whose `Content-Type`
+/// starts with `application/grpc`.
+pub fn is_grpc_request(req: &pingora::http::RequestHeader) -> bool {
+    req.version == http::Version::HTTP_2
+        && req
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(GRPC_CONTENT_TYPE.as_bytes()))
+}
+
+/// Kong's `HTTP_TO_GRPC_STATUS`, with its fallbacks by status class.
+pub fn grpc_status(status: u16) -> u8 {
+    match status {
+        200 => 0,
+        400 => 3,
+        401 => 16,
+        403 => 7,
+        404 => 5,
+        409 => 6,
+        429 => 8,
+        499 => 1,
+        500 => 13,
+        501 => 12,
+        503 => 14,
+        504 => 4,
+        _ => match status / 100 {
+            5 => 13,
+            4 => 3,
+            2 => 0,
+            _ => 2,
+        },
+    }
+}
+
+/// Kong's `GRPC_MESSAGES`: the name of a gRPC status code.
+pub fn grpc_message(code: u8) -> &'static str {
+    match code {
+        0 => "OK",
+        1 => "Canceled",
+        3 => "InvalidArgument",
+        4 => "DeadlineExceeded",
+        5 => "NotFound",
+        6 => "AlreadyExists",
+        7 => "PermissionDenied",
+        8 => "ResourceExhausted",
+        9 => "FailedPrecondition",
+        10 => "Aborted",
+        11 => "OutOfRange",
+        12 => "Unimplemented",
+        13 => "Internal",
+        14 => "Unavailable",
+        15 => "DataLoss",
+        16 => "Unauthenticated",
+        _ => "Unknown",
+    }
+}
+
+/// Kong's `kong.response.send` for gRPC (`kong/pdk/response.lua`): when
+/// the answer is gRPC (its `Content-Type` says so, or it has none and the
+/// request is gRPC), the HTTP status is also given as `grpc-status`, and a
+/// body that is not gRPC becomes the `grpc-message` instead (gRPC clients
+/// read no other body). An answer without a message gets the status name.
+pub fn grpc_answer(
+    req_headers: &HeaderMap,
+    resp: &mut pingora::http::ResponseHeader,
+    body: &mut Option<Bytes>,
+) {
+    let grpc_ct = |v: &http::HeaderValue| v.as_bytes().starts_with(GRPC_CONTENT_TYPE.as_bytes());
+    let (is_grpc, is_grpc_output) = match resp.headers.get(http::header::CONTENT_TYPE) {
+        Some(ct) => (grpc_ct(ct), grpc_ct(ct)),
+        None => (
+            req_headers
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(grpc_ct),
+            false,
+        ),
+    };
+    if !is_grpc {
+        return;
+    }
+    let mut code = None;
+    if !resp.headers.contains_key("grpc-status") {
+        let c = grpc_status(resp.status.as_u16());
+        let _ = resp.insert_header("grpc-status", c.to_string());
+        code = Some(c);
+    }
+    match body.take() {
+        Some(b) if !is_grpc_output && !b.is_empty() => {
+            match http::HeaderValue::from_maybe_shared(b.clone()) {
+                Ok(v) => {
+                    let _ = resp.insert_header("grpc-message", v);
+                }
+                // Not a valid field value: the status name instead.
+                Err(_) => {
+                    if let Some(c) = code {
+                        let _ = resp.insert_header("grpc-message", grpc_message(c));
+                    }
+                }
+            }
+            *body = None;
+        }
+        kept => {
+            let empty = kept.as_ref().is_none_or(Bytes::is_empty);
+            *body = if empty { None } else { kept };
+            if let (Some(c), false) = (code, resp.headers.contains_key("grpc-message")) {
+                let _ = resp.insert_header("grpc-message", grpc_message(c));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -181,6 +295,40 @@ mod tests {
         assert_eq!(pdk_format(&h), ErrorFormat::Html);
         let h = hm(&[("accept", "text/*;q=0.8,application/json;q=0.2")]);
         assert_eq!(pdk_format(&h), ErrorFormat::Plain);
+    }
+
+    #[test]
+    fn grpc_answers_carry_the_status_in_headers() {
+        let req = hm(&[("content-type", "application/grpc+proto")]);
+        // kong.response.error: application/grpc, no body.
+        let mut resp = pingora::http::ResponseHeader::build(404, None).unwrap();
+        resp.insert_header("content-type", GRPC_CONTENT_TYPE)
+            .unwrap();
+        let mut body = Some(Bytes::new());
+        grpc_answer(&req, &mut resp, &mut body);
+        assert_eq!(resp.headers["grpc-status"], "5");
+        assert_eq!(resp.headers["grpc-message"], "NotFound");
+        assert!(body.is_none());
+        // kong.response.exit(403, { message = "x" }): the message moves.
+        let mut resp = pingora::http::ResponseHeader::build(403, None).unwrap();
+        let mut body = Some(Bytes::from_static(b"You cannot consume this service"));
+        grpc_answer(&req, &mut resp, &mut body);
+        assert_eq!(resp.headers["grpc-status"], "7");
+        assert_eq!(
+            resp.headers["grpc-message"],
+            "You cannot consume this service"
+        );
+        assert!(body.is_none());
+        // A status Kong has no entry for falls back by class.
+        assert_eq!(grpc_status(502), 13);
+        assert_eq!(grpc_status(418), 3);
+        assert_eq!(grpc_status(302), 2);
+        // A plain request is left alone.
+        let mut resp = pingora::http::ResponseHeader::build(404, None).unwrap();
+        let mut body = Some(Bytes::from_static(b"{}"));
+        grpc_answer(&hm(&[]), &mut resp, &mut body);
+        assert!(!resp.headers.contains_key("grpc-status"));
+        assert!(body.is_some());
     }
 
     #[test]

@@ -180,9 +180,9 @@ pub fn server_config(
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.ignore_client_order = ssl.prefer_server_ciphers;
-    // HTTP/1.1 only until HTTP/2 is served, `http2` flag or not; a client
-    // offering ALPN without http/1.1 is refused, as nginx refuses one
-    // offering nothing it serves.
+    // HTTP/1.1; `http2` listeners get a copy offering h2 first
+    // (`proxy::edge`). A client offering ALPN without anything served is
+    // refused, as nginx refuses one offering nothing it serves.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     // nginx's `shared:SSL:<size>` holds about 4000 sessions per MiB.
     let sessions = usize::try_from(ssl.session_cache_size / 1024 * 4)

@@ -100,20 +100,17 @@ service block with http/tls sub-blocks, or "off". Default address: 0.0.0.0
 
 {{/*
 The listen flags among .flags that the gateway refuses on a listener of
-kind .kind: proxy listeners serve ssl, proxy_protocol and http2 beside ssl
-(its ALPN offers http/1.1 until HTTP/2 is served); status listeners serve
-none of them; neither serves deferred accept or TCP keepalive. .tls: the
+kind .kind: proxy listeners serve ssl, proxy_protocol and http2 (ALPN h2
+with ssl, h2c beside HTTP/1.1 without); status listeners serve none of them; neither serves deferred accept or TCP keepalive. .tls: the
 flags belong to a TLS entry (ssl is added to it). Joined with ", ";
 empty when none.
 */}}
 {{- define "kong-dp.unservedFlags" -}}
 {{- $bad := list -}}
-{{- $served := ternary (list "ssl" "proxy_protocol") (list) (eq .kind "proxy") -}}
-{{- $ssl := or .tls (has "ssl" .flags) -}}
+{{- $served := ternary (list "ssl" "proxy_protocol" "http2") (list) (eq .kind "proxy") -}}
 {{- range .flags -}}
   {{- $f := toString . -}}
-  {{- $h2ok := and (eq $f "http2") (eq $.kind "proxy") $ssl -}}
-  {{- if and (not $h2ok) (not (has $f $served)) (or (has $f (list "ssl" "http2" "proxy_protocol" "deferred")) (and (hasPrefix "so_keepalive=" $f) (ne $f "so_keepalive=off"))) -}}
+  {{- if and (not (has $f $served)) (or (has $f (list "ssl" "http2" "proxy_protocol" "deferred")) (and (hasPrefix "so_keepalive=" $f) (ne $f "so_keepalive=off"))) -}}
     {{- $bad = append $bad $f -}}
   {{- end -}}
 {{- end -}}
@@ -261,7 +258,7 @@ that refuses to start (or a Service port nothing listens on). */ -}}
 {{- end -}}
 {{- range $svc := list "proxy" "status" -}}
   {{- $block := index $.Values $svc -}}
-  {{- $what := ternary "proxy listeners serve HTTP/1.1, with ssl and proxy_protocol (http2 only with ssl); no deferred accept or TCP keepalive" "the status API is served over plain HTTP/1.1 only" (eq $svc "proxy") -}}
+  {{- $what := ternary "proxy listeners serve HTTP/1.1 and HTTP/2, with ssl and proxy_protocol; no deferred accept or TCP keepalive" "the status API is served over plain HTTP/1.1 only" (eq $svc "proxy") -}}
   {{- range $sub := list "http" "tls" -}}
     {{- $l := index $block $sub -}}
     {{- if and $block.enabled $l $l.enabled -}}
@@ -279,7 +276,7 @@ that refuses to start (or a Service port nothing listens on). */ -}}
     {{- range $entry := splitList "," $v -}}
       {{- $bad := include "kong-dp.unservedFlags" (dict "kind" $kind "tls" false "flags" (splitList " " (trim $entry))) -}}
       {{- if $bad -}}
-        {{- fail (printf "env.%s=%q: %s not supported yet: %s; remove them." $key $v $bad (ternary "proxy listeners serve ssl and proxy_protocol, http2 only with ssl, no deferred accept or TCP keepalive" "status listeners serve plain HTTP/1.1 only" (eq $kind "proxy"))) -}}
+        {{- fail (printf "env.%s=%q: %s not supported yet: %s; remove them." $key $v $bad (ternary "proxy listeners serve ssl, proxy_protocol and http2, no deferred accept or TCP keepalive" "status listeners serve plain HTTP/1.1 only" (eq $kind "proxy"))) -}}
       {{- end -}}
     {{- end -}}
   {{- end -}}
