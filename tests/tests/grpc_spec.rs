@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use gw_tests::gateway::{Gateway, Recorder};
+use gw_tests::gateway::Gateway;
 use gw_tests::grpc::{BlockingClient, EchoRequest, EchoServer, Target, TRAILER_KEY};
 use gw_tests::tls::SelfSigned;
 use gw_tests::{free_port, request};
@@ -373,24 +373,84 @@ fn kong_errors_are_grpc_statuses() {
         .is_ok());
 }
 
+/// Kong's `04-file-log` "logs to file #grpc" / "#grpcs", and the
+/// prometheus plugin counting gRPC calls as any other request.
 #[test]
-fn grpc_traffic_is_counted_in_metrics() {
-    let up = Recorder::start();
-    drop(up);
-    let f = fixture();
-    let mut c = client(f.gw.port, "grpc");
-    for _ in 0..3 {
-        c.unary(EchoRequest::new("x"), &[]).unwrap();
+fn grpc_calls_are_logged_and_counted() {
+    let echo = EchoServer::start().unwrap();
+    let cert = SelfSigned::new("echo.test", &["echo.test"]);
+    let echo_tls = EchoServer::start_tls(&cert.cert_pem, &cert.key_pem).unwrap();
+    let dir = gw_tests::gateway::TempDir::new("grpc-log");
+    let log = dir.path().join("file.log");
+    let log_s = log.display().to_string();
+    let yml = format!(
+        r#"_format_version: "3.0"
+plugins:
+- name: prometheus
+  config: {{ status_code_metrics: true }}
+services:
+- name: grpc-service
+  url: grpc://127.0.0.1:{}
+  routes:
+  - name: grpc-route
+    protocols: [grpc]
+    hosts: [tcp_logging_grpc.test]
+    plugins:
+    - name: file-log
+      config: {{ path: "{log_s}", reopen: true }}
+    - name: response-transformer
+      config: {{ add: {{ headers: ["x-added:yes"] }} }}
+- name: grpcs-service
+  url: grpcs://127.0.0.1:{}
+  routes:
+  - name: grpcs-route
+    protocols: [grpcs]
+    hosts: [tcp_logging_grpcs.test]
+    plugins:
+    - name: file-log
+      config: {{ path: "{log_s}", reopen: true }}
+"#,
+        echo.port(),
+        echo_tls.port()
+    );
+    let tls_port = free_port();
+    let listen = format!("127.0.0.1:{{PROXY_PORT}} http2, 127.0.0.1:{tls_port} http2 ssl");
+    let gw = Gateway::start_with(&yml, &[("KONG_PROXY_LISTEN", listen.as_str())]);
+    assert!(gw_tests::wait_for_port(tls_port, Duration::from_secs(5)));
+    let a = client(gw.port, "tcp_logging_grpc.test")
+        .unary(EchoRequest::new("x"), &[("file-log-uuid", "uuid-1")])
+        .unwrap();
+    // header_filter ran (response-transformer).
+    assert_eq!(a.header("x-added"), Some("yes"));
+    tls_client(tls_port, "tcp_logging_grpcs.test")
+        .unary(EchoRequest::new("y"), &[("file-log-uuid", "uuid-2")])
+        .unwrap();
+    let mut entries: Vec<serde_json::Value> = Vec::new();
+    for _ in 0..100 {
+        entries = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if entries.len() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
-    let metrics = f.gw.status_get("/metrics").body_str();
-    let line = metrics
-        .lines()
-        .find(|l| l.starts_with("kong_nginx_requests_total"))
-        .unwrap_or("");
-    let n: f64 = line
-        .rsplit(' ')
-        .next()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    assert!(n >= 3.0, "{line}");
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    for (e, uuid) in entries.iter().zip(["uuid-1", "uuid-2"]) {
+        assert_eq!(e["client_ip"], "127.0.0.1");
+        assert_eq!(e["request"]["headers"]["file-log-uuid"], uuid);
+        assert_eq!(e["request"]["method"], "POST");
+        assert_eq!(e["response"]["status"], 200);
+    }
+    assert_eq!(entries[0]["service"]["protocol"], "grpc");
+    assert_eq!(entries[1]["service"]["protocol"], "grpcs");
+    let metrics = gw.status_get("/metrics").body_str();
+    for (svc, route) in [("grpc-service", "grpc-route"), ("grpcs-service", "grpcs-route")] {
+        let series = format!(
+            r#"kong_http_requests_total{{service="{svc}",route="{route}",code="200",source="service",workspace="default",consumer=""}} 1"#
+        );
+        assert!(metrics.contains(&series), "{series} not in\n{metrics}");
+    }
 }

@@ -641,3 +641,32 @@ fn a_client_holding_its_window_shut_is_dropped_after_send_timeout() {
     still_serves(gw.port);
     httpbin.kill();
 }
+
+#[test]
+fn sigterm_lets_open_h2_streams_finish_then_exits() {
+    // Graceful stop with an HTTP/2 client mid-request: GOAWAY, the stream
+    // in flight is answered, the connection closes, the process exits.
+    let (mut httpbin, hb_port) = gw_tests::start_httpbin("h2-sigterm");
+    let mut gw = Gateway::start_with(
+        &fill_ports(CONFIG, &[hb_port]),
+        &[
+            ("KONG_PROXY_LISTEN", "127.0.0.1:{PROXY_PORT} http2"),
+            ("KONG_DRAIN_DELAY", "0"),
+        ],
+    );
+    let port = gw.port;
+    let pending = std::thread::spawn(move || {
+        rt().block_on(async {
+            let mut c = h2c(port).await;
+            get_h2(&mut c, "http://example.com/delay/1").await.status
+        })
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(gw.proc.signal("TERM"));
+    assert_eq!(pending.join().unwrap(), 200);
+    let started = Instant::now();
+    let status = gw.proc.wait_exit(Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    httpbin.kill();
+}

@@ -6,7 +6,7 @@
 //! Ports of Kong's `spec/03-plugins/03-http-log` (01-log, 02-schema at
 //! load, 04-legacy_queue_sharing), `04-file-log`, `01-tcp-log` and
 //! `02-udp-log`, DB-less parts; test names name the Kong `it(...)` they
-//! port. Not ported: the gRPC/gRPCs cases (no HTTP/2 listener), the TLS
+//! port. The gRPC/gRPCs file-log cases are in `grpc_spec.rs`. Not ported: the TLS
 //! listener ones (`logs TLS info`, `client_verify`: no TLS listener), the
 //! stream ones (no stream listener), and `custom_fields_by_lua` values (no
 //! Lua: the field is refused at load, tested here).
