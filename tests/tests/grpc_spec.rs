@@ -447,7 +447,10 @@ services:
     assert_eq!(entries[0]["service"]["protocol"], "grpc");
     assert_eq!(entries[1]["service"]["protocol"], "grpcs");
     let metrics = gw.status_get("/metrics").body_str();
-    for (svc, route) in [("grpc-service", "grpc-route"), ("grpcs-service", "grpcs-route")] {
+    for (svc, route) in [
+        ("grpc-service", "grpc-route"),
+        ("grpcs-service", "grpcs-route"),
+    ] {
         let series = format!(
             r#"kong_http_requests_total{{service="{svc}",route="{route}",code="200",source="service",workspace="default",consumer=""}} 1"#
         );

@@ -670,3 +670,71 @@ fn sigterm_lets_open_h2_streams_finish_then_exits() {
     assert!(started.elapsed() < Duration::from_secs(10));
     httpbin.kill();
 }
+
+#[test]
+fn http1_front_rules_that_apply_to_h2_hold() {
+    // nginx parses an HTTP/2 :path and ignores field names by the same
+    // rules as HTTP/1; client_max_body_size holds without Content-Length.
+    let up = Recorder::start();
+    let gw = start(&up, &[("KONG_NGINX_HTTP_CLIENT_MAX_BODY_SIZE", "10")]);
+    rt().block_on(async {
+        let mut c = h2c(gw.port).await;
+        for path in ["/../x", "/a/%2e%2e/%2e%2e/x", "/%zz", "/a%00b"] {
+            let a = get_h2(&mut c, &format!("http://example.com{path}")).await;
+            assert_eq!(a.status, 400, "{path}");
+        }
+        let a = send(
+            &mut c,
+            "GET",
+            "http://example.com/fields",
+            &[
+                ("x_forwarded_for", "6.6.6.6"),
+                ("transfer_encoding", "chunked"),
+                ("api_key", "kept"),
+                ("x.dotted", "dropped"),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(a.status, 200);
+        // Too large, announced or not.
+        let a = send(
+            &mut c,
+            "POST",
+            "http://example.com/big",
+            &[("content-length", "20")],
+            Some(b"01234567890123456789"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(a.status, 413);
+        let a = send(
+            &mut c,
+            "POST",
+            "http://example.com/big",
+            &[],
+            Some(b"01234567890123456789"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(a.status, 413);
+        let a = send(
+            &mut c,
+            "POST",
+            "http://example.com/small",
+            &[],
+            Some(b"0123"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(a.status, 200);
+    });
+    let targets: Vec<String> = up.requests().iter().map(|r| r.target.clone()).collect();
+    assert_eq!(targets, ["/fields", "/small"]);
+    let r = &up.requests()[0];
+    assert_eq!(r.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(r.header("api_key"), Some("kept"));
+    assert!(r.header("x_forwarded_for").is_none() && r.header("transfer_encoding").is_none());
+    assert!(r.header("x.dotted").is_none());
+}

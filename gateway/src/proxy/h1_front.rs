@@ -756,8 +756,9 @@ const UNDERSCORE_ALIASED: &[&[u8]] = &[
     b"x-kong-request-id",
 ];
 
-/// Whether a header line's name keeps it out of the head handed on.
-fn dropped_field(name: &[u8], underscores_in_headers: bool) -> bool {
+/// Whether a header line's name keeps it out of the head handed on (also
+/// applied to HTTP/2 requests, whose fields nginx ignores by the same rule).
+pub(crate) fn dropped_field(name: &[u8], underscores_in_headers: bool) -> bool {
     match name_class(name) {
         NameClass::Plain | NameClass::Refused => false,
         NameClass::Ignored => true,

@@ -685,6 +685,25 @@ impl ProxyHttp for KongProxy {
                     }
                 }
             }
+            // What the HTTP/1 front checks that HTTP/2 does not: nginx
+            // ignores the same field names, and parses `:path` with the
+            // same rules (400 above the root or on a bad escape).
+            let underscores = self.options.underscores_in_headers;
+            let dropped: Vec<HeaderName> = req
+                .headers
+                .keys()
+                .filter(|n| h1_front::dropped_field(n.as_str().as_bytes(), underscores))
+                .cloned()
+                .collect();
+            for name in dropped {
+                req.remove_header(&name);
+            }
+            let (path, _) = raw_path_only(req.raw_path());
+            if let Err(e) = router::check_request_path(path) {
+                log::info!("refused an HTTP/2 request: {}", e.reason());
+                self.nginx_error(session, ctx, 400).await?;
+                return Ok(true);
+            }
         }
 
         // The request keeps the snapshot it was routed with, for its whole
@@ -1219,6 +1238,21 @@ impl ProxyHttp for KongProxy {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // client_max_body_size on an HTTP/2 body without Content-Length
+        // (HTTP/1 chunked bodies are counted by the front).
+        let max = self.options.client_max_body_size;
+        if max > 0 && session.body_bytes_read() as u64 > max && session.as_downstream().is_http2() {
+            let refused = h1_front::BodyRefused(h1_guard::Reject {
+                status: 413,
+                reason: "client intended to send too large body",
+            });
+            let e = Error::because(
+                ErrorType::ReadError,
+                "request body over client_max_body_size",
+                std::io::Error::other(refused),
+            );
+            return Err(e.into_down());
+        }
         let Some(run) = ctx.plugins.as_mut() else {
             return Ok(());
         };
