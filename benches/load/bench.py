@@ -925,6 +925,9 @@ class Bench:
                    KONG_PROXY_ACCESS_LOG="off",
                    KONG_PROXY_ERROR_LOG="/dev/stderr",
                    KONG_LOG_LEVEL="info",
+                   # As the nginx configs here: load clients' connections
+                   # are never cut by keepalive_requests (Kong: 10000).
+                   KONG_NGINX_HTTP_KEEPALIVE_REQUESTS="1000000",
                    KONG_NGINX_WORKER_PROCESSES=str(workers))
         env.pop("RUST_LOG", None)
         env.update(extra or {})
