@@ -3,7 +3,12 @@
 //!
 //! * `config_decode`: text → JSON value (JSON and YAML);
 //! * `config_validate`: `parse_declarative_value` (structure, ids, foreign
-//!   keys, field validation) on a control plane's flat export;
+//!   keys, field validation) on a control plane's flat export, as a JSON
+//!   value (`cp_export`) and as the wire decoder's `ConfigTable`
+//!   (`cp_table`, what a push validates);
+//! * `config_decode_frame`: inflate + parse of a push (no validation);
+//! * `config_cache_load`: a start from the cache: integrity check, typed
+//!   decode of the validated config, compile, swap;
 //! * `config_compile`: `Snapshot::compile` (router, balancers, metrics);
 //! * `config_apply`: a gzip `reconfigure` frame through `process_frame`
 //!   into a fresh gateway sink (inflate, parse, validate, compile, swap),
@@ -21,8 +26,10 @@
 use std::io::Write;
 use std::time::Duration;
 
-use config_sync::cluster::{process_frame, ClusterStatus, Outcome};
-use config_sync::{config_hash, parse_declarative_value, text_to_value, ParseOptions};
+use config_sync::cluster::{cache, process_frame, ClusterStatus, ConfigSink, Outcome};
+use config_sync::{
+    config_hash, parse_declarative_table, parse_declarative_value, text_to_value, ParseOptions,
+};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use gateway::cluster::GatewaySink;
 use gateway::snapshot::{ConfigHandle, Snapshot};
@@ -386,6 +393,72 @@ fn bench(c: &mut Criterion) {
                 || v.clone(),
                 |v| parse_declarative_value(v, &opts).expect("valid"),
                 BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("config_validate");
+    g.sample_size(10);
+    for &n in sizes() {
+        // What a push validates: the wire decoder's `ConfigTable`.
+        let v = cp_config(n);
+        let Value::Object(m) = v else {
+            panic!("not an object")
+        };
+        let table = config_sync::table::ConfigTable::from_map(m);
+        g.bench_with_input(BenchmarkId::new("cp_table", n), &table, |b, t| {
+            b.iter_batched(
+                || t.clone(),
+                |t| parse_declarative_table(t, &opts).expect("valid"),
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
+
+    // Inflate + parse of a push, without validation.
+    let mut g = c.benchmark_group("config_decode_frame");
+    g.sample_size(10);
+    for &n in sizes() {
+        let v = cp_config(n);
+        let frame = reconfigure_frame(&v, &config_hash(&v));
+        g.bench_with_input(BenchmarkId::new("cp_frame", n), &frame, |b, f| {
+            b.iter(|| {
+                config_sync::cluster::protocol::decode_frame(black_box(f), 256 << 20)
+                    .expect("decode")
+            })
+        });
+    }
+    g.finish();
+
+    // A start from the cache: read back the validated config (digest,
+    // typed decode), compile and swap.
+    let mut g = c.benchmark_group("config_cache_load");
+    g.sample_size(10);
+    for &n in sizes() {
+        let v = cp_config(n);
+        let cfg = parse_declarative_value(v.clone(), &opts).expect("valid");
+        let frame = reconfigure_frame(&v, &config_hash(&v));
+        let bytes = cache::encode("bench", "h", &frame, Some(&cfg));
+        g.bench_with_input(BenchmarkId::new("cp_cache", n), &bytes, |b, bytes| {
+            b.iter_batched(
+                || {
+                    (
+                        bytes.clone(),
+                        GatewaySink::new(ConfigHandle::default(), &plugins()),
+                    )
+                },
+                |(bytes, sink)| {
+                    match cache::decode(bytes, "bench") {
+                        cache::Cached::Validated { hash, config, .. } => {
+                            sink.apply_validated(*config, hash).expect("applies")
+                        }
+                        cache::Cached::Frame { why, .. } => panic!("not trusted: {why}"),
+                    }
+                    sink
+                },
+                BatchSize::PerIteration,
             )
         });
     }

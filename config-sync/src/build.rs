@@ -49,7 +49,7 @@ pub(crate) fn build_all(
 }
 
 fn reader<'a>(item: &'a Item<'_>, errs: &'a mut Vec<ConfigError>) -> Reader<'a> {
-    let mut r = Reader::new(&item.obj, errs, item.kind.singular(), &item.ident);
+    let mut r = Reader::over(item.obj.iter(), errs, item.kind.singular(), &item.ident);
     r.detach(item.detached());
     r.accept(COMMON);
     for (fk, _) in item.kind.foreign_keys() {
@@ -165,7 +165,7 @@ fn service(item: &Item<'_>, errs: &mut Vec<ConfigError>) -> Service {
             Reader::new(&expanded, errs, item.kind.singular(), &item.ident)
         }
         _ => {
-            let mut r = Reader::new(&item.obj, errs, item.kind.singular(), &item.ident);
+            let mut r = Reader::over(item.obj.iter(), errs, item.kind.singular(), &item.ident);
             r.detach(item.detached());
             r
         }
@@ -972,7 +972,7 @@ fn plugin(item: &Item<'_>, opts: &ParseOptions, errs: &mut Vec<ConfigError>) -> 
             }
         }
         if r.error_count() == errors_before {
-            let mut whole = item.obj.clone().into_owned();
+            let mut whole = item.obj.to_map();
             whole.insert("config".into(), config.clone());
             for check in &s.entity_checks {
                 if let Err(msg) = check(&whole) {

@@ -11,7 +11,6 @@
 //! Field-level checks live in `build.rs` / `validate.rs`; this module does the
 //! structure, identity and cross-entity checks. Every error is collected.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde_json::{Map, Value};
@@ -21,6 +20,7 @@ use crate::build;
 use crate::error::{ConfigError, ConfigErrors};
 use crate::model::DeclarativeConfig;
 use crate::schema::{PluginSchema, PluginSchemas};
+use crate::table::{ConfigTable, Entity, TableValue};
 
 /// Options for parsing a declarative config.
 #[derive(Debug, Clone, Default)]
@@ -317,6 +317,67 @@ impl Fks {
     }
 }
 
+/// An entity's object: borrowed from the parsed document (a JSON map, or
+/// the member list of a [`ConfigTable`] entity), or built (a bare SNI name).
+#[derive(Debug, Clone)]
+pub(crate) enum Obj<'a> {
+    Map(&'a Map<String, Value>),
+    Members(&'a [(String, Value)]),
+    Owned(Map<String, Value>),
+}
+
+impl<'a> Obj<'a> {
+    pub(crate) fn get(&self, key: &str) -> Option<&Value> {
+        match self {
+            Obj::Map(m) => m.get(key),
+            Obj::Members(m) => m.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            Obj::Owned(m) => m.get(key),
+        }
+    }
+
+    /// Members in order.
+    pub(crate) fn iter(&self) -> ObjIter<'_> {
+        match self {
+            Obj::Map(m) => ObjIter::Map(m.iter()),
+            Obj::Members(m) => ObjIter::Members(m.iter()),
+            Obj::Owned(m) => ObjIter::Map(m.iter()),
+        }
+    }
+
+    /// An owned copy, as a map.
+    pub(crate) fn to_map(&self) -> Map<String, Value> {
+        match self {
+            Obj::Map(m) => (*m).clone(),
+            Obj::Members(m) => m.iter().cloned().collect(),
+            Obj::Owned(m) => m.clone(),
+        }
+    }
+}
+
+/// [`Obj::iter`].
+pub(crate) enum ObjIter<'o> {
+    Map(serde_json::map::Iter<'o>),
+    Members(std::slice::Iter<'o, (String, Value)>),
+}
+
+impl<'o> Iterator for ObjIter<'o> {
+    type Item = (&'o str, &'o Value);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            ObjIter::Map(i) => i.next().map(|(k, v)| (k.as_str(), v)),
+            ObjIter::Members(i) => i.next().map(|(k, v)| (k.as_str(), v)),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            ObjIter::Map(i) => i.size_hint(),
+            ObjIter::Members(i) => i.size_hint(),
+        }
+    }
+}
+
 /// One entity after flattening, before typed conversion.
 ///
 /// `obj` borrows the entity's object from the parsed document: nothing is
@@ -327,7 +388,7 @@ impl Fks {
 pub(crate) struct Item<'a> {
     pub kind: Kind,
     /// The entity's fields, plus the detached keys.
-    pub obj: Cow<'a, Map<String, Value>>,
+    pub obj: Obj<'a>,
     pub id: Uuid,
     /// Name used in error messages.
     pub ident: String,
@@ -356,16 +417,16 @@ impl Item<'_> {
     pub(crate) fn fields_map(&self) -> Map<String, Value> {
         // Detach on references first: a service's nested routes (often most
         // of the config) are then never copied.
-        let mut entries: Vec<(&String, &Value)> = self.obj.iter().collect();
+        let mut entries: Vec<(&str, &Value)> = self.obj.iter().collect();
         for k in self.detached() {
-            if let Some(i) = entries.iter().position(|(key, _)| key.as_str() == *k) {
+            if let Some(i) = entries.iter().position(|(key, _)| key == k) {
                 // As `Map::remove` (a swap_remove) reorders.
                 entries.swap_remove(i);
             }
         }
         entries
             .into_iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.to_string(), v.clone()))
             .collect()
     }
 }
@@ -479,19 +540,100 @@ pub fn parse_declarative_value(
             "expected a record",
         )));
     };
-    let mut cfg = parse_top(top, opts)?;
+    let mut cfg = parse_top(Top::Map(top), opts)?;
     cfg.raw = v;
     Ok(cfg)
 }
 
-/// Everything but `raw`: the entities borrow from `top` while they are
-/// checked, and only the typed config outlives them.
-fn parse_top(
-    top: &Map<String, Value>,
+/// [`parse_declarative_value`] for a control plane's `config_table` as the
+/// wire decoder parses it (same checks, same errors). The table is freed
+/// on another thread when large (see [`crate::model::drop_elsewhere`]);
+/// `raw` is left null.
+pub fn parse_declarative_table(
+    table: ConfigTable,
     opts: &ParseOptions,
 ) -> Result<DeclarativeConfig, ConfigErrors> {
+    let out = parse_top(Top::Table(&table), opts);
+    let entities: usize = table
+        .iter()
+        .map(|(_, v)| match v {
+            TableValue::Entities(list) => list.len(),
+            TableValue::Value(_) => 0,
+        })
+        .sum();
+    if entities >= crate::model::FREE_ELSEWHERE_MIN {
+        crate::model::drop_elsewhere(table);
+    }
+    out
+}
+
+/// The top level of a config: a JSON object or a [`ConfigTable`].
+#[derive(Clone, Copy)]
+enum Top<'a> {
+    Map(&'a Map<String, Value>),
+    Table(&'a ConfigTable),
+}
+
+/// An entity list, or what stands where one is expected.
+enum Listed<'a> {
+    Values(&'a [Value]),
+    Entities(&'a [Entity]),
+    Other(&'a Value),
+}
+
+/// An element of an entity list.
+#[derive(Clone, Copy)]
+enum Entry<'a> {
+    Value(&'a Value),
+    Members(&'a [(String, Value)]),
+}
+
+impl<'a> Top<'a> {
+    /// A member that is not an entity list (`_format_version`, ...).
+    fn value(self, key: &str) -> Option<&'a Value> {
+        match self {
+            Top::Map(m) => m.get(key),
+            Top::Table(t) => match t.get(key)? {
+                TableValue::Value(v) => Some(v),
+                TableValue::Entities(_) => None,
+            },
+        }
+    }
+
+    fn list(self, key: &str) -> Option<Listed<'a>> {
+        Some(match self {
+            Top::Map(m) => match m.get(key)? {
+                Value::Array(a) => Listed::Values(a),
+                other => Listed::Other(other),
+            },
+            Top::Table(t) => match t.get(key)? {
+                TableValue::Entities(e) => Listed::Entities(e),
+                TableValue::Value(Value::Array(a)) => Listed::Values(a),
+                TableValue::Value(other) => Listed::Other(other),
+            },
+        })
+    }
+
+    /// Keys, with the value when it is not an entity list.
+    fn keys(self) -> Vec<(&'a str, Option<&'a Value>)> {
+        match self {
+            Top::Map(m) => m.iter().map(|(k, v)| (k.as_str(), Some(v))).collect(),
+            Top::Table(t) => t
+                .iter()
+                .map(|(k, v)| match v {
+                    TableValue::Value(v) => (k, Some(v)),
+                    TableValue::Entities(_) => (k, None),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Everything but `raw`: the entities borrow from `top` while they are
+/// checked, and only the typed config outlives them.
+fn parse_top(top: Top<'_>, opts: &ParseOptions) -> Result<DeclarativeConfig, ConfigErrors> {
     let mut errs: Vec<ConfigError> = Vec::new();
-    let format_version = match top.get("_format_version") {
+    let format_version = match top.value("_format_version") {
         None | Some(Value::Null) => {
             errs.push(ConfigError::top(
                 "_format_version",
@@ -512,7 +654,7 @@ fn parse_top(
             String::new()
         }
     };
-    let transform = match top.get("_transform") {
+    let transform = match top.value("_transform") {
         None | Some(Value::Null) => true,
         Some(Value::Bool(b)) => *b,
         Some(_) => {
@@ -521,36 +663,54 @@ fn parse_top(
         }
     };
 
-    for (key, val) in top {
-        if IGNORED_TOP_LEVEL.contains(&key.as_str()) || Kind::from_table(key).is_some() {
+    for (key, val) in top.keys() {
+        if IGNORED_TOP_LEVEL.contains(&key) || Kind::from_table(key).is_some() {
             continue;
         }
         if key == "filter_chains" {
             // Wasm filter chains change request handling; silently dropping
             // them would be wrong, but an empty list is harmless.
-            if !matches!(val, Value::Null) && !matches!(val, Value::Array(a) if a.is_empty()) {
-                errs.push(ConfigError::top(
-                    key.clone(),
-                    "filter chains are not supported",
-                ));
+            if !matches!(val, Some(Value::Null))
+                && !matches!(val, Some(Value::Array(a)) if a.is_empty())
+            {
+                errs.push(ConfigError::top(key, "filter chains are not supported"));
             }
             continue;
         }
-        errs.push(ConfigError::top(key.clone(), "unknown field"));
+        errs.push(ConfigError::top(key, "unknown field"));
     }
 
     // 1. Flatten: collect every entity with an id.
     let mut items: Vec<Item<'_>> = Vec::new();
     for kind in Kind::ALL {
-        match top.get(kind.table()) {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(list)) => {
+        match top.list(kind.table()) {
+            None | Some(Listed::Other(Value::Null)) => {}
+            Some(Listed::Values(list)) => {
                 items.reserve(list.len());
                 for (i, entry) in list.iter().enumerate() {
+                    collect(
+                        kind,
+                        Entry::Value(entry),
+                        i + 1,
+                        None,
+                        &mut items,
+                        &mut errs,
+                    );
+                }
+            }
+            Some(Listed::Entities(list)) => {
+                items.reserve(list.len());
+                for (i, entry) in list.iter().enumerate() {
+                    let entry = match entry {
+                        Entity::Object(m) => Entry::Members(m),
+                        Entity::Value(v) => Entry::Value(v),
+                    };
                     collect(kind, entry, i + 1, None, &mut items, &mut errs);
                 }
             }
-            Some(_) => errs.push(ConfigError::top(kind.table(), "expected an array")),
+            Some(Listed::Other(_)) => {
+                errs.push(ConfigError::top(kind.table(), "expected an array"))
+            }
         }
     }
 
@@ -604,19 +764,20 @@ fn positional(parent: Option<&Parent<'_>>, pos: usize) -> String {
 
 fn collect<'a>(
     kind: Kind,
-    entry: &'a Value,
+    entry: Entry<'a>,
     pos: usize,
     parent: Option<&Parent<'_>>,
     items: &mut Vec<Item<'a>>,
     errs: &mut Vec<ConfigError>,
 ) {
-    let obj: Cow<'a, Map<String, Value>> = match entry {
-        Value::Object(m) => Cow::Borrowed(m),
+    let obj: Obj<'a> = match entry {
+        Entry::Value(Value::Object(m)) => Obj::Map(m),
+        Entry::Members(m) => Obj::Members(m),
         // `certificates[].snis` may list bare names.
-        Value::String(s) if kind == Kind::Sni && parent.is_some() => {
+        Entry::Value(Value::String(s)) if kind == Kind::Sni && parent.is_some() => {
             let mut m = Map::new();
             m.insert("name".into(), Value::String(s.clone()));
-            Cow::Owned(m)
+            Obj::Owned(m)
         }
         _ => {
             errs.push(ConfigError::new(
@@ -633,20 +794,26 @@ fn collect<'a>(
     // in the parent's object, detached (see `Item::detached`).
     let mut nested: Vec<(&'static str, Kind, &'static str, &'a Vec<Value>)> = Vec::new();
     let mut nested_errs: Vec<(&'static str, &'static str)> = Vec::new();
-    let (obj, given_id) = match obj {
-        Cow::Borrowed(m) => {
-            for (key, child_kind, fk) in kind.children() {
-                match m.get(*key) {
-                    None | Some(Value::Null) => {}
-                    Some(Value::Array(list)) => nested.push((key, *child_kind, fk, list)),
-                    Some(_) => nested_errs.push((key, "expected an array")),
-                }
-            }
-            (Cow::Borrowed(m), m.get("id"))
-        }
+    let given_id: Option<&'a Value> = match &obj {
+        Obj::Map(m) => m.get("id"),
+        Obj::Members(m) => m.iter().find(|(k, _)| k == "id").map(|(_, v)| v),
         // A bare SNI name: no children, no id.
-        owned @ Cow::Owned(_) => (owned, None),
+        Obj::Owned(_) => None,
     };
+    if !kind.children().is_empty() {
+        for (key, child_kind, fk) in kind.children() {
+            let child: Option<&'a Value> = match &obj {
+                Obj::Map(m) => m.get(*key),
+                Obj::Members(m) => m.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+                Obj::Owned(_) => None,
+            };
+            match child {
+                None | Some(Value::Null) => {}
+                Some(Value::Array(list)) => nested.push((key, *child_kind, fk, list)),
+                Some(_) => nested_errs.push((key, "expected an array")),
+            }
+        }
+    }
 
     let ident = ident_for(kind, &obj, given_id, parent, pos);
     for (key, reason) in nested_errs {
@@ -707,20 +874,27 @@ fn collect<'a>(
         };
         items.reserve(list.len());
         for (i, child) in list.iter().enumerate() {
-            collect(child_kind, child, i + 1, Some(&p), items, errs);
+            collect(
+                child_kind,
+                Entry::Value(child),
+                i + 1,
+                Some(&p),
+                items,
+                errs,
+            );
         }
     }
 }
 
 fn ident_for(
     kind: Kind,
-    obj: &Map<String, Value>,
+    obj: &Obj<'_>,
     id: Option<&Value>,
     parent: Option<&Parent<'_>>,
     pos: usize,
 ) -> String {
     for f in kind.ident_field() {
-        if let Some(Value::String(s)) = obj.get(*f) {
+        if let Some(Value::String(s)) = obj.get(f) {
             if !s.is_empty() {
                 return s.clone();
             }
@@ -732,7 +906,7 @@ fn ident_for(
     positional(parent, pos)
 }
 
-fn ws_of(obj: &Map<String, Value>) -> &str {
+fn ws_of<'o>(obj: &'o Obj<'_>) -> &'o str {
     match obj.get("ws_id") {
         Some(Value::String(s)) => s,
         _ => "*",
@@ -756,7 +930,7 @@ pub fn entity_uuid(table: &str, key: &str) -> Uuid {
 }
 
 /// Kong's id generation for entities declared without an id.
-fn generate_id(kind: Kind, obj: &Map<String, Value>, parent: Option<&Parent<'_>>) -> Uuid {
+fn generate_id(kind: Kind, obj: &Obj<'_>, parent: Option<&Parent<'_>>) -> Uuid {
     if let Some(fields) = kind.cache_key() {
         // Kong's `build_cache_key`: entity:ws:values..., giving up (random id)
         // when a needed value is not known yet.
@@ -768,7 +942,7 @@ fn generate_id(kind: Kind, obj: &Map<String, Value>, parent: Option<&Parent<'_>>
             if kind.is_auto(f) {
                 return Uuid::new_v4();
             }
-            match obj.get(*f) {
+            match obj.get(f) {
                 Some(Value::String(s)) => {
                     key.push(':');
                     key.push_str(s);
@@ -875,7 +1049,7 @@ fn resolve_references(items: &mut [Item<'_>], index: &Index, errs: &mut Vec<Conf
             ..
         } = item;
         for (field, target) in kind.foreign_keys() {
-            let value = obj.get(*field).filter(|v| !v.is_null());
+            let value = obj.get(field).filter(|v| !v.is_null());
             let from_parent = parent.filter(|(fk, _)| fk == field).map(|(_, id)| id);
             if let Some(v) = value {
                 let key = match v {

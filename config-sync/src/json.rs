@@ -13,7 +13,9 @@
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-/// `serde_json::from_slice::<Value>`.
+/// `serde_json::from_slice::<Value>` (wire messages go through
+/// [`crate::table`], which builds on this module's seed).
+#[cfg(test)]
 pub fn from_slice(bytes: &[u8]) -> serde_json::Result<Value> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let mut stack = Vec::new();
@@ -32,9 +34,9 @@ pub fn from_str(text: &str) -> serde_json::Result<Value> {
 }
 
 /// Object members not yet in their map, innermost object last.
-type Stack = Vec<(String, Value)>;
+pub(crate) type Stack = Vec<(String, Value)>;
 
-struct ValueSeed<'s> {
+pub(crate) struct ValueSeed<'s> {
     stack: &'s mut Stack,
     /// Members expected if the value is an object (0: unknown).
     members: usize,
@@ -43,7 +45,7 @@ struct ValueSeed<'s> {
 }
 
 impl<'s> ValueSeed<'s> {
-    fn new(stack: &'s mut Stack) -> ValueSeed<'s> {
+    pub(crate) fn new(stack: &'s mut Stack) -> ValueSeed<'s> {
         ValueSeed {
             stack,
             members: 0,

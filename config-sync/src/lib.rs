@@ -9,13 +9,15 @@ pub mod model;
 pub mod private_fs;
 pub mod schema;
 pub mod settings;
+pub mod table;
 pub mod validate;
 
 mod build;
 mod json;
 
 pub use declarative::{
-    entity_uuid, parse_declarative_str, parse_declarative_value, text_to_value, ParseOptions,
+    entity_uuid, parse_declarative_str, parse_declarative_table, parse_declarative_value,
+    text_to_value, ParseOptions,
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use hash::{config_hash, config_hashes, ConfigHashes};

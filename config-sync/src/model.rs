@@ -3,11 +3,15 @@
 //! Every entity carries an id; foreign keys are plain ids. Defaults follow
 //! Kong 3.x schemas (`kong/db/schema/entities/*.lua`).
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
 /// A fully parsed, flattened and validated declarative config.
-#[derive(Debug, Clone)]
+///
+/// Serializable so that the control-plane config cache can keep it as
+/// validated (`cluster::cache`): a restart then skips validation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeclarativeConfig {
     pub format_version: String,
     /// `_transform` (default true). False means rows are already transformed
@@ -23,12 +27,13 @@ pub struct DeclarativeConfig {
     pub certificates: Vec<Certificate>,
     pub snis: Vec<Sni>,
     pub ca_certificates: Vec<CaCertificate>,
-    /// The parsed input as given, for hashing and caching.
+    /// The parsed input as given (not cached: nothing reads it back).
+    #[serde(skip)]
     pub raw: Value,
 }
 
 /// Entities from which freeing a config is handed to another thread.
-const FREE_ELSEWHERE_MIN: usize = 1_000;
+pub(crate) const FREE_ELSEWHERE_MIN: usize = 1_000;
 
 impl Drop for DeclarativeConfig {
     /// A large config (its parsed input, every entity) takes milliseconds
@@ -53,14 +58,36 @@ impl Drop for DeclarativeConfig {
             std::mem::take(&mut self.credentials),
             std::mem::take(&mut self.targets),
         );
-        // If no thread can start, the closure (and `parts`) is freed here.
-        let _ = std::thread::Builder::new()
-            .name("config-drop".into())
-            .spawn(move || drop(parts));
+        drop_elsewhere(parts);
     }
 }
 
+/// Frees `x` on a short-lived thread (a large parsed config takes
+/// milliseconds to free). If no thread can start, it is freed here.
+pub(crate) fn drop_elsewhere<T: Send + 'static>(x: T) {
+    let _ = std::thread::Builder::new()
+        .name("config-drop".into())
+        .spawn(move || drop(x));
+}
+
 impl DeclarativeConfig {
+    /// Same entities, `raw` aside: what a round trip through the cache
+    /// must preserve.
+    pub fn same_entities(&self, other: &DeclarativeConfig) -> bool {
+        self.format_version == other.format_version
+            && self.transform == other.transform
+            && self.services == other.services
+            && self.routes == other.routes
+            && self.upstreams == other.upstreams
+            && self.targets == other.targets
+            && self.plugins == other.plugins
+            && self.consumers == other.consumers
+            && self.credentials == other.credentials
+            && self.certificates == other.certificates
+            && self.snis == other.snis
+            && self.ca_certificates == other.ca_certificates
+    }
+
     pub fn service(&self, id: &Uuid) -> Option<&Service> {
         self.services.iter().find(|s| &s.id == id)
     }
@@ -89,7 +116,7 @@ impl DeclarativeConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Service {
     pub id: Uuid,
     pub name: Option<String>,
@@ -110,14 +137,14 @@ pub struct Service {
 }
 
 /// One `sources` / `destinations` element of a stream route.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CidrPort {
     /// IP address or CIDR range, as written.
     pub ip: Option<String>,
     pub port: Option<u16>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Route {
     pub id: Uuid,
     pub name: Option<String>,
@@ -143,7 +170,7 @@ pub struct Route {
     pub tags: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Upstream {
     pub id: Uuid,
     pub name: String,
@@ -166,7 +193,7 @@ pub struct Upstream {
     pub tags: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Healthchecks {
     pub active: ActiveHealthcheck,
     pub passive: PassiveHealthcheck,
@@ -175,7 +202,7 @@ pub struct Healthchecks {
     pub threshold: f64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActiveHealthcheck {
     /// Kong's `type` field: tcp, http, https, grpc, grpcs.
     pub check_type: String,
@@ -190,7 +217,7 @@ pub struct ActiveHealthcheck {
     pub unhealthy: ActiveUnhealthy,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActiveHealthy {
     /// Seconds between probes of healthy targets; 0 disables probing.
     pub interval: f64,
@@ -198,7 +225,7 @@ pub struct ActiveHealthy {
     pub successes: u8,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActiveUnhealthy {
     pub interval: f64,
     pub http_statuses: Vec<u16>,
@@ -207,20 +234,20 @@ pub struct ActiveUnhealthy {
     pub http_failures: u8,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PassiveHealthcheck {
     pub check_type: String,
     pub healthy: PassiveHealthy,
     pub unhealthy: PassiveUnhealthy,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PassiveHealthy {
     pub http_statuses: Vec<u16>,
     pub successes: u8,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PassiveUnhealthy {
     pub http_statuses: Vec<u16>,
     pub tcp_failures: u8,
@@ -309,7 +336,7 @@ impl Default for PassiveUnhealthy {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Target {
     pub id: Uuid,
     pub upstream: Uuid,
@@ -319,7 +346,7 @@ pub struct Target {
     pub tags: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plugin {
     pub id: Uuid,
     pub name: String,
@@ -335,7 +362,7 @@ pub struct Plugin {
     pub tags: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Consumer {
     pub id: Uuid,
     pub username: Option<String>,
@@ -344,7 +371,7 @@ pub struct Consumer {
 }
 
 /// A plugin-owned consumer credential (key-auth key, ACL group, ...).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Credential {
     /// DAO table name: keyauth_credentials, basicauth_credentials,
     /// jwt_secrets, hmacauth_credentials, acls, oauth2_credentials,
@@ -356,7 +383,7 @@ pub struct Credential {
     pub fields: serde_json::Map<String, Value>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Certificate {
     pub id: Uuid,
     pub cert: String,
@@ -366,7 +393,7 @@ pub struct Certificate {
     pub tags: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sni {
     pub id: Uuid,
     pub name: String,
@@ -374,7 +401,7 @@ pub struct Sni {
     pub tags: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CaCertificate {
     pub id: Uuid,
     pub cert: String,

@@ -52,8 +52,23 @@ impl<'a> Reader<'a> {
         entity: &'a str,
         ident: &'a str,
     ) -> Self {
+        Reader::over(
+            obj.iter().map(|(k, v)| (k.as_str(), v)),
+            errs,
+            entity,
+            ident,
+        )
+    }
+
+    /// A reader over an object's members, in order.
+    pub fn over(
+        members: impl Iterator<Item = (&'a str, &'a Value)>,
+        errs: &'a mut Vec<ConfigError>,
+        entity: &'a str,
+        ident: &'a str,
+    ) -> Self {
         Reader {
-            fields: obj.iter().map(|(k, v)| (k.as_str(), v, false)).collect(),
+            fields: members.map(|(k, v)| (k, v, false)).collect(),
             errs,
             entity,
             ident,

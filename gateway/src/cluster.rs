@@ -2,7 +2,7 @@
 //! link in `config_sync::cluster`.
 //!
 //! [`GatewaySink`] applies a pushed `config_table` with the same validation
-//! and compilation as the DB-less file (`parse_declarative_value` →
+//! and compilation as the DB-less file (`parse_declarative_table` →
 //! `Snapshot::compile`) and swaps the snapshot whole, so a request sees the
 //! old config or the new one, never a mix. The client runs on its own small
 //! tokio runtime in a dedicated thread: Pingora owns its runtimes.
@@ -21,8 +21,8 @@ use std::time::Instant;
 use config_sync::cluster::client::SetupError;
 use config_sync::cluster::{load_cached, Client, ClientOptions, ClusterStatus, ConfigSink};
 use config_sync::settings::Settings;
-use config_sync::{parse_declarative_value, ParseOptions};
-use serde_json::Value;
+use config_sync::table::ConfigTable;
+use config_sync::{parse_declarative_table, ParseOptions};
 
 use crate::kong::KONG_VERSION;
 use crate::metrics::Metrics;
@@ -46,13 +46,17 @@ impl GatewaySink {
     }
 }
 
-impl ConfigSink for GatewaySink {
-    fn apply(&self, config_table: Value, hash: String) -> Result<(), String> {
-        let t0 = Instant::now();
-        let cfg = parse_declarative_value(config_table, &self.opts)
-            .map_err(|e| format!("declarative configuration parse failure: {e}"))?;
+impl GatewaySink {
+    /// Compiles `cfg` (validated) and swaps it in; `validated` is when
+    /// validation started (timings for the log and the metric).
+    fn install(
+        &self,
+        cfg: &config_sync::DeclarativeConfig,
+        hash: String,
+        t0: Instant,
+    ) -> Result<(), String> {
         let t1 = Instant::now();
-        let snap = Snapshot::compile_with(&cfg, hash, self.config.upstream_tls())
+        let snap = Snapshot::compile_with(cfg, hash, self.config.upstream_tls())
             .map_err(|e| format!("configuration reload failed: {e}"))?;
         let t2 = Instant::now();
         self.config.store(snap);
@@ -66,6 +70,28 @@ impl ConfigSink for GatewaySink {
             t2.elapsed().as_micros()
         );
         Ok(())
+    }
+}
+
+impl ConfigSink for GatewaySink {
+    fn apply(
+        &self,
+        config_table: ConfigTable,
+        hash: String,
+    ) -> Result<Option<config_sync::DeclarativeConfig>, String> {
+        let t0 = Instant::now();
+        let cfg = parse_declarative_table(config_table, &self.opts)
+            .map_err(|e| format!("declarative configuration parse failure: {e}"))?;
+        self.install(&cfg, hash, t0)?;
+        Ok(Some(cfg))
+    }
+
+    fn apply_validated(
+        &self,
+        config: config_sync::DeclarativeConfig,
+        hash: String,
+    ) -> Result<(), String> {
+        self.install(&config, hash, Instant::now())
     }
 
     fn current_hash(&self) -> Option<String> {

@@ -26,6 +26,7 @@ use uuid::Uuid;
 use super::protocol::{self, Inbound};
 use super::tls::{self, ClusterTls, TlsError};
 use super::{cache, lock, node_id, ClusterStatus, ConfigSink, Timings};
+use crate::model::DeclarativeConfig;
 use crate::settings::Settings;
 
 const LOG: &str = "[clustering]";
@@ -56,6 +57,9 @@ pub struct ClientOptions {
     pub konnect_mode: bool,
     /// Where applied frames are persisted (`None`: not persisted).
     pub cache_path: Option<PathBuf>,
+    /// What a cached validated config must have been written with
+    /// ([`cache::stamp`]); otherwise it is validated again.
+    pub cache_stamp: String,
     pub timings: Timings,
 }
 
@@ -113,6 +117,7 @@ impl ClientOptions {
             ),
             konnect_mode: settings.konnect_mode,
             cache_path: Some(cache::cache_path(&settings.prefix)),
+            cache_stamp: cache::stamp(node_version, plugins),
             timings: Timings::default(),
         })
     }
@@ -156,6 +161,53 @@ pub fn process_frame(
     inflate_cap: usize,
     persist_to: Option<&std::path::Path>,
 ) -> Outcome {
+    process_frame_stamped(frame, sink, status, inflate_cap, persist_to, "")
+}
+
+/// [`process_frame`], caching under `stamp` ([`ClientOptions::cache_stamp`]).
+pub fn process_frame_stamped(
+    frame: &[u8],
+    sink: &dyn ConfigSink,
+    status: &ClusterStatus,
+    inflate_cap: usize,
+    persist_to: Option<&std::path::Path>,
+    stamp: &str,
+) -> Outcome {
+    let (outcome, persist) = apply_frame(frame, sink, status, inflate_cap);
+    if let (Some(path), Some(p)) = (persist_to, persist) {
+        p.write(path, stamp);
+    }
+    outcome
+}
+
+/// An applied config, to persist once the CP has been told (a ping).
+struct Persist<'f> {
+    frame: &'f [u8],
+    hash: String,
+    config: Option<DeclarativeConfig>,
+}
+
+impl Persist<'_> {
+    fn write(self, path: &std::path::Path, stamp: &str) {
+        let t = Instant::now();
+        let bytes = cache::encode(stamp, &self.hash, self.frame, self.config.as_ref());
+        match cache::write_atomic(path, &bytes) {
+            Ok(()) => log::info!(
+                "{LOG} persisted config to {} in {} ms",
+                path.display(),
+                t.elapsed().as_millis()
+            ),
+            Err(e) => log::error!("{LOG} cannot persist config to {}: {e}", path.display()),
+        }
+    }
+}
+
+fn apply_frame<'f>(
+    frame: &'f [u8],
+    sink: &dyn ConfigSink,
+    status: &ClusterStatus,
+    inflate_cap: usize,
+) -> (Outcome, Option<Persist<'f>>) {
     let started = Instant::now();
     let reject = |reason: String, hash: Option<String>| {
         status.record_reject(&reason);
@@ -169,16 +221,16 @@ pub fn process_frame(
     if let Some(hash) = status.known_frame(&digest) {
         if sink.current_hash().as_deref() == Some(hash.as_str()) {
             log::debug!("{LOG} config {hash} is already running");
-            return Outcome::Unchanged { hash };
+            return (Outcome::Unchanged { hash }, None);
         }
     }
     let msg = match protocol::decode_frame(frame, inflate_cap) {
         Ok(Inbound::Reconfigure(m)) => m,
         Ok(Inbound::Other(t)) => {
             log::debug!("{LOG} ignoring message of type '{t}' from control plane");
-            return Outcome::Ignored;
+            return (Outcome::Ignored, None);
         }
-        Err(e) => return reject(e.to_string(), None),
+        Err(e) => return (reject(e.to_string(), None), None),
     };
     let decoded = started.elapsed();
     let hash = if protocol::is_empty_config(&msg.config_table) {
@@ -189,11 +241,12 @@ pub fn process_frame(
     if sink.current_hash().as_deref() == Some(hash.as_str()) {
         log::debug!("{LOG} config {hash} is already running");
         status.remember_frame(digest, &hash);
-        return Outcome::Unchanged { hash };
+        return (Outcome::Unchanged { hash }, None);
     }
-    if let Err(e) = sink.apply(msg.config_table, hash.clone()) {
-        return reject(e, Some(hash));
-    }
+    let config = match sink.apply(msg.config_table, hash.clone()) {
+        Ok(c) => c,
+        Err(e) => return (reject(e, Some(hash)), None),
+    };
     status.remember_frame(digest, &hash);
     let took = started.elapsed();
     status.record_apply(&hash, took);
@@ -203,22 +256,18 @@ pub fn process_frame(
         decoded.as_millis(),
         frame.len()
     );
-    if let Some(path) = persist_to {
-        let t = Instant::now();
-        match cache::write_atomic(path, frame) {
-            Ok(()) => log::info!(
-                "{LOG} persisted config to {} in {} ms",
-                path.display(),
-                t.elapsed().as_millis()
-            ),
-            Err(e) => log::error!("{LOG} cannot persist config to {}: {e}", path.display()),
-        }
-    }
-    Outcome::Applied { hash }
+    let persist = Persist {
+        frame,
+        hash: hash.clone(),
+        config,
+    };
+    (Outcome::Applied { hash }, Some(persist))
 }
 
-/// Loads the persisted config at startup (before the CP is reached).
-/// `Ok(None)` when there is none.
+/// Applies the persisted config, if any, through `sink`. `Ok(None)`: no
+/// cache (or caching disabled). A config this build validated before is
+/// applied without validating it again (see [`cache`]); anything else is
+/// decoded and validated in full, as a push.
 pub fn load_cached(
     opts: &ClientOptions,
     sink: &dyn ConfigSink,
@@ -227,10 +276,37 @@ pub fn load_cached(
     let Some(path) = &opts.cache_path else {
         return Ok(None);
     };
-    let frame = cache::read(path, opts.max_payload as u64)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let Some(frame) = frame else {
+    // The typed config is larger than the frame it came from.
+    let limit = (opts.max_payload as u64).saturating_add(opts.inflate_cap as u64);
+    let bytes =
+        cache::read(path, limit).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let Some(bytes) = bytes else {
         return Ok(None);
+    };
+    let started = Instant::now();
+    let frame = match cache::decode(bytes, &opts.cache_stamp) {
+        cache::Cached::Validated {
+            hash,
+            frame,
+            config,
+        } => match sink.apply_validated(*config, hash.clone()) {
+            Ok(()) => {
+                status.remember_frame(status.frame_digest(&frame), &hash);
+                status.record_apply(&hash, started.elapsed());
+                return Ok(Some(hash));
+            }
+            Err(e) => {
+                log::warn!("{LOG} {}: {e}; validating it in full", path.display());
+                frame
+            }
+        },
+        cache::Cached::Frame { frame, why } => {
+            log::info!(
+                "{LOG} persisted config {}: {why}; validating it in full",
+                path.display()
+            );
+            frame
+        }
     };
     match process_frame(&frame, sink, status, opts.inflate_cap, None) {
         Outcome::Applied { hash } | Outcome::Unchanged { hash } => Ok(Some(hash)),
@@ -466,18 +542,47 @@ async fn apply_worker(shared: Arc<Shared>, mut rx: watch::Receiver<Option<Bytes>
             continue;
         };
         let s = shared.clone();
+        let frame_ = frame.clone();
         let outcome = tokio::task::spawn_blocking(move || {
-            process_frame(
-                &frame,
-                s.sink.as_ref(),
-                &s.status,
-                s.opts.inflate_cap,
-                s.opts.cache_path.as_deref(),
-            )
+            let (outcome, persist) =
+                apply_frame(&frame_, s.sink.as_ref(), &s.status, s.opts.inflate_cap);
+            // Owned, to outlive this task (the frame is shared, not copied).
+            let persist = persist.map(|p| (p.hash, p.config));
+            (outcome, persist)
         })
         .await;
+        let outcome = match outcome {
+            Ok((outcome, persist)) => {
+                if matches!(outcome, Outcome::Applied { .. } | Outcome::Unchanged { .. }) {
+                    // Ping first: the CP sees the new hash without waiting
+                    // for the cache write, which comes next, before the
+                    // next frame is taken (no older config can overwrite a
+                    // newer one in the cache).
+                    shared.applied.notify_one();
+                }
+                if let (Some((hash, config)), Some(path)) =
+                    (persist, shared.opts.cache_path.clone())
+                {
+                    let s = shared.clone();
+                    let written = tokio::task::spawn_blocking(move || {
+                        Persist {
+                            frame: &frame,
+                            hash,
+                            config,
+                        }
+                        .write(&path, &s.opts.cache_stamp)
+                    })
+                    .await;
+                    if let Err(e) = written {
+                        log::error!("{LOG} config persist task failed: {e}");
+                    }
+                }
+                Ok(outcome)
+            }
+            Err(e) => Err(e),
+        };
         match outcome {
-            Ok(Outcome::Applied { .. } | Outcome::Unchanged { .. }) => shared.applied.notify_one(),
+            Ok(Outcome::Applied { .. } | Outcome::Unchanged { .. }) => {}
             Ok(Outcome::Ignored) => {}
             Ok(Outcome::Rejected { reason, hash }) => {
                 log::error!(

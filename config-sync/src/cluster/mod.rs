@@ -24,13 +24,25 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::model::DeclarativeConfig;
+use crate::table::ConfigTable;
+
 pub use client::{load_cached, process_frame, Client, ClientOptions, Outcome};
 
 /// Where a control-plane config goes. Implemented by the gateway.
 pub trait ConfigSink: Send + Sync + 'static {
     /// Validates, compiles and atomically installs `config_table` under
     /// `hash`. On `Err` the running config (and hash) must stay untouched.
-    fn apply(&self, config_table: Value, hash: String) -> Result<(), String>;
+    /// On success, the validated config, if the sink can take it back
+    /// through [`ConfigSink::apply_validated`] (it is then cached as such).
+    fn apply(
+        &self,
+        config_table: ConfigTable,
+        hash: String,
+    ) -> Result<Option<DeclarativeConfig>, String>;
+    /// Compiles and installs a config that `apply` validated before (read
+    /// back from the cache). Same contract on `Err`.
+    fn apply_validated(&self, config: DeclarativeConfig, hash: String) -> Result<(), String>;
     /// Hash of the running config (`None` before any config).
     fn current_hash(&self) -> Option<String>;
 }

@@ -6,6 +6,7 @@ use std::io::Read;
 use serde_json::{json, Map, Value};
 
 use crate::hash::config_hash;
+use crate::table::{ConfigTable, TableValue};
 
 /// Kong's `DECLARATIVE_EMPTY_CONFIG_HASH`: what a DP with no config reports.
 pub const EMPTY_HASH: &str = "00000000000000000000000000000000";
@@ -145,7 +146,7 @@ pub fn inflate(data: &[u8], cap: usize) -> Result<Vec<u8>, DecodeError> {
 /// A decoded `reconfigure` message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reconfigure {
-    pub config_table: Value,
+    pub config_table: ConfigTable,
     /// The CP's hash, or Kong's algorithm applied when the message has none.
     pub config_hash: String,
     /// Whether `config_hash` came from the message.
@@ -163,8 +164,8 @@ pub enum Inbound {
 
 /// Parses inflated message bytes.
 pub fn parse_message(json: &[u8]) -> Result<Inbound, DecodeError> {
-    let v = crate::json::from_slice(json).map_err(|e| DecodeError::Json(e.to_string()))?;
-    let Value::Object(mut m) = v else {
+    let msg = crate::table::parse_message(json).map_err(|e| DecodeError::Json(e.to_string()))?;
+    let Some(m) = msg.members else {
         return Err(DecodeError::Shape("message is not a JSON object".into()));
     };
     let typ = m
@@ -175,9 +176,9 @@ pub fn parse_message(json: &[u8]) -> Result<Inbound, DecodeError> {
     if typ != "reconfigure" {
         return Ok(Inbound::Other(typ));
     }
-    let config_table = match m.remove("config_table") {
-        Some(t @ Value::Object(_)) => t,
-        Some(_) => return Err(DecodeError::Shape("config_table is not an object".into())),
+    let config_table = match msg.config_table {
+        Some(Some(t)) => t,
+        Some(None) => return Err(DecodeError::Shape("config_table is not an object".into())),
         None => return Err(DecodeError::Shape("config_table is missing".into())),
     };
     let given = m
@@ -188,7 +189,7 @@ pub fn parse_message(json: &[u8]) -> Result<Inbound, DecodeError> {
     let hash_given = given.is_some();
     // The hash is opaque (Konnect may use another algorithm): compute only
     // when absent, as config_helper.update does.
-    let config_hash = given.unwrap_or_else(|| config_hash(&config_table));
+    let config_hash = given.unwrap_or_else(|| config_hash(&config_table.to_value()));
     Ok(Inbound::Reconfigure(Reconfigure {
         config_table,
         config_hash,
@@ -205,18 +206,16 @@ pub fn decode_frame(frame: &[u8], cap: usize) -> Result<Inbound, DecodeError> {
 
 /// Kong's empty-config rule (`import.lua` config_is_empty): a config with no
 /// entity but workspaces reports the empty hash, whatever the CP sent.
-pub fn is_empty_config(config_table: &Value) -> bool {
-    let Some(m) = config_table.as_object() else {
-        return true;
-    };
-    m.iter().all(|(k, v)| {
+pub fn is_empty_config(config_table: &ConfigTable) -> bool {
+    config_table.iter().all(|(k, v)| {
         k.starts_with('_')
             || k == "workspaces"
             || match v {
-                Value::Null => true,
-                Value::Array(a) => a.is_empty(),
-                Value::Object(o) => o.is_empty(),
-                _ => false,
+                TableValue::Entities(list) => list.is_empty(),
+                TableValue::Value(Value::Null) => true,
+                TableValue::Value(Value::Array(a)) => a.is_empty(),
+                TableValue::Value(Value::Object(o)) => o.is_empty(),
+                TableValue::Value(_) => false,
             }
     })
 }
@@ -380,12 +379,16 @@ mod tests {
 
     #[test]
     fn empty_config_rule() {
-        assert!(is_empty_config(
-            &json!({"_format_version": "3.0", "workspaces": [{"name": "default"}]})
+        let empty = |v: Value| match v {
+            Value::Object(m) => is_empty_config(&ConfigTable::from_map(m)),
+            _ => unreachable!(),
+        };
+        assert!(empty(
+            json!({"_format_version": "3.0", "workspaces": [{"name": "default"}]})
         ));
-        assert!(is_empty_config(
-            &json!({"_format_version": "3.0", "services": []})
-        ));
-        assert!(!is_empty_config(&json!({"services": [{"host": "x"}]})));
+        assert!(empty(json!({"_format_version": "3.0", "services": []})));
+        assert!(empty(json!({"services": null, "x": {}})));
+        assert!(!empty(json!({"services": [{"host": "x"}]})));
+        assert!(!empty(json!({"services": "x"})));
     }
 }

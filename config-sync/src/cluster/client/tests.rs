@@ -8,20 +8,37 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::*;
+use crate::ParseOptions;
 
 #[derive(Default)]
 struct TestSink {
     hash: Mutex<Option<String>>,
+    /// Hashes applied through the full path.
     applied: Mutex<Vec<String>>,
+    /// Configs applied from the cache without validation.
+    validated: Mutex<Vec<DeclarativeConfig>>,
 }
 
 impl ConfigSink for TestSink {
-    fn apply(&self, config_table: Value, hash: String) -> Result<(), String> {
+    fn apply(
+        &self,
+        config_table: crate::table::ConfigTable,
+        hash: String,
+    ) -> Result<Option<DeclarativeConfig>, String> {
         if config_table.get("invalid").is_some() {
             return Err("schema violation".into());
         }
+        // Typed as the gateway would (without plugins) when the table is
+        // a whole config: then it is cached typed, else as a frame only.
+        let cfg = crate::parse_declarative_table(config_table, &ParseOptions::default()).ok();
         *lock(&self.hash) = Some(hash.clone());
         lock(&self.applied).push(hash);
+        Ok(cfg)
+    }
+
+    fn apply_validated(&self, config: DeclarativeConfig, hash: String) -> Result<(), String> {
+        lock(&self.validated).push(config);
+        *lock(&self.hash) = Some(hash);
         Ok(())
     }
 
@@ -56,6 +73,7 @@ fn opts() -> ClientOptions {
         basic_info: protocol::basic_info(&[], &[], serde_json::json!({})),
         konnect_mode: false,
         cache_path: None,
+        cache_stamp: "test".into(),
         timings: Timings::default(),
     }
 }
@@ -250,6 +268,100 @@ fn process_frame_persists_and_cache_reloads() {
     let loaded = load_cached(&o, &fresh, &status).expect("load");
     assert_eq!(loaded.as_deref(), Some("33333333333333333333333333333333"));
     assert_eq!(fresh.current_hash(), loaded);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The cache keeps the validated config: a start applies it without
+/// validating again, unless any byte of the file changed, in which case
+/// the frame is decoded and validated in full (and refused if damaged).
+#[test]
+fn a_cached_validated_config_is_trusted_only_while_whole() {
+    let dir = std::env::temp_dir().join(format!("cs-client-{}", Uuid::new_v4()));
+    let path = dir.join("cache.gz");
+    let hash = "77777777777777777777777777777777";
+    let body = r#"{"_format_version":"3.0","services":[{"name":"s","host":"a","routes":[{"name":"r","paths":["/a","~/u/\\d+$"]}]}]}"#;
+    let Message::Binary(frame) = push(hash, body) else {
+        unreachable!()
+    };
+    let status = ClusterStatus::default();
+    let out = process_frame_stamped(
+        &frame,
+        &TestSink::default(),
+        &status,
+        1 << 20,
+        Some(&path),
+        "test",
+    );
+    assert_eq!(out, Outcome::Applied { hash: hash.into() });
+    let mut o = opts();
+    o.cache_path = Some(path.clone());
+    let expected = crate::parse_declarative_str(body, &ParseOptions::default()).expect("valid");
+
+    // Whole and ours: applied as validated, no decoding or validation.
+    let fresh = TestSink::default();
+    let status = ClusterStatus::default();
+    assert_eq!(
+        load_cached(&o, &fresh, &status).expect("load").as_deref(),
+        Some(hash)
+    );
+    assert!(lock(&fresh.applied).is_empty());
+    let validated = lock(&fresh.validated);
+    assert_eq!(validated.len(), 1);
+    assert!(validated[0].same_entities(&expected));
+    drop(validated);
+    assert_eq!(status.last_hash().as_deref(), Some(hash));
+    // The CP's same frame after the start is known without decoding it.
+    assert_eq!(
+        process_frame(&frame, &fresh, &status, 0, None),
+        Outcome::Unchanged { hash: hash.into() }
+    );
+
+    // Written with other plugins or by another build: validated in full.
+    let other = ClientOptions {
+        cache_stamp: "other".into(),
+        ..o.clone()
+    };
+    let fresh = TestSink::default();
+    let status = ClusterStatus::default();
+    assert_eq!(
+        load_cached(&other, &fresh, &status)
+            .expect("load")
+            .as_deref(),
+        Some(hash)
+    );
+    assert_eq!(*lock(&fresh.applied), vec![hash.to_string()]);
+    assert!(lock(&fresh.validated).is_empty());
+
+    let good = std::fs::read(&path).expect("read");
+    let at = good
+        .windows(frame.len())
+        .position(|w| w == &frame[..])
+        .expect("the frame is in the file");
+    // A flipped byte in the validated part: the frame is validated again.
+    let mut bad = good.clone();
+    let last = bad.len() - 3;
+    bad[last] ^= 0x20;
+    std::fs::write(&path, &bad).expect("write");
+    let fresh = TestSink::default();
+    let status = ClusterStatus::default();
+    assert_eq!(
+        load_cached(&o, &fresh, &status).expect("load").as_deref(),
+        Some(hash)
+    );
+    assert_eq!(*lock(&fresh.applied), vec![hash.to_string()]);
+    assert!(lock(&fresh.validated).is_empty());
+    // A flipped byte in the frame: the full path refuses it.
+    let mut bad = good.clone();
+    bad[at + frame.len() / 2] ^= 0x01;
+    std::fs::write(&path, &bad).expect("write");
+    let fresh = TestSink::default();
+    let status = ClusterStatus::default();
+    assert!(load_cached(&o, &fresh, &status).is_err());
+    assert_eq!(fresh.current_hash(), None);
+    assert!(lock(&fresh.validated).is_empty());
+    // Not a cache at all.
+    std::fs::write(&path, b"GWCACHE1 but nothing else").expect("write");
+    assert!(load_cached(&o, &TestSink::default(), &status).is_err());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
