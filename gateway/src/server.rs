@@ -250,6 +250,7 @@ pub fn build(settings: &Settings, shared: &Shared) -> anyhow::Result<Built> {
     if listening == 0 {
         log::warn!("no proxy listener configured");
     }
+    let proxy_listening = proxy_service.listening_flag();
     server.add_service(proxy_service);
 
     if !settings.status_listen.is_empty() {
@@ -258,6 +259,7 @@ pub fn build(settings: &Settings, shared: &Shared) -> anyhow::Result<Built> {
             stats: shared.stats.clone(),
             draining: shared.draining.clone(),
             metrics: shared.metrics.clone(),
+            proxy_listening,
         };
         let mut status = Service::new("kong status".to_string(), api);
         // Scrapes and probes are a trickle: one thread, not one per proxy

@@ -22,6 +22,9 @@ pub struct StatusApi {
     pub stats: Arc<Stats>,
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     pub metrics: Arc<Metrics>,
+    /// Set once the proxy listeners are bound. The status service can start
+    /// first; ready before then, a client sent on at once would be refused.
+    pub proxy_listening: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn rss_bytes() -> Option<u64> {
@@ -73,6 +76,9 @@ impl StatusApi {
     pub fn ready(&self) -> (u16, serde_json::Value) {
         if self.draining.load(Ordering::Relaxed) {
             return (503, json!({"message": "draining"}));
+        }
+        if !self.proxy_listening.load(Ordering::Acquire) {
+            return (503, json!({"message": "proxy listeners not yet bound"}));
         }
         let snap = self.config.load();
         if snap.has_entities {
@@ -136,5 +142,33 @@ impl ServeHttp for StatusApi {
             return r;
         }
         json_response(status, body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    #[test]
+    fn not_ready_until_the_proxy_listeners_are_bound() {
+        let api = StatusApi {
+            config: ConfigHandle::default(),
+            stats: Arc::default(),
+            draining: Arc::default(),
+            metrics: Arc::new(Metrics::new().expect("constant metric definitions")),
+            proxy_listening: Arc::new(AtomicBool::new(false)),
+        };
+        let (code, body) = api.ready();
+        assert_eq!(code, 503);
+        assert_eq!(body["message"], "proxy listeners not yet bound");
+        api.proxy_listening.store(true, Ordering::Release);
+        // Bound: the config decides (none here).
+        let (code, body) = api.ready();
+        assert_eq!(code, 503);
+        assert_eq!(
+            body["message"],
+            "no configuration available (empty configuration present)"
+        );
     }
 }

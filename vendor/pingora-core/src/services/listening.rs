@@ -54,6 +54,8 @@ pub struct Service<A> {
     runtime_opts_override: Option<RuntimeOptsOverride>,
     #[cfg(feature = "connection_filter")]
     connection_filter: Arc<dyn ConnectionFilter>,
+    /// Patched (see vendor/README.md): set once every listener is bound.
+    listening: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<A> Service<A> {
@@ -67,6 +69,7 @@ impl<A> Service<A> {
             runtime_opts_override: None,
             #[cfg(feature = "connection_filter")]
             connection_filter: Arc::new(AcceptAllFilter),
+            listening: Default::default(),
         }
     }
 
@@ -81,7 +84,15 @@ impl<A> Service<A> {
             runtime_opts_override: None,
             #[cfg(feature = "connection_filter")]
             connection_filter: Arc::new(AcceptAllFilter),
+            listening: Default::default(),
         }
+    }
+
+    /// Patched (see vendor/README.md): a flag that turns `true` once all of
+    /// this service's listeners are bound (connections are then queued by
+    /// the kernel), so another service (a readiness probe) can wait for it.
+    pub fn listening_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.listening.clone()
     }
 
     /// Set a runtime options override for this service.
@@ -320,6 +331,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for Service<A> {
             )
             .await
             .expect("Failed to build listeners");
+        self.listening
+            .store(true, std::sync::atomic::Ordering::Release);
 
         let app_logic = self
             .app_logic
