@@ -118,7 +118,7 @@ PROXY_CONF = """
 worker_processes {workers};
 pid {d}/{name}.pid;
 error_log {d}/{name}-error.log warn;
-events {{ worker_connections 16384; }}
+events {{ worker_connections {worker_connections}; }}
 http {{
   access_log off;
   client_body_temp_path {d}/{name}-cbt; proxy_temp_path {d}/{name}-pt;
@@ -465,6 +465,28 @@ def cpu_seconds(pids):
         except OSError:
             pass
     return total / tick
+
+
+def parse_pss_kib(text):
+    """`Pss:` of a /proc/PID/smaps_rollup text, in KiB (None if absent)."""
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return None
+
+
+def proc_pss_kib(pids):
+    """Proportional set size summed over `pids`: pages shared between them
+    (nginx's master and worker share most of theirs) count once in total,
+    where summing VmRSS counts them once per process."""
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                total += parse_pss_kib(f.read()) or 0
+        except OSError:
+            pass
+    return total
 
 
 def proc_kb(pids, key):
@@ -857,7 +879,10 @@ class Bench:
         oha = args.oha or shutil.which("oha") or os.path.expanduser("~/.cargo/bin/oha")
         self.load = Load(self.load_cpu, oha if oha and os.path.exists(oha) and not args.no_oha else None,
                          strict=args.check, workdir=self.dir)
-        self.bin = lambda name: os.path.join(args.bin_dir, name)
+        # --gateway-bin: the gateway from elsewhere (the PGO build); every
+        # other binary from --bin-dir.
+        self.bin = lambda name: (args.gateway_bin if name == "gateway" and args.gateway_bin
+                                 else os.path.join(args.bin_dir, name))
         self.upstream_port = None
         self.seq = 0
 
@@ -901,12 +926,13 @@ class Bench:
             log(f"--broken-upstream: services point at closed port {self.upstream_port}")
         return p
 
-    def start_nginx(self, workers=1, cpus=None, group=None):
+    def start_nginx(self, workers=1, cpus=None, group=None, worker_connections=16384):
         name = self.uniq("nginx")
         port = free_port()
         conf = os.path.join(self.dir, f"{name}.conf")
         with open(conf, "w") as f:
-            f.write(PROXY_CONF.format(d=self.dir, name=name, workers=workers, port=port, up=self.upstream_port))
+            f.write(PROXY_CONF.format(d=self.dir, name=name, workers=workers, port=port, up=self.upstream_port,
+                                      worker_connections=worker_connections))
         p = self.start(name, [nginx_bin(), "-c", conf, "-g", "daemon off;"],
                        cpus=cpus or self.proxy_cpu, group=group)
         p.port = p.status_port = None
@@ -1703,25 +1729,32 @@ class Bench:
                 "probes": probes, "ratio": ratios(summary["gateway"], summary["nginx"], keys)}
 
     def memory(self):
+        """Memory of each proxy idle and holding mem_conns kept-alive
+        connections (each after one proxied request), as PSS summed over
+        the proxy's processes (VmRSS sums count nginx's shared pages twice).
+        nginx runs with worker_connections 4096 here: 16384 preallocates
+        connection structures these figures are not about."""
         out = {}
-        rounds = []
+        rounds, rss_rounds = [], []
         # Status of every request made to warm up / hold connections: the
         # figures only mean something if the proxy really proxied.
         probes = out["probes"] = []
         for rnd in range(self.args.rounds):
-            row = {}
-            for name, start in (("nginx", lambda: self.start_nginx()),
+            row, rss = {}, {}
+            for name, start in (("nginx", lambda: self.start_nginx(worker_connections=4096)),
                                 ("gateway", lambda: self.start_gateway(kong_config(self.upstream_port, 1)))):
                 p = start()
                 probes.append({"what": f"{name} GET {BENCH_PATH}", "status": get(p.port, BENCH_PATH)})
                 time.sleep(0.5)
-                row[f"{name} idle"] = proc_kb(p.pids(), "VmRSS")
+                row[f"{name} idle"] = proc_pss_kib(p.pids())
+                rss[f"{name} idle"] = proc_kb(p.pids(), "VmRSS")
                 socks, statuses = open_conns(p.port, self.args.mem_conns)
                 bad = [st for st in statuses if st != 200]
                 probes.append({"what": f"{name} {len(statuses)} held connections, non-200 answers",
                                "status": 200 if not bad and statuses else bad[:5] or None})
                 time.sleep(0.5)
-                row[f"{name} {self.args.mem_conns} conns"] = proc_kb(p.pids(), "VmRSS")
+                row[f"{name} {self.args.mem_conns} conns"] = proc_pss_kib(p.pids())
+                rss[f"{name} {self.args.mem_conns} conns"] = proc_kb(p.pids(), "VmRSS")
                 for s in socks:
                     s.close()
                 self.stop(p)
@@ -1729,15 +1762,20 @@ class Bench:
             probes.append({"what": f"gateway with {self.args.routes} routes GET {BENCH_PATH}",
                            "status": get(p.port, BENCH_PATH)})
             time.sleep(0.5)
-            row[f"gateway idle, {self.args.routes} routes"] = proc_kb(p.pids(), "VmRSS")
+            row[f"gateway idle, {self.args.routes} routes"] = proc_pss_kib(p.pids())
+            rss[f"gateway idle, {self.args.routes} routes"] = proc_kb(p.pids(), "VmRSS")
             self.stop(p)
             rounds.append(row)
-            log(f"memory round {rnd + 1}: " + ", ".join(f"{k} {v / 1024:.1f} MiB" for k, v in row.items()))
-        out["rss_kib"] = {k: median([r[k] for r in rounds]) for k in rounds[0]}
+            rss_rounds.append(rss)
+            log(f"memory round {rnd + 1} (PSS): " + ", ".join(f"{k} {v / 1024:.1f} MiB" for k, v in row.items()))
+        out["pss_kib"] = {k: median([r[k] for r in rounds]) for k in rounds[0]}
+        out["rss_kib"] = {k: median([r[k] for r in rss_rounds]) for k in rss_rounds[0]}
         out["runs"] = rounds
         n = self.args.mem_conns
-        g, ng = out["rss_kib"][f"gateway {n} conns"], out["rss_kib"][f"nginx {n} conns"]
+        g, ng = out["pss_kib"][f"gateway {n} conns"], out["pss_kib"][f"nginx {n} conns"]
         out["ratio_conns"] = g / ng if ng else None
+        gi, ni = out["pss_kib"]["gateway idle"], out["pss_kib"]["nginx idle"]
+        out["per_conn_kib"] = {"gateway": (g - gi) / n if n else None, "nginx": (ng - ni) / n if n else None}
         return out
 
     def coldstart(self):
@@ -1764,7 +1802,7 @@ class Bench:
             env = dict(cp.env)
             p = self.start_gateway(env_extra=env, prefix_name=prefix, wait=True)
             cp_wait_ping(cp, h, 30)
-            wait_log(p, r"persisted config", timeout=30)
+            wait_log(p, r"] persisted config to ", timeout=30)
             self.stop(p)
         finally:
             self.stop(cp)
@@ -2074,12 +2112,13 @@ def check_scenario(name, r, ci=False):
         for probe in probes:
             if probe.get("status") != 200:
                 p.append(f"memory: {probe.get('what')}: got {probe.get('status')!r}, want 200")
-        rss = r.get("rss_kib") or {}
-        if not rss:
-            p.append("memory: no RSS figures")
-        for k, v in rss.items():
-            if not (is_number(v) and v > 0):
-                p.append(f"memory: RSS '{k}' is {v!r}")
+        for key, what in (("pss_kib", "PSS"), ("rss_kib", "RSS")):
+            figures = r.get(key) or {}
+            if not figures:
+                p.append(f"memory: no {what} figures")
+            for k, v in figures.items():
+                if not (is_number(v) and v > 0):
+                    p.append(f"memory: {what} '{k}' is {v!r}")
     elif name == "coldstart":
         for key in ("declarative_file_ms", "cp_cache_ms"):
             x = r.get(key) or {}
@@ -2125,7 +2164,8 @@ def markdown(res):
     L = []
     meta = res["meta"]
     L.append(f"Run of {meta['date']} on {meta['host']} ({meta['cpus']} CPUs), driver {meta['driver']}, "
-             f"{meta['rounds']} alternated rounds of {meta['duration_s']} s, medians.")
+             f"{meta['rounds']} alternated rounds of {meta['duration_s']} s, medians; "
+             f"gateway: {meta.get('gateway_build', 'release')} build.")
     L.append("")
     t = res.get("throughput")
     if t:
@@ -2194,13 +2234,19 @@ def markdown(res):
         L.append("")
     m = res.get("memory")
     if m:
-        L.append("**6. Memory (RSS)**")
+        # PSS summed over each side's processes (older results: RSS only).
+        mem = m.get("pss_kib") or m["rss_kib"]
+        what = "PSS" if "pss_kib" in m else "RSS"
+        L.append(f"**6. Memory ({what}, summed over each side's processes)**")
         L.append("")
-        L.append("| state | RSS MiB |")
+        L.append(f"| state | {what} MiB |")
         L.append("|---|---|")
-        for k, v in m["rss_kib"].items():
+        for k, v in mem.items():
             L.append(f"| {k} | {fmt(v / 1024, 1)} |")
         L.append(f"| **gateway / nginx with open connections** | **{fmt(m['ratio_conns'])}×** |")
+        per = m.get("per_conn_kib")
+        if per:
+            L.append(f"| KiB per open connection (gateway / nginx) | {fmt(per['gateway'], 1)} / {fmt(per['nginx'], 1)} |")
         L.append("")
     c = res.get("coldstart")
     if c:
@@ -2434,10 +2480,11 @@ def chart(res, path):
     ax = axes[1][1]
     m = res.get("memory")
     if m:
-        names = list(m["rss_kib"])
-        ax.barh(names, [m["rss_kib"][n] / 1024 for n in names],
+        mem = m.get("pss_kib") or m["rss_kib"]
+        names = list(mem)
+        ax.barh(names, [mem[n] / 1024 for n in names],
                 color=["#888" if n.startswith("nginx") else "#2a7" for n in names])
-        ax.set_title("RSS MiB")
+        ax.set_title("PSS MiB" if "pss_kib" in m else "RSS MiB")
     ax = axes[1][2]
     c = res.get("coldstart")
     a = res.get("apply")
@@ -2484,6 +2531,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin-dir", required=True,
                     help="where gateway, minimal-pingora, bench-cp, httpbin, grpc-echo, grpc-load are")
+    ap.add_argument("--gateway-bin", default=None,
+                    help="the gateway binary (default: <bin-dir>/gateway), e.g. scripts/pgo-build's")
     ap.add_argument("--out", default=os.path.join(HERE, "..", "results"))
     ap.add_argument("--only", default=",".join(ALL_SCENARIOS), help="comma-separated scenarios")
     ap.add_argument("--rounds", type=int, default=3)
@@ -2537,6 +2586,7 @@ def main():
                     "cpus": os.cpu_count(), "driver": bench.load.driver, "rounds": args.rounds,
                     "duration_s": args.duration, "smoke": args.smoke, "routes": args.routes,
                     "upstream": args.upstream,
+                    "gateway_build": "profile-guided" if args.gateway_bin else "release",
                     "pinning": {"proxies": bench.proxy_cpu, "load_and_upstream": bench.load_cpu}}}
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1) or sys.exit(1))

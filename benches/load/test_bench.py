@@ -46,6 +46,7 @@ def good(name):
         return {"sighup": {"runs": [dict(row)]}, "cp_push": {"runs": [dict(row)]}}
     if name == "memory":
         return {"rss_kib": {"nginx idle": 1000, "gateway idle": 2000},
+                "pss_kib": {"nginx idle": 800, "gateway idle": 1900},
                 "probes": [{"what": "gateway GET /get", "status": 200}]}
     if name == "coldstart":
         return {"declarative_file_ms": {"runs": [40.0], "probe_status": [200]},
@@ -172,12 +173,24 @@ class Check(unittest.TestCase):
             r[how] = {"skipped": "bench-cp binary not built"}
             self.assertTrue(bench.check_scenario("apply", r), how)
 
+    def test_pss_is_read_from_smaps_rollup(self):
+        text = ("55d1c0a4e000-7ffd8a1f9000 ---p 00000000 00:00 0                          [rollup]\n"
+                "Rss:                6120 kB\nPss:                3301 kB\nPss_Anon:           1804 kB\n"
+                "Shared_Clean:       3712 kB\n")
+        self.assertEqual(bench.parse_pss_kib(text), 3301)
+        self.assertIsNone(bench.parse_pss_kib("Rss: 1 kB\n"))
+        # Our own process has one.
+        self.assertGreater(bench.proc_pss_kib([os.getpid()]), 0)
+
     def test_memory_coldstart_push_need_answers_and_numbers(self):
         r = good("memory")
         r["probes"][0]["status"] = 502
         self.assertTrue(bench.check_scenario("memory", r))
         r = good("memory")
         r["rss_kib"]["gateway idle"] = 0
+        self.assertTrue(bench.check_scenario("memory", r))
+        r = good("memory")
+        del r["pss_kib"]
         self.assertTrue(bench.check_scenario("memory", r))
         for key in ("declarative_file_ms", "cp_cache_ms"):
             r = good("coldstart")

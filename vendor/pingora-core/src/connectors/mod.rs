@@ -291,7 +291,7 @@ impl TransportConnector {
                         // test_reusable_stream: we assume server would never actively send data
                         // first on an idle stream.
                         #[cfg(unix)]
-                        if peer.matches_fd(stream.id())
+                        if stream_matches_peer(peer, &stream)
                             && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
                         {
                             Some(stream)
@@ -507,6 +507,32 @@ impl PreferredHttpVersion {
 
 use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
+
+/// Patched (see vendor/README.md): whether a pooled `stream` is connected to `peer`.
+///
+/// A stream made by [`l4::connect`] records the address it connected to in its socket
+/// digest; that record is compared instead of asking the kernel (`getpeername`, through
+/// [`Peer::matches_fd`]) on every reuse, one syscall per proxied request on a kept-alive
+/// connection. Peers behind a proxy, and streams without the record, still take the
+/// `getpeername` path.
+#[cfg(unix)]
+fn stream_matches_peer<P: Peer>(peer: &P, stream: &Stream) -> bool {
+    use crate::protocols::l4::socket::SocketAddr as PeerAddr;
+    if peer.get_proxy().is_none() {
+        let digest = stream.get_socket_digest();
+        if let Some(Some(connected)) = digest.as_ref().and_then(|d| d.peer_addr.get()) {
+            let want = peer.address();
+            // As `check_fd_match`: 0.0.0.0 as a destination may reach 127.0.0.1.
+            let any = matches!(want, PeerAddr::Inet(a) if a.ip().is_unspecified() && a.is_ipv4());
+            if connected == want || any {
+                return true;
+            }
+            error!("Crit: pooled connection to {connected} offered for peer {want}");
+            return false;
+        }
+    }
+    peer.matches_fd(stream.id())
+}
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
@@ -844,6 +870,79 @@ mod tests {
             .connect_local_addr()
             .expect("TLS handshake failure should retain the assigned local address");
         assert_ne!(local_addr.port(), 0);
+    }
+
+    /// Patched (see vendor/README.md): a direct peer's pooled stream is
+    /// matched against the address recorded at connect, not `getpeername`.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn reuse_compares_the_address_recorded_at_connect() {
+        use crate::protocols::l4::socket::SocketAddr as PeerAddr;
+        use std::fmt::{Display, Formatter, Result as FmtResult};
+        use std::os::unix::prelude::AsRawFd;
+
+        // Same reuse hash as the real peer; `matches_fd` says `fd_matches`.
+        #[derive(Clone)]
+        struct TestPeer {
+            address: PeerAddr,
+            reuse_hash: u64,
+            fd_matches: bool,
+        }
+        impl Display for TestPeer {
+            fn fmt(&self, f: &mut Formatter<'_>) -> FmtResult {
+                write!(f, "{}", self.address)
+            }
+        }
+        impl Peer for TestPeer {
+            fn address(&self) -> &PeerAddr {
+                &self.address
+            }
+            fn tls(&self) -> bool {
+                false
+            }
+            fn sni(&self) -> &str {
+                ""
+            }
+            fn reuse_hash(&self) -> u64 {
+                self.reuse_hash
+            }
+            fn matches_fd<V: AsRawFd>(&self, _fd: V) -> bool {
+                self.fd_matches
+            }
+        }
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let mut held = vec![];
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let connector = TransportConnector::new(None);
+        let peer = BasicPeer::new(&addr.to_string());
+        let key = peer.reuse_hash();
+        let stream = connector.new_stream(&peer).await.unwrap();
+        connector.release_stream(stream, key, None);
+
+        // The recorded address decides: a `matches_fd` that would refuse
+        // (a getpeername) is not asked.
+        let same = TestPeer {
+            address: peer.address().clone(),
+            reuse_hash: key,
+            fd_matches: false,
+        };
+        let stream = connector.reused_stream(&same).await.expect("reused");
+        connector.release_stream(stream, key, None);
+
+        // Another address under the same key is refused.
+        let other = TestPeer {
+            address: PeerAddr::Inet("127.0.0.2:9".parse().unwrap()),
+            reuse_hash: key,
+            fd_matches: true,
+        };
+        assert!(connector.reused_stream(&other).await.is_none());
+        server.abort();
     }
 
     #[tokio::test]
