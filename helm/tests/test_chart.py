@@ -1,59 +1,37 @@
 #!/usr/bin/env python3
 """Chart tests for helm/kong-dp: render with the real Helm SDK and assert facts.
 
-Rendering goes through the shared validator (`validate-k8s ... --render-out`),
-so every render here is also linted and schema-checked (Kubernetes 1.29 and
-the CRD schemas). Needs PyYAML: run it with the validator's venv python, or
-with any python3 - it re-executes itself in that venv when PyYAML is missing.
+Every render goes through the repository's validator (k8s_validate.py, called
+in-process), so each one is also linted (strict) and schema-checked
+(Kubernetes 1.29 and the CRD schemas in crd-schemas/). Needs the validator's
+pinned venv: run it with any python3 and it re-executes itself there,
+creating the venv on first use.
 
-    python3 helm/tests/test_chart.py            # plain runner, exit 1 on failure
-    python3 -m pytest helm/tests/test_chart.py  # also works where pytest exists
+    python3 helm/tests/test_chart.py [NAME_PART...]   # plain runner, exit 1 on failure
+    $VENV/bin/python -m pytest helm/tests/test_chart.py   # where pytest is installed
 
-Environment: SHARED_DIR (default <repo>/../shared), K8S_VALIDATE_VENV.
+Environment: GW_HELM_VENV / XDG_CACHE_HOME (where the venv lives, see
+k8s_validate.py), KONG_DP_TEST_JOBS (parallel tests, default min(8, CPUs)).
 """
 
 from __future__ import annotations
 
 import os
 import shlex
-import subprocess
 import sys
-import tempfile
 import time
 import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HELM_DIR = os.path.dirname(HERE)
-REPO = os.path.dirname(HELM_DIR)
 CHART = os.path.join(HELM_DIR, "kong-dp")
 EXAMPLES = os.path.join(HELM_DIR, "examples")
-SHARED = os.environ.get("SHARED_DIR") or os.path.join(os.path.dirname(REPO), "shared")
-VALIDATE = os.path.join(SHARED, "tools", "validate-k8s")
 
+sys.path.insert(0, HERE)
+import k8s_validate  # noqa: E402
 
-def _venv_python() -> str:
-    explicit = os.environ.get("K8S_VALIDATE_VENV")
-    if explicit:
-        venv = explicit
-    else:
-        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        venv = os.path.join(cache, "k8s-validate-venv")
-    return os.path.join(venv, "bin", "python")
-
-
-try:
-    import yaml  # noqa: E402
-except ImportError:  # pragma: no cover - re-exec in the validator's venv
-    if __name__ != "__main__":
-        raise
-    py = _venv_python()
-    if not os.path.exists(py):
-        # First use: let the validator create its venv.
-        subprocess.run([VALIDATE, "--help"], stdout=subprocess.DEVNULL, check=False)
-    if not os.path.exists(py) or os.environ.get("KONG_DP_TEST_REEXEC") == "1":
-        sys.exit(f"test_chart.py: PyYAML is missing and {py} is not usable")
-    os.environ["KONG_DP_TEST_REEXEC"] = "1"
-    os.execv(py, [py, os.path.abspath(__file__), *sys.argv[1:]])
+if __name__ == "__main__":
+    k8s_validate.reexec_in_venv(__file__, sys.argv[1:])
 
 
 # --------------------------------------------------------------- helpers --
@@ -85,26 +63,12 @@ class Render:
         return out
 
 
-def render(*example_files: str, values: dict | None = None, sets: tuple[str, ...] = ()) -> Render:
-    args = [VALIDATE, CHART, "--release-name", "kong", "--namespace", "kong"]
-    for f in example_files:
-        args += ["-f", os.path.join(EXAMPLES, f)]
-    with tempfile.TemporaryDirectory() as tmp:
-        if values is not None:
-            vpath = os.path.join(tmp, "values.yaml")
-            with open(vpath, "w", encoding="utf-8") as fh:
-                yaml.safe_dump(values, fh)
-            args += ["-f", vpath]
-        for s in sets:
-            args += ["--set", s]
-        out_path = os.path.join(tmp, "rendered.yaml")
-        args += ["--render-out", out_path]
-        proc = subprocess.run(args, capture_output=True, text=True)
-        objects = []
-        if os.path.exists(out_path):
-            with open(out_path, encoding="utf-8") as fh:
-                objects = [d for d in yaml.safe_load_all(fh) if isinstance(d, dict)]
-    return Render(proc.returncode, proc.stdout + proc.stderr, objects)
+def render(*example_files: str, values: dict | None = None, sets: tuple[str, ...] = (),
+           kube_version: str = k8s_validate.DEFAULT_KUBE) -> Render:
+    outcome = k8s_validate.check_chart(
+        CHART, value_files=[os.path.join(EXAMPLES, f) for f in example_files], values=values,
+        sets=sets, kube_version=kube_version, release_name="kong", namespace="kong")
+    return Render(outcome.rc, outcome.report(), outcome.objects)
 
 
 def ok(r: Render) -> Render:
@@ -552,13 +516,148 @@ def test_status_service_and_extra_objects():
 
 
 def test_servicemonitor_gated_on_capabilities():
-    # validate-k8s advertises monitoring.coreos.com/v1 (from the CRD schemas).
+    # The validator advertises monitoring.coreos.com/v1 (from the CRD schemas).
     r = ok(render(sets=("serviceMonitor.enabled=true",)))
     sm = r.get("ServiceMonitor")
     assert sm["spec"]["selector"]["matchLabels"]["enable-metrics"] == "true"
 
 
+# ------------------------------------- the validator itself must refuse --
+# Proof that a green run means something: each of these renders fine with
+# Helm but would be refused by a real API server (or is not what it serves).
+
+
+def _extra(*objects: dict) -> dict:
+    return {"extraObjects": list(objects)}
+
+
+_TARGET = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "kong-kong-dp"}
+
+
+def test_validator_refuses_bad_resource_quantities():
+    refused(render(sets=("resources.requests.memory=300MB",)),
+            "FAIL  kong-dp/templates/deployment.yaml",
+            "resources.requests.memory: '300MB' is not a valid quantity")
+    refused(render(values={"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "500m"}}}),
+            "resources.requests.cpu: '2' is more than the limit '500m'")
+    refused(render("vpa.yaml", values={"vpa": {"minAllowed": {"memory": "1GB"}}}),
+            "FAIL  kong-dp/templates/vpa.yaml", "minAllowed.memory: '1GB' does not match")
+    ok(render(values={"resources": {"requests": {"cpu": "250m", "memory": "300Mi"},
+                                    "limits": {"cpu": 1, "memory": "1Gi"}}}))
+
+
+def test_validator_refuses_unknown_fields():
+    # CRD kind (strict schema generated from the upstream CRD).
+    refused(render(values=_extra({
+        "apiVersion": "autoscaling.k8s.io/v1", "kind": "VerticalPodAutoscaler",
+        "metadata": {"name": "v"},
+        "spec": {"targetRef": _TARGET, "updatePolicy": {"updateMode": "Auto", "minReplica": 1}}})),
+        "spec.updatePolicy: Additional properties are not allowed ('minReplica' was unexpected)")
+    # Core kind, deep inside the pod template.
+    refused(render(values={"securityContext": {"fsGroupp": 1}}), "'fsGroupp' was unexpected")
+    refused(render(values=_extra({"apiVersion": "v1", "kind": "ConfigMap",
+                                  "metadata": {"name": "c", "labelz": {}}, "data": {}})),
+            "'labelz' was unexpected")
+
+
+def test_validator_refuses_unserved_api_versions_and_unknown_kinds():
+    refused(render(values=_extra({
+        "apiVersion": "policy/v1beta1", "kind": "PodDisruptionBudget", "metadata": {"name": "p"},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"a": "b"}}}})),
+        "PodDisruptionBudget is not served as policy/v1beta1 by Kubernetes 1.29 (served: policy/v1)")
+    refused(render(values=_extra({
+        "apiVersion": "autoscaling/v2beta2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "h"},
+        "spec": {"maxReplicas": 3, "scaleTargetRef": _TARGET}})),
+        "not served as autoscaling/v2beta2")
+    refused(render(values=_extra({"apiVersion": "karpenter.sh/v1beta1", "kind": "NodePool",
+                                  "metadata": {"name": "n"}, "spec": {}})),
+            "NodePool is not served as karpenter.sh/v1beta1", "karpenter.sh/v1")
+    refused(render(values=_extra({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}})),
+            "no schema for kind Widget")
+
+
+def test_validator_applies_api_server_rules():
+    # Same kind, namespace and name as the chart's own ServiceAccount.
+    refused(render(values=_extra({"apiVersion": "v1", "kind": "ServiceAccount",
+                                  "metadata": {"name": "kong-kong-dp"}})),
+            "duplicate object")
+    refused(render(values=_extra({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"selector": {"matchLabels": {"app": "a"}},
+                 "template": {"metadata": {"labels": {"app": "b"}},
+                              "spec": {"containers": [{"name": "c", "image": "i",
+                                                       "volumeMounts": [{"name": "v", "mountPath": "/v"}]}]}}}})),
+        "do not match spec.selector", "'v' is not a volume of the pod")
+    refused(render(values=_extra({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "h"},
+        "spec": {"minReplicas": 5, "maxReplicas": 2, "scaleTargetRef": _TARGET}})),
+        "spec.maxReplicas: 2 is less than minReplicas 5")
+    refused(render(values=_extra({
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "p"},
+        "spec": {"minAvailable": 1, "maxUnavailable": 1, "selector": {"matchLabels": {"a": "b"}}}})),
+        "minAvailable and maxUnavailable are mutually exclusive")
+    refused(render(values={"podLabels": {"team": "-bad-"}}), "label team='-bad-'")
+
+
+def test_validator_lint_is_strict():
+    # A deprecation warning from helm lint fails the run.
+    refused(render(values=_extra({
+        "apiVersion": "policy/v1beta1", "kind": "PodDisruptionBudget", "metadata": {"name": "p"},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"a": "b"}}}})),
+        "FAIL  lint", "[WARNING]")
+
+
+def test_capabilities_advertise_the_crd_api_versions():
+    has = '{{ .Capabilities.APIVersions.Has "%s" }}'
+    r = ok(render(values=_extra({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "caps"},
+                                 "data": {"vpa": has % "autoscaling.k8s.io/v1",
+                                          "nodepool": has % "karpenter.sh/v1/NodePool",
+                                          "nodeclass": has % "karpenter.k8s.aws/v1",
+                                          "sm": has % "monitoring.coreos.com/v1/ServiceMonitor",
+                                          "unknown": has % "example.com/v1",
+                                          "kube": "{{ .Capabilities.KubeVersion.Version }}"}})))
+    data = r.get("ConfigMap", "caps")["data"]
+    assert data == {"vpa": "true", "nodepool": "true", "nodeclass": "true", "sm": "true",
+                    "unknown": "false", "kube": "v1.29.0"}, data
+
+
+def test_other_kubernetes_minors():
+    # Schemas follow the minor. Chart.yaml supports 1.25, whose PDB has no
+    # unhealthyPodEvictionPolicy: the template leaves it out there.
+    for minor in ("1.25", "1.26", "1.33", "1.37"):
+        r = ok(render("karpenter.yaml", kube_version=minor))
+        assert "render" in r.output and f"Kubernetes v{minor}.0" in r.output, r.output
+        pdb = r.get("PodDisruptionBudget", "kong-kong-dp")["spec"]
+        assert ("unhealthyPodEvictionPolicy" in pdb) == (minor != "1.25"), (minor, pdb)
+
+
 # ---------------------------------------------------------------- runner --
+
+
+class _GoLogToStderr:
+    """Helm's Go code logs every template `fail` to fd 2 (the same text is in
+    the report): capture fd 2 while tests run and pass on anything else."""
+
+    def __enter__(self):
+        import tempfile
+
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        self.file = tempfile.TemporaryFile()
+        os.dup2(self.file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc):
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        self.file.seek(0)
+        for line in self.file.read().decode("utf-8", "replace").splitlines():
+            if " INFO funcMap fail " not in line:
+                sys.stderr.write(line + "\n")
+        self.file.close()
+        return False
+
 
 
 def main() -> int:
@@ -581,7 +680,7 @@ def main() -> int:
     passed = failed = 0
     started = time.monotonic()
     workers = int(os.environ.get("KONG_DP_TEST_JOBS") or min(8, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    with _GoLogToStderr(), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for name, err in pool.map(run, tests):
             if err is None:
                 passed += 1

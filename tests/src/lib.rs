@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod grpc;
 pub mod h2raw;
 pub mod kong_hash;
+pub mod prometheus;
 pub mod redis;
 pub mod tls;
 pub mod tls_upstream;
