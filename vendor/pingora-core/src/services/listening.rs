@@ -33,7 +33,7 @@ use crate::server::{RuntimeOpts, ShutdownWatch};
 use crate::services::Service as ServiceTrait;
 
 use async_trait::async_trait;
-use log::{debug, error, info};
+use log::{debug, error, info, warn};
 use pingora_error::Result;
 use pingora_runtime::current_handle;
 use pingora_timeout::timeout;
@@ -267,7 +267,14 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                             // once), and only then is the listener closed.
                             #[cfg(any(target_os = "linux", target_os = "android"))]
                             if let Err(e) = stack.stop_new_handshakes() {
-                                error!("cannot stop new handshakes on {}: {e}", stack.as_str());
+                                // Seen where the kernel wants CAP_NET_ADMIN for it (a
+                                // container without capabilities on some hosts):
+                                // queued connections are still served below; only
+                                // SYNs racing the close may be reset.
+                                warn!(
+                                    "cannot stop new handshakes on {} ({e}): connections opened during the close may be reset",
+                                    stack.as_str()
+                                );
                             }
                             let until = tokio::time::Instant::now() + Duration::from_millis(500);
                             while tokio::time::Instant::now() < until {
