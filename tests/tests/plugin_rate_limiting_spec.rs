@@ -956,7 +956,11 @@ fn a_config_push_keeps_local_counters() {
     let base = shared_yml(up.port, "{minute: 6, limit_by: ip}");
     let gw = Gateway::start(&base);
     fresh_minute();
-    let remaining = |gw: &Gateway| num(&get(gw.port, "/svc", &[]), "X-RateLimit-Remaining-Minute");
+    let remaining = |gw: &Gateway| {
+        let r = get(gw.port, "/svc", &[]);
+        assert_eq!(r.status, 200, "{:?} {}", r.headers, r.body_str());
+        num(&r, "X-RateLimit-Remaining-Minute")
+    };
     assert_eq!(remaining(&gw), Some(5.0));
     assert_eq!(remaining(&gw), Some(4.0));
     assert_eq!(remaining(&gw), Some(3.0));
