@@ -354,14 +354,7 @@ pub fn dashboard_panels(file: &Path) -> Vec<Panel> {
         std::fs::read_to_string(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
     let dash: Value =
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    let variables: Vec<String> = dash["templating"]["list"]
-        .as_array()
-        .map(|l| {
-            l.iter()
-                .filter_map(|v| v["name"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let variables = variable_names(&dash);
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -410,6 +403,16 @@ pub fn dashboard_panels(file: &Path) -> Vec<Panel> {
         .collect()
 }
 
+/// The names of a dashboard's template variables.
+fn variable_names(dash: &Value) -> Vec<String> {
+    dash["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["name"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// Every target expression of every shipped dashboard.
 pub fn dashboard_queries() -> Vec<Shipped> {
     dashboard_files()
@@ -426,14 +429,7 @@ pub fn dashboard_variable_queries() -> Vec<(String, String, String)> {
     for file in dashboard_files() {
         let text = std::fs::read_to_string(&file).unwrap_or_default();
         let dash: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        let names: Vec<String> = dash["templating"]["list"]
-            .as_array()
-            .map(|l| {
-                l.iter()
-                    .filter_map(|v| v["name"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let names = variable_names(&dash);
         for v in dash["templating"]["list"].as_array().into_iter().flatten() {
             if v["type"] != "query" {
                 continue;

@@ -6,6 +6,7 @@
 //! of Kong's 5-10 s; the protocol timers themselves are unit-tested with
 //! paused time in `config-sync`.
 
+use gw_tests::wait_until;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -18,19 +19,6 @@ use serde_json::json;
 
 const MIN_YML: &str = "_format_version: '3.0'\n";
 const WAIT: Duration = Duration::from_secs(15);
-
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(25));
-    }
-}
 
 fn dp_env(certs: &Certs, cp_port: u16, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut env = certs.dp_env(cp_port);

@@ -12,6 +12,7 @@
 //! Lua: the field is refused at load, tested here).
 #![allow(clippy::unwrap_used)]
 
+use gw_tests::wait_until;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -25,19 +26,6 @@ use gw_tests::{get, start_httpbin, Skip};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// A declarative config (JSON is YAML): one service to `up`, one route per
 /// `(host, plugins)`, and global plugins.

@@ -19,6 +19,7 @@
 //! panel's range-query results to `$GW_DASHBOARD_SNAPSHOT` for drawing.
 #![allow(clippy::unwrap_used)]
 
+use gw_tests::wait_until;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -41,19 +42,6 @@ const LIMIT_FAMILIES: [&str; 2] = [
     "kong_dp_cgroup_cpu_limit_cores",
     "kong_dp_cgroup_memory_limit_bytes",
 ];
-
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn now_unix() -> f64 {
     SystemTime::now()
