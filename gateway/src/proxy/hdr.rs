@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use http::header::HeaderName;
 use http::HeaderValue;
+use pingora::http::KnownHeaderName;
 use pingora::{Error, ErrorType, Result};
 
 use crate::kong::SERVER_TOKEN;
@@ -23,6 +24,32 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 pub static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 pub static X_FORWARDED_PATH: HeaderName = HeaderName::from_static("x-forwarded-path");
 pub static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+
+/// Names the proxy inserts on every request, with the case Kong (nginx)
+/// writes: inserting one parses nothing and allocates nothing (a `&str` name
+/// is parsed and, not being a standard name, copied on every insert).
+pub mod known {
+    use super::KnownHeaderName as K;
+
+    pub static X_FORWARDED_FOR: K = K::from_static("X-Forwarded-For", "x-forwarded-for");
+    pub static X_FORWARDED_PROTO: K = K::from_static("X-Forwarded-Proto", "x-forwarded-proto");
+    pub static X_FORWARDED_HOST: K = K::from_static("X-Forwarded-Host", "x-forwarded-host");
+    pub static X_FORWARDED_PORT: K = K::from_static("X-Forwarded-Port", "x-forwarded-port");
+    pub static X_FORWARDED_PATH: K = K::from_static("X-Forwarded-Path", "x-forwarded-path");
+    pub static X_FORWARDED_PREFIX: K = K::from_static("X-Forwarded-Prefix", "x-forwarded-prefix");
+    pub static X_REAL_IP: K = K::from_static("X-Real-IP", "x-real-ip");
+    pub static X_KONG_REQUEST_ID: K = K::from_static("X-Kong-Request-Id", "x-kong-request-id");
+    pub static X_KONG_UPSTREAM_STATUS: K =
+        K::from_static("X-Kong-Upstream-Status", "x-kong-upstream-status");
+    pub static X_KONG_UPSTREAM_LATENCY: K =
+        K::from_static("X-Kong-Upstream-Latency", "x-kong-upstream-latency");
+    pub static X_KONG_PROXY_LATENCY: K =
+        K::from_static("X-Kong-Proxy-Latency", "x-kong-proxy-latency");
+    pub static CONNECTION: K = K::from_static("Connection", "connection");
+    pub static HOST: K = K::from_static("Host", "host");
+    pub static VIA: K = K::from_static("Via", "via");
+    pub static SERVER: K = K::from_static("Server", "server");
+}
 
 // Statics, not consts: `Bytes` inside is not `Freeze`. Cloning a static
 // value is a pointer copy (no allocation, no reference count).
@@ -37,6 +64,29 @@ fn leaked(text: String) -> HeaderValue {
     let text: &'static str = Box::leak(text.into_boxed_str());
     HeaderValue::from_maybe_shared(Bytes::from_static(text.as_bytes()))
         .unwrap_or_else(|_| HeaderValue::from_static("kong"))
+}
+
+/// A decimal header value (latencies in ms, statuses, ports). Below 1000
+/// it is a slice of one static text, so it costs no allocation, where
+/// `HeaderValue::from(u64)` allocates each time.
+pub fn number(n: u64) -> HeaderValue {
+    static DIGITS: OnceLock<&'static str> = OnceLock::new();
+    let Some(i) = usize::try_from(n).ok().filter(|i| *i < 1000) else {
+        return HeaderValue::from(n);
+    };
+    let text = DIGITS.get_or_init(|| {
+        let all: String = (0..1000).map(|i| i.to_string()).collect();
+        Box::leak(all.into_boxed_str())
+    });
+    // "0".."9", then "10".."99", then "100".."999", back to back.
+    let (at, len) = match i {
+        0..=9 => (i, 1),
+        10..=99 => (10 + 2 * (i - 10), 2),
+        _ => (190 + 3 * (i - 100), 3),
+    };
+    text.get(at..at + len)
+        .and_then(|t| HeaderValue::from_maybe_shared(Bytes::from_static(t.as_bytes())).ok())
+        .unwrap_or_else(|| HeaderValue::from(n))
 }
 
 /// `Via` token for a request of this HTTP version: `1.1 kong/3.10.0`.
@@ -148,6 +198,13 @@ pub fn ip(ip: IpAddr) -> Result<HeaderValue> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_match_display() {
+        for n in (0..1100).chain([8000, 65535, u64::MAX]) {
+            assert_eq!(number(n).to_str().unwrap(), n.to_string());
+        }
+    }
 
     #[test]
     fn ip_values_match_display() {

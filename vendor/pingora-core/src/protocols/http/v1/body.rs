@@ -246,7 +246,15 @@ impl BodyReader {
                 }
             }
             _ => {
-                self.prepare_buf(buf_to_rewind);
+                if buf_to_rewind.len() >= cl {
+                    // Patched (see vendor/README.md). The whole body came with the head, as most small
+                    // responses do: a buffer of its size, not a 64 KiB one
+                    // per message. Nothing is read into it.
+                    self.rewind_buf_len = buf_to_rewind.len();
+                    self.body_buf = Some(BytesMut::from(buf_to_rewind));
+                } else {
+                    self.prepare_buf(buf_to_rewind);
+                }
                 self.body_state = PS::Partial(0, cl);
             }
         }
@@ -2171,6 +2179,29 @@ mod tests {
         assert_eq!(body_reader.body_state, ParseState::Complete(3));
         assert_eq!(input, body_reader.get_body(&res));
         assert_eq!(body_reader.get_body_overread(), None);
+    }
+
+    #[tokio::test]
+    async fn a_body_read_with_its_head_gets_a_buffer_of_its_size() {
+        init_log();
+        for (upstream, rewind, overread) in [
+            (true, &b"abc"[..], None),
+            (true, &b"abcde"[..], Some(&b"de"[..])),
+            (false, &b"abcde"[..], Some(&b"de"[..])),
+        ] {
+            // Nothing more may be read from the stream.
+            let mut mock_io = Builder::new().build();
+            let mut body_reader = BodyReader::new(upstream);
+            body_reader.init_content_length(3, rewind);
+            assert!(body_reader.body_buf.as_ref().unwrap().capacity() < BODY_BUFFER_SIZE);
+            let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+            assert_eq!(res, BufRef::new(0, 3));
+            assert_eq!(body_reader.body_state, ParseState::Complete(3));
+            assert_eq!(b"abc", body_reader.get_body(&res));
+            assert_eq!(body_reader.get_body_overread(), overread);
+            let res = body_reader.read_body(&mut mock_io).await.unwrap();
+            assert_eq!(res, None);
+        }
     }
 
     #[tokio::test]
