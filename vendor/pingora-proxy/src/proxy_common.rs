@@ -175,7 +175,32 @@ impl ConnectionNominations {
     }
 }
 
+/// Patched (see vendor/README.md): whether the request carries any field
+/// that `strip_standard_hop_by_hop_headers` or the upgrade policies remove.
+/// Most requests carry none, and one pass over their few names costs less
+/// than the thirteen removals, each hashing its name in both header maps.
+fn has_hop_by_hop(req: &RequestHeader) -> bool {
+    req.headers.keys().any(|n| {
+        matches!(
+            n.as_str(),
+            KEEP_ALIVE
+                | PROXY_CONNECTION
+                | HTTP2_SETTINGS
+                | "proxy-authenticate"
+                | "proxy-authorization"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "connection"
+                | "upgrade"
+        )
+    })
+}
+
 fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
+    if !has_hop_by_hop(req) {
+        return;
+    }
     req.remove_header(KEEP_ALIVE);
     req.remove_header(PROXY_CONNECTION);
     req.remove_header(&header::PROXY_AUTHENTICATE);
@@ -360,18 +385,22 @@ pub(crate) fn sanitize_h1_upstream_request(
 
     match policy.h1_upgrade {
         H1UpgradePolicy::WebSocketOnly => {
-            req.remove_header(&header::CONNECTION);
-            req.remove_header(&header::UPGRADE);
-            req.remove_header(HTTP2_SETTINGS);
+            if has_hop_by_hop(req) {
+                req.remove_header(&header::CONNECTION);
+                req.remove_header(&header::UPGRADE);
+                req.remove_header(HTTP2_SETTINGS);
+            }
             if websocket_upgrade {
                 req.insert_header(header::CONNECTION, "Upgrade")?;
                 req.insert_header(header::UPGRADE, "websocket")?;
             }
         }
         H1UpgradePolicy::Deny => {
-            req.remove_header(&header::CONNECTION);
-            req.remove_header(&header::UPGRADE);
-            req.remove_header(HTTP2_SETTINGS);
+            if has_hop_by_hop(req) {
+                req.remove_header(&header::CONNECTION);
+                req.remove_header(&header::UPGRADE);
+                req.remove_header(HTTP2_SETTINGS);
+            }
         }
         H1UpgradePolicy::Preserve => {}
     }
@@ -559,6 +588,35 @@ mod tests {
                 .unwrap();
         }
         request
+    }
+
+    #[test]
+    fn hop_by_hop_fields_are_found_and_stripped_in_any_case() {
+        let names = [
+            "Keep-Alive",
+            "Proxy-Connection",
+            "HTTP2-Settings",
+            "Proxy-Authenticate",
+            "Proxy-Authorization",
+            "TE",
+            "Trailer",
+            "Transfer-Encoding",
+            "Connection",
+            "Upgrade",
+        ];
+        let plain = request_with_headers(&[("Host", "a"), ("Accept", "*/*"), ("X-Te", "1")]);
+        assert!(!has_hop_by_hop(&plain));
+        for name in names {
+            let mut request = request_with_headers(&[("Host", "a"), (name, "x"), ("X-Te", "1")]);
+            assert!(has_hop_by_hop(&request), "{name}");
+            strip_standard_hop_by_hop_headers(&mut request);
+            assert!(!has_hop_by_hop(&request), "{name}");
+            assert_eq!(request.headers.len(), 2, "{name}");
+            assert_eq!(request.case_header_iter().count(), 2, "{name}");
+        }
+        let mut untouched = plain.clone();
+        strip_standard_hop_by_hop_headers(&mut untouched);
+        assert_eq!(untouched.headers.len(), 3);
     }
 
     #[test]
