@@ -18,12 +18,6 @@ use crate::kong::SERVER_TOKEN;
 
 pub static PROXY: HeaderName = HeaderName::from_static("proxy");
 pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-pub static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
-pub static X_FORWARDED_PATH: HeaderName = HeaderName::from_static("x-forwarded-path");
-pub static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 
 /// Names the proxy inserts on every request, with the case Kong (nginx)
 /// writes: inserting one parses nothing and allocates nothing (a `&str` name

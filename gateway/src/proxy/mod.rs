@@ -792,7 +792,7 @@ impl ProxyHttp for KongProxy {
         };
         let fwd_proto = if ctx.trusted {
             req.headers
-                .get(&hdr::X_FORWARDED_PROTO)
+                .get(hdr::known::X_FORWARDED_PROTO.name())
                 .filter(|v| v.to_str().is_ok())
                 .cloned()
                 .unwrap_or(scheme)
@@ -1163,7 +1163,7 @@ impl ProxyHttp for KongProxy {
         // X-Forwarded-For: the client's list (all its lines) plus the peer,
         // or just the client address when it sent none.
         let mut xff: Vec<u8> = Vec::new();
-        for v in req.headers.get_all(&hdr::X_FORWARDED_FOR) {
+        for v in req.headers.get_all(hdr::known::X_FORWARDED_FOR.name()) {
             if let Ok(s) = v.to_str() {
                 if !xff.is_empty() {
                     xff.extend_from_slice(b", ");
@@ -1180,23 +1180,23 @@ impl ProxyHttp for KongProxy {
             }
             hdr::value(Bytes::from(xff))?
         };
-        let fwd_host = match incoming(&hdr::X_FORWARDED_HOST) {
+        let fwd_host = match incoming(hdr::known::X_FORWARDED_HOST.name()) {
             Some(v) => v,
             None => {
                 let host_hdr = req.headers.get(header::HOST).and_then(|v| v.to_str().ok());
                 hdr::value(Bytes::from(forwarded::nginx_host(host_hdr)))?
             }
         };
-        let fwd_port = incoming(&hdr::X_FORWARDED_PORT)
+        let fwd_port = incoming(hdr::known::X_FORWARDED_PORT.name())
             .unwrap_or_else(|| hdr::number(u64::from(ctx.host_port)));
-        let fwd_path = match incoming(&hdr::X_FORWARDED_PATH) {
+        let fwd_path = match incoming(hdr::known::X_FORWARDED_PATH.name()) {
             Some(v) => v,
             None => {
                 let (p, _) = raw_path_only(req.raw_path());
                 hdr::text(&String::from_utf8_lossy(p))?
             }
         };
-        let fwd_prefix = match incoming(&hdr::X_FORWARDED_PREFIX) {
+        let fwd_prefix = match incoming(hdr::known::X_FORWARDED_PREFIX.name()) {
             Some(v) => Some(v),
             None => match &ctx.forwarded_prefix {
                 Some(p) => Some(hdr::text(p)?),
@@ -1221,7 +1221,7 @@ impl ProxyHttp for KongProxy {
         match fwd_prefix {
             Some(p) => upstream.insert_header(&hdr::known::X_FORWARDED_PREFIX, p)?,
             None => {
-                upstream.remove_header(&hdr::X_FORWARDED_PREFIX);
+                upstream.remove_header(hdr::known::X_FORWARDED_PREFIX.name());
             }
         }
         upstream.insert_header(&hdr::known::X_REAL_IP, client)?;
