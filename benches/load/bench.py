@@ -911,7 +911,7 @@ class Bench:
     def start_upstream(self):
         port = free_port()
         if self.args.upstream == "httpbin":
-            p = self.start("upstream", [self.bin("httpbin"), f"127.0.0.1:{port}"], cpus=self.load_cpu)
+            p = self.start("upstream", [self.bin("httpbin"), "--listen", f"127.0.0.1:{port}"], cpus=self.load_cpu)
         else:
             conf = os.path.join(self.dir, "upstream.conf")
             with open(conf, "w") as f:

@@ -286,6 +286,35 @@ mod tests {
         }
     }
 
+    /// Every proxied request's future is built on the stack and moved into
+    /// its box: paths a common request does not take (connecting, HTTP/2
+    /// and custom upstreams) are boxed in the vendored Pingora so that
+    /// they do not size it (it was 15,040 bytes in a release build).
+    #[tokio::test]
+    async fn a_requests_future_stays_small() {
+        use pingora::apps::HttpServerApp;
+        let shared = Shared::default();
+        let proxy = KongProxy {
+            config: shared.config.clone(),
+            options: Arc::new(proxy_options(&settings(&[]))),
+            stats: shared.stats.clone(),
+            access_log: None,
+            plugins: shared.plugins.clone(),
+            draining: shared.draining.clone(),
+        };
+        let app = Arc::new(pingora::proxy::http_proxy(
+            &Arc::new(ServerConf::default()),
+            proxy,
+        ));
+        let (_client, server) = tokio::io::duplex(64);
+        let session = pingora::protocols::http::ServerSession::new_http1(Box::new(server));
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let fut = app.process_new_http(session, &rx);
+        let size = std::mem::size_of_val(&*fut);
+        eprintln!("process_new_http future: {size} bytes");
+        assert!(size <= 10 * 1024, "a request's future is {size} bytes");
+    }
+
     #[test]
     fn upstream_idle_timeout_follows_kong() {
         let idle = |v: &str| {

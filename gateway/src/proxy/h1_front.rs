@@ -30,6 +30,7 @@
 //! [`h1_chunked`]: super::h1_chunked
 
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -195,6 +196,23 @@ pub fn request_body_refusal(e: &pingora::Error) -> Option<Reject> {
     None
 }
 
+/// Reads more of a head into `conn.buf`. An empty buffer exists only while
+/// a read is tried: it is freed again when the socket has nothing yet, as
+/// nginx frees its header buffer, so a kept-alive connection waiting for
+/// its next request holds none.
+fn read_more(conn: &mut Prefixed) -> impl Future<Output = io::Result<usize>> + '_ {
+    std::future::poll_fn(move |cx| {
+        let empty = conn.buf.is_empty();
+        conn.buf
+            .reserve(if empty { FIRST_READ } else { READ_CHUNK });
+        let r = tokio_util::io::poll_read_buf(Pin::new(&mut conn.inner), cx, &mut conn.buf);
+        if empty && r.is_pending() {
+            conn.buf = BytesMut::new();
+        }
+        r
+    })
+}
+
 /// What reading the next head came to.
 enum Head {
     /// A checked head waits in the [`Prefixed`] buffer.
@@ -245,15 +263,18 @@ where
             }
             _ => (stream, false),
         };
+        // Boxed, as the refusal below: the state of a path an HTTP/1.1
+        // connection does not take would otherwise size its whole future,
+        // which a kept-alive connection holds while it waits.
         if h2 {
-            super::h2_front::serve(
+            Box::pin(super::h2_front::serve(
                 &self.inner,
                 &self.h2,
                 &self.stats,
                 stream,
                 conn_info,
                 shutdown,
-            )
+            ))
             .await;
             return None;
         }
@@ -284,7 +305,7 @@ where
                 Head::Refuse(r) => {
                     self.stats.requests_total.fetch_add(1, Ordering::Relaxed);
                     let _writing = Held::new(&self.stats.connections_writing);
-                    self.refuse(&mut conn, r, started).await;
+                    Box::pin(self.refuse(&mut conn, r, started)).await;
                     return None;
                 }
             }
@@ -400,13 +421,8 @@ impl<A> H1Front<A> {
             if idle && *shutdown.borrow() {
                 return Head::Close;
             }
-            conn.buf.reserve(if conn.buf.is_empty() {
-                FIRST_READ
-            } else {
-                READ_CHUNK
-            });
             let left = deadline.saturating_duration_since(Instant::now());
-            let read = pingora::time::timeout(left, conn.inner.read_buf(&mut conn.buf));
+            let read = pingora::time::timeout(left, read_more(conn));
             tokio::select! {
                 biased;
                 r = read => match r {
@@ -1412,6 +1428,43 @@ mod tests {
             }
         }
         out
+    }
+
+    /// A kept-alive connection waiting for its next request holds this
+    /// future for as long as it stays open: rare paths (HTTP/2, refusals)
+    /// are boxed so that they do not size it.
+    #[tokio::test]
+    async fn a_connections_future_stays_small() {
+        let f = front();
+        let (_client, server) = tokio::io::duplex(64);
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let fut = f.process_new(Box::new(server), &rx);
+        let size = std::mem::size_of_val(&*fut);
+        eprintln!("process_new future: {size} bytes");
+        assert!(size <= 1280, "process_new's future is {size} bytes");
+    }
+
+    /// Waiting for a head holds no buffer: one is taken for each read
+    /// tried and given back when the socket had nothing.
+    #[tokio::test]
+    async fn waiting_for_a_head_holds_no_buffer() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut conn = Prefixed::new(Box::new(server));
+        let mut read = Box::pin(read_more(&mut conn));
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(read.as_mut().poll(&mut cx).is_pending());
+        drop(read);
+        assert_eq!(conn.buf.capacity(), 0);
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let n = read_more(&mut conn).await.unwrap();
+        assert_eq!(&conn.buf[..n], b"GET / HTTP/1.1\r\n");
+        // Part of a head in: the buffer stays while the rest is awaited.
+        let mut read = Box::pin(read_more(&mut conn));
+        assert!(read.as_mut().poll(&mut cx).is_pending());
+        drop(read);
+        assert_eq!(conn.buf.len(), n);
+        assert!(conn.buf.capacity() >= FIRST_READ);
     }
 
     #[tokio::test]

@@ -397,7 +397,12 @@ impl TransportConnector {
         if let Some(s) = reused_stream {
             Ok((s, true))
         } else {
-            let s = self.new_stream(peer).await?;
+            // Boxed: the connect path (TCP connect, TLS handshake) is a few
+            // KiB of future state. Inline, it sat in every request's future,
+            // which is moved into its box on every request, kept-alive
+            // upstream connection or not; boxed, it is only allocated when a
+            // new connection is made.
+            let s = Box::pin(self.new_stream(peer)).await?;
             Ok((s, false))
         }
     }
@@ -870,6 +875,19 @@ mod tests {
             .connect_local_addr()
             .expect("TLS handshake failure should retain the assigned local address");
         assert_ne!(local_addr.port(), 0);
+    }
+
+    /// The connect path (TCP connect, TLS handshake) is boxed: it does not
+    /// size the future of a request that reuses a pooled connection.
+    #[test]
+    fn getting_a_stream_does_not_hold_the_connect_path_inline() {
+        let connector = TransportConnector::new(None);
+        let peer = BasicPeer::new("127.0.0.1:1");
+        let get = connector.get_stream(&peer);
+        let new = connector.new_stream(&peer);
+        let (get, new) = (std::mem::size_of_val(&get), std::mem::size_of_val(&new));
+        assert!(get < 512, "get_stream's future is {get} bytes");
+        assert!(new > 2 * get, "new_stream's future is only {new} bytes");
     }
 
     /// Patched (see vendor/README.md): a direct peer's pooled stream is
