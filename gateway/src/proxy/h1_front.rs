@@ -65,9 +65,9 @@ use crate::stats::{Held, Stats};
 /// Socket read size while collecting a head.
 const READ_CHUNK: usize = 8 * 1024;
 /// First read of a head into an empty buffer, nginx's default
-/// `client_header_buffer_size`: most heads fit, and an idle keep-alive
-/// connection then holds 1 KiB instead of `READ_CHUNK` (or more) while it
-/// waits. A longer head grows the buffer by `READ_CHUNK` steps.
+/// `client_header_buffer_size`: most heads fit. A longer head grows the
+/// buffer by `READ_CHUNK` steps; an empty one is freed while the
+/// connection waits ([`read_more`]).
 const FIRST_READ: usize = 1024;
 /// At most this many bytes of a pipelined request are buffered while the
 /// current one is still being served; the rest waits in the socket.
@@ -372,10 +372,6 @@ impl<A> H1Front<A> {
         // per request on a keep-alive connection.
         let mut deadline = started + wait;
         let mut waiting_first_byte = reused && conn.buf.is_empty();
-        // A buffer that grew for a long head is not kept across idle time.
-        if conn.buf.is_empty() && conn.buf.capacity() > FIRST_READ {
-            conn.buf = BytesMut::new();
-        }
         let mut scanned = 0;
         // nginx counts a connection as reading from a request's first byte.
         let mut reading =

@@ -428,10 +428,10 @@ where
                         }
                         (server_reused, error)
                     }
-                    // The h2 and custom paths are boxed: inline, the larger
-                    // of their futures sized every request's future, h1
-                    // included, and that future is moved into its box on
-                    // every request.
+                    // Patched (see vendor/README.md): the h2 and custom paths
+                    // are boxed. Inline, the larger of their futures sized
+                    // every request's future, h1 included, and that future is
+                    // moved into its box on every request.
                     ClientSession::H2(mut h2) => {
                         let (server_reused, mut error) = Box::pin(
                             self.proxy_to_h2_upstream(session, &mut h2, client_reused, &peer, ctx),

@@ -397,11 +397,11 @@ impl TransportConnector {
         if let Some(s) = reused_stream {
             Ok((s, true))
         } else {
-            // Boxed: the connect path (TCP connect, TLS handshake) is a few
-            // KiB of future state. Inline, it sat in every request's future,
-            // which is moved into its box on every request, kept-alive
-            // upstream connection or not; boxed, it is only allocated when a
-            // new connection is made.
+            // Patched (see vendor/README.md), boxed: the connect path (TCP
+            // connect, TLS handshake) is a few KiB of future state. Inline,
+            // it sat in every request's future, which is moved into its box
+            // on every request, kept-alive upstream connection or not; boxed,
+            // it is only allocated when a new connection is made.
             let s = Box::pin(self.new_stream(peer)).await?;
             Ok((s, false))
         }

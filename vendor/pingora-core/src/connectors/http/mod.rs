@@ -127,7 +127,8 @@ where
                     return Ok((HttpSession::H1(h1), true));
                 }
             }
-            // Boxed for the reason given in `TransportConnector::get_stream`.
+            // Patched (see vendor/README.md): boxed for the reason given in
+            // `TransportConnector::get_stream`.
             let session = Box::pin(self.h2.new_http_session(peer)).await?;
             Ok((session, false))
         }
