@@ -204,6 +204,12 @@ pub fn build(settings: &Settings, shared: &Shared) -> anyhow::Result<Built> {
             .unwrap_or(usize::MAX),
         upstream_keepalive_max_requests: usize::try_from(settings.upstream_keepalive_max_requests)
             .unwrap_or(usize::MAX),
+        // Every timeout of a second or more on tokio's timer wheel, none on
+        // Pingora's fast-timeout thread: that thread wakes every 10 ms at
+        // any load, and each of its timers costs a lock, a tree insert and
+        // two `Arc`s, where tokio's entry lives in the wheel of the thread
+        // that waits on it.
+        fast_timeout_to_tokio_threshold_seconds: Some(0),
         pid_file: pids.join("gateway.pid").display().to_string(),
         upgrade_sock: pids.join("gateway_upgrade.sock").display().to_string(),
         ..ServerConf::default()

@@ -461,3 +461,56 @@ fn kong_health_fails_while_the_gateway_is_not_ready() {
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("status......ready") && stdout.contains("Kong is healthy"));
 }
+
+/// Wake-ups summed over the process's threads (voluntary context switches).
+fn wakeups(pid: u32) -> (u64, Vec<String>) {
+    let mut total = 0;
+    let mut names = Vec::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    for task in tasks.flatten() {
+        let path = task.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        names.push(comm.trim().to_string());
+        let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
+        total += status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    (total, names)
+}
+
+/// A gateway with nothing to do sleeps: no thread wakes on a clock. Pingora's
+/// fast-timeout thread woke every 10 ms at any load (100 wake-ups a second,
+/// which a 0.2-CPU pod pays for); the gateway puts its timeouts on tokio's
+/// timer wheel instead, which wakes only when a timeout is due. Counted over a
+/// kept-alive client waiting between requests, so the keep-alive and read
+/// timeouts are armed.
+#[test]
+fn an_idle_gateway_does_not_wake_on_a_clock() {
+    let (_up, up_port) = start_httpbin("up");
+    let gw = Gateway::start(&fill(KONG_YML, up_port));
+    let mut conn = gw_tests::Conn::open(gw.port);
+    for _ in 0..3 {
+        let r = conn.request("GET", "/get", &[], b"").unwrap();
+        assert_eq!(r.status, 200);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = gw.proc.pid();
+    let (before, names) = wakeups(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let (after, _) = wakeups(pid);
+    assert!(
+        !names.iter().any(|n| n == "Timer thread"),
+        "Pingora's fast-timeout thread runs: {names:?}"
+    );
+    // 2 s of a 10 ms clock would be about 200.
+    assert!(
+        after - before < 40,
+        "{} wake-ups in 2 s of idling (threads {names:?})",
+        after - before
+    );
+    // The kept-alive connection still serves.
+    assert_eq!(conn.request("GET", "/get", &[], b"").unwrap().status, 200);
+}

@@ -418,7 +418,7 @@ impl<A> H1Front<A> {
                 return Head::Close;
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            let read = pingora::time::timeout(left, read_more(conn));
+            let read = tokio::time::timeout(left, read_more(conn));
             tokio::select! {
                 biased;
                 r = read => match r {
