@@ -19,3 +19,5 @@ pub mod listener;
 pub mod socket;
 pub mod stream;
 pub mod virt;
+// Patched (see vendor/README.md).
+mod write_buf;

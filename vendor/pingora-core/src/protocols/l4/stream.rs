@@ -31,13 +31,15 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 #[cfg(target_os = "linux")]
 use tokio::io::Interest;
-use tokio::io::{self, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadBuf};
+use tokio::io::{self, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 #[cfg(unix)]
 use tokio::net::UnixStream;
 
 use crate::protocols::l4::ext::{set_tcp_keepalive, TcpKeepalive};
 use crate::protocols::l4::virt;
+// Patched (see vendor/README.md): a write buffer freed when flushed empty.
+use crate::protocols::l4::write_buf::WriteBuf;
 use crate::protocols::raw_connect::ProxyDigest;
 use crate::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
@@ -423,17 +425,17 @@ impl L4BufferSettings {
 ///
 /// A zero read capacity leaves the read buffer out, because [`BufReader`] panics on
 /// a zero capacity. Reads then go straight to the raw stream, as they did through
-/// an empty `BufReader`. [`BufWriter`] accepts a zero capacity and writes straight
+/// an empty `BufReader`. [`WriteBuf`] accepts a zero capacity and writes straight
 /// through.
 #[derive(Debug)]
 enum BufferedStream {
-    UnbufferedRead(BufWriter<RawStreamWrapper>),
-    BufferedRead(BufReader<BufWriter<RawStreamWrapper>>),
+    UnbufferedRead(WriteBuf<RawStreamWrapper>),
+    BufferedRead(BufReader<WriteBuf<RawStreamWrapper>>),
 }
 
 impl BufferedStream {
     fn with_capacity(read: usize, write: usize, stream: RawStreamWrapper) -> Self {
-        let writer = BufWriter::with_capacity(write, stream);
+        let writer = WriteBuf::with_capacity(write, stream);
         if read == 0 {
             BufferedStream::UnbufferedRead(writer)
         } else {
@@ -441,14 +443,14 @@ impl BufferedStream {
         }
     }
 
-    fn writer(&self) -> &BufWriter<RawStreamWrapper> {
+    fn writer(&self) -> &WriteBuf<RawStreamWrapper> {
         match self {
             BufferedStream::UnbufferedRead(writer) => writer,
             BufferedStream::BufferedRead(reader) => reader.get_ref(),
         }
     }
 
-    fn writer_mut(&mut self) -> &mut BufWriter<RawStreamWrapper> {
+    fn writer_mut(&mut self) -> &mut WriteBuf<RawStreamWrapper> {
         match self {
             BufferedStream::UnbufferedRead(writer) => writer,
             BufferedStream::BufferedRead(reader) => reader.get_mut(),
@@ -485,7 +487,7 @@ impl AsyncRead for BufferedStream {
     }
 }
 
-// `BufReader` only forwards writes to the `BufWriter` under it, so write to the `BufWriter`
+// `BufReader` only forwards writes to the `WriteBuf` under it, so write to the `WriteBuf`
 // directly.
 impl AsyncWrite for BufferedStream {
     fn poll_write(
@@ -549,6 +551,12 @@ impl Stream {
 
     fn stream_mut(&mut self) -> &mut BufferedStream {
         self.stream.as_mut().expect("stream should always be set")
+    }
+
+    /// Patched (see vendor/README.md).
+    /// Memory the write buffer holds: none while nothing waits to be written.
+    pub fn write_buffer_allocated(&self) -> usize {
+        self.stream().writer().allocated()
     }
 
     /// Record transport connection timing for this stream.
@@ -1031,6 +1039,29 @@ mod tests {
         let n = stream.read(buffer.as_mut_slice()).await.unwrap();
         assert_eq!(n, message.len());
         assert!(stream.rx_ts.is_none());
+    }
+
+    // Patched (see vendor/README.md).
+    #[tokio::test]
+    async fn a_flushed_stream_holds_no_write_buffer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut got = vec![0u8; 13];
+            stream.read_exact(&mut got).await.unwrap();
+            got
+        });
+        let mut stream: Stream = TcpStream::connect(addr).await.unwrap().into();
+        stream.set_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE));
+        assert_eq!(stream.write_buffer_allocated(), 0);
+        stream.write_all(b"hello ").await.unwrap();
+        stream.write_all(b"world!\n").await.unwrap();
+        assert!(stream.write_buffer_allocated() >= DEFAULT_L4_WRITE_BUFFER_SIZE);
+        stream.flush().await.unwrap();
+        assert_eq!(stream.write_buffer_allocated(), 0);
+        // Both writes went out together.
+        assert_eq!(peer.await.unwrap(), b"hello world!\n");
     }
 
     #[tokio::test]
