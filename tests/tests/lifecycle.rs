@@ -505,6 +505,12 @@ fn an_idle_gateway_does_not_wake_on_a_clock() {
         !names.iter().any(|n| n == "Timer thread"),
         "Pingora's fast-timeout thread runs: {names:?}"
     );
+    // Pingora's main loop runs on the main thread (a patched pingora-core),
+    // not on a runtime worker of its own.
+    assert!(
+        !names.iter().any(|n| n == "Server"),
+        "Pingora's main loop has a thread of its own: {names:?}"
+    );
     // 2 s of a 10 ms clock would be about 200.
     assert!(
         after - before < 40,

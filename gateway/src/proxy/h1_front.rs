@@ -309,20 +309,29 @@ where
                     return None;
                 }
             }
-            let mut session = ServerSession::new_http1(conn);
-            match settings.take() {
-                Some(s) => pingora::apps::HttpPersistentSettings::apply_to_session(s, &mut session),
-                // What Pingora's own h1 loop sets on a new connection.
-                None if reused => {}
-                None => {
-                    let keepalive = (!*shutdown.borrow()).then_some(KEEPALIVE_SECS);
-                    session.set_keepalive(keepalive);
-                    session.set_keepalive_reuses_remaining(reuse_limit);
+            // The session is moved into the request's (boxed) future inside
+            // this block, so its 680 bytes are not a slot of the connection's
+            // future across the await: a moved-from local still takes room
+            // there for as long as its scope lasts.
+            let request = {
+                let mut session = ServerSession::new_http1(conn);
+                match settings.take() {
+                    Some(s) => {
+                        pingora::apps::HttpPersistentSettings::apply_to_session(s, &mut session)
+                    }
+                    // What Pingora's own h1 loop sets on a new connection.
+                    None if reused => {}
+                    None => {
+                        let keepalive = (!*shutdown.borrow()).then_some(KEEPALIVE_SECS);
+                        session.set_keepalive(keepalive);
+                        session.set_keepalive_reuses_remaining(reuse_limit);
+                    }
                 }
-            }
+                self.inner.process_new_http(session, &shutdown)
+            };
             let reusable = {
                 let _writing = Held::new(&self.stats.connections_writing);
-                self.inner.process_new_http(session, &shutdown).await?
+                request.await?
             };
             let (stream, next) = reusable.consume();
             conn = match stream.into_any().downcast::<Prefixed>() {
@@ -1428,7 +1437,8 @@ mod tests {
 
     /// A kept-alive connection waiting for its next request holds this
     /// future for as long as it stays open: rare paths (HTTP/2, refusals)
-    /// are boxed so that they do not size it.
+    /// are boxed so that they do not size it, and the session handed to a
+    /// request is not a slot of it (936 bytes before, 592 after).
     #[tokio::test]
     async fn a_connections_future_stays_small() {
         let f = front();
@@ -1437,7 +1447,7 @@ mod tests {
         let fut = f.process_new(Box::new(server), &rx);
         let size = std::mem::size_of_val(&*fut);
         eprintln!("process_new future: {size} bytes");
-        assert!(size <= 1280, "process_new's future is {size} bytes");
+        assert!(size <= 704, "process_new's future is {size} bytes");
     }
 
     /// Waiting for a head holds no buffer: one is taken for each read

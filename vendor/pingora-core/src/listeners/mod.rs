@@ -319,6 +319,17 @@ pub(crate) struct UninitializedStream {
 }
 
 impl UninitializedStream {
+    /// Patched (see vendor/README.md): a plain stream, for tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(l4: L4Stream) -> Self {
+        UninitializedStream {
+            l4,
+            tls: None,
+            l4_buffer: L4BufferSettings::default(),
+            pre_tls_callback: None,
+        }
+    }
+
     pub async fn handshake(mut self) -> Result<Stream> {
         self.l4.set_buffer(self.l4_buffer);
         if let Some(tls) = self.tls {

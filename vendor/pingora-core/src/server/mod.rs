@@ -783,22 +783,16 @@ impl Server {
         }
 
         // blocked on main loop so that it runs forever
-        // Only work steal runtime can use block_on()
-        let server_runtime = Server::create_runtime(
-            "Server",
-            1,
-            true,
-            BlockingPoolOpts::default(),
-            RuntimeOpts::default(),
-        );
-        #[cfg(unix)]
-        let shutdown_type = server_runtime
-            .get_handle()
-            .block_on(self.main_loop(&run_args));
-        #[cfg(windows)]
-        let shutdown_type = server_runtime
-            .get_handle()
-            .block_on(self.main_loop(&run_args));
+        // Patched (see vendor/README.md): the main loop only waits for
+        // signals and timers, so a current-thread runtime runs it on this
+        // (the main) thread. Pingora's one-worker work-stealing runtime kept
+        // a worker thread of its own, with its stack and allocator pages,
+        // for the process's whole life.
+        let server_runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("building the server's main-loop runtime");
+        let shutdown_type = server_runtime.block_on(self.main_loop(&run_args));
 
         self.execution_phase_watch
             .send(ExecutionPhase::ShutdownStarted)
