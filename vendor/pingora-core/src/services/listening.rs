@@ -219,9 +219,7 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
         // instead of staying in every connection's task. It is built before
         // the task, which then captures the box and not the stream: a
         // captured value keeps its slot in the task for the connection's
-        // whole life, though the handshake moved it out long before. The
-        // peer address, only read if the handshake fails, is boxed for the
-        // same reason.
+        // whole life, though the handshake moved it out long before.
         current_handle().spawn(Self::connection_task(io, app, shutdown));
     }
 
@@ -232,26 +230,57 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
         app: Arc<A>,
         shutdown: ShutdownWatch,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let peer_addr = io.peer_addr().map(Box::new);
-        let handshake = Box::pin(io.handshake());
-        async move {
-            match timeout(Duration::from_secs(60), handshake).await {
-                Ok(handshake) => {
-                    match handshake {
-                        Ok(io) => Self::handle_event(io, app, shutdown).await,
-                        Err(e) => {
-                            // TODO: Maybe IOApp trait needs a fn to handle/filter out this error
-                            if let Some(addr) = peer_addr {
-                                error!("Downstream handshake error from {}: {e}", addr);
-                            } else {
-                                error!("Downstream handshake error: {e}");
-                            }
-                        }
+        // The handshake, its timeout and its error logs in one box, freed
+        // when the handshake is done.
+        let handshake = Box::pin(async move {
+            let peer_addr = io.peer_addr();
+            match timeout(Duration::from_secs(60), io.handshake()).await {
+                Ok(Ok(io)) => Some(io),
+                Ok(Err(e)) => {
+                    // TODO: Maybe IOApp trait needs a fn to handle/filter out this error
+                    if let Some(addr) = peer_addr {
+                        error!("Downstream handshake error from {}: {e}", addr);
+                    } else {
+                        error!("Downstream handshake error: {e}");
                     }
+                    None
                 }
                 Err(_) => {
                     error!("Downstream handshake timeout");
+                    None
                 }
+            }
+        });
+        async move {
+            // `handle_event`, inline: awaited as a function, its future kept a
+            // second slot for the stream, the app and the shutdown watch.
+            // Each stream is moved into its request in a match arm that ends
+            // before the `.await`, so no slot is kept for it either.
+            // (A match's scrutinee lives to the end of its statement, so each
+            // request is bound in a block of its own.)
+            let mut reuse_event = {
+                let request = match handshake.await {
+                    Some(io) => {
+                        debug!("new event!");
+                        app.process_new(io, &shutdown)
+                    }
+                    None => return,
+                };
+                request
+            }
+            .await;
+            loop {
+                reuse_event = {
+                    let request = match reuse_event.take() {
+                        Some(event) => {
+                            debug!("new reusable event!");
+                            app.process_new(event, &shutdown)
+                        }
+                        None => break,
+                    };
+                    request
+                }
+                .await;
             }
         }
     }
@@ -436,6 +465,6 @@ mod tests {
         let task = Service::<Nothing>::connection_task(io, Arc::new(Nothing), rx);
         let size = std::mem::size_of_val(&task);
         eprintln!("connection task future: {size} bytes");
-        assert!(size <= 256, "a connection's task future is {size} bytes");
+        assert!(size <= 80, "a connection's task future is {size} bytes");
     }
 }
