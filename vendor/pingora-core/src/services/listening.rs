@@ -200,6 +200,8 @@ impl<A> Service<A> {
 }
 
 impl<A: ServerApp + Send + Sync + 'static> Service<A> {
+    /// Patched (see vendor/README.md): the connection task no longer calls
+    /// this (its loop is inline in `connection_task`); kept as public API.
     pub async fn handle_event(event: Stream, app_logic: Arc<A>, shutdown: ShutdownWatch) {
         debug!("new event!");
         let mut reuse_event = app_logic.process_new(event, &shutdown).await;
@@ -254,10 +256,9 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
         async move {
             // `handle_event`, inline: awaited as a function, its future kept a
             // second slot for the stream, the app and the shutdown watch.
-            // Each stream is moved into its request in a match arm that ends
-            // before the `.await`, so no slot is kept for it either.
-            // (A match's scrutinee lives to the end of its statement, so each
-            // request is bound in a block of its own.)
+            // Each request is bound in a block that ends before its `.await`,
+            // so neither the moved stream nor the match's scrutinee (which
+            // lives to the end of its statement) keeps a slot either.
             let mut reuse_event = {
                 let request = match handshake.await {
                     Some(io) => {
