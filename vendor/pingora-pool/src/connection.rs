@@ -52,21 +52,24 @@ impl ConnectionMeta {
 }
 
 struct PoolConnection<S> {
-    pub notify_use: oneshot::Sender<bool>,
+    // Patched: `None` for a connection no task watches (`put_unwatched`).
+    pub notify_use: Option<oneshot::Sender<bool>>,
     pub connection: S,
 }
 
 impl<S> PoolConnection<S> {
     pub fn new(notify_use: oneshot::Sender<bool>, connection: S) -> Self {
         PoolConnection {
-            notify_use,
+            notify_use: Some(notify_use),
             connection,
         }
     }
 
     pub fn release(self) -> S {
         // notify the idle watcher to release the connection
-        let _ = self.notify_use.send(true);
+        if let Some(n) = self.notify_use {
+            let _ = n.send(true);
+        }
         // wait for the watcher to release
         self.connection
     }
@@ -278,16 +281,17 @@ impl<S> ConnectionPool<S> {
     }
 
     // only remove from the pool because lru already removed it
-    fn pop_evicted(&self, meta: &ConnectionMeta) {
+    // Patched: returns the connection removed.
+    fn pop_evicted(&self, meta: &ConnectionMeta) -> Option<PoolConnection<S>> {
         let pool_node = match self.pools.get(&meta.key) {
             Some(v) => v.value().clone(),
             None => {
                 warn!("Fail to get pool node for {meta:?}");
-                return;
+                return None;
             } // nothing to pop, should return error?
         };
 
-        pool_node.remove(meta.id);
+        let removed = pool_node.remove(meta.id);
         debug!("evict fd: {} from key {}", meta.id, meta.key);
 
         // Clean up the PoolNode entry if it is now empty, to prevent unbounded
@@ -297,6 +301,7 @@ impl<S> ConnectionPool<S> {
         if pool_node.is_empty() {
             self.try_remove_empty_node(meta.key);
         }
+        removed
     }
 
     pub fn pop_closed(&self, meta: &ConnectionMeta) {
@@ -334,6 +339,83 @@ impl<S> ConnectionPool<S> {
         let connection = PoolConnection::new(notify_use, connection);
         self.insert_pool_connection(meta.key, meta.id, connection);
         (notify_close, watch_use)
+    }
+
+    /// Patched (see vendor/README.md): release a connection that no task
+    /// watches while it is idle, as nginx's upstream keepalive keeps one. No
+    /// oneshot and no `Notify` are made for it. Whoever pools this way checks
+    /// the connection when taking it back and sweeps the pool now and then
+    /// ([Self::retain_idle]). Returns the connections the LRU evicted to make
+    /// room, oldest first, for the caller to drop or to count.
+    pub fn put_unwatched(&self, meta: &ConnectionMeta, connection: S) -> Vec<S> {
+        let evicted = self.lru.add_unwatched(meta.id, meta.clone());
+        let mut dropped = Vec::new();
+        for meta in &evicted {
+            if let Some(c) = self.pop_evicted(meta) {
+                dropped.push(c.release());
+            }
+        }
+        let connection = PoolConnection {
+            notify_use: None,
+            connection,
+        };
+        self.insert_pool_connection(meta.key, meta.id, connection);
+        dropped
+    }
+
+    /// Patched (see vendor/README.md): keep only the idle connections for
+    /// which `keep` answers true; the others are dropped (closed). For
+    /// connections pooled with [Self::put_unwatched], which nothing else
+    /// checks while they sit in the pool.
+    pub fn retain_idle(&self, mut keep: impl FnMut(&mut S) -> bool) {
+        // The nodes are collected first: no map lock is held while they are
+        // swept, since removing an emptied node write-locks its shard.
+        let nodes: Vec<(GroupKey, Arc<Pool<S>>)> = self
+            .pools
+            .iter()
+            .map(|r| (*r.key(), r.value().clone()))
+            .collect();
+        for (key, node) in nodes {
+            let mut dropped = Vec::new();
+            node.connections.lock().retain(|id, c| {
+                let k = keep(&mut c.connection);
+                if !k {
+                    dropped.push(*id);
+                }
+                k
+            });
+            {
+                // The hot queue is lock-free: each entry is taken and put
+                // back, serialized with `PoolNode::remove`'s own pass.
+                let _queue_lock = node.hot_queue_remove_lock.lock();
+                for _ in 0..node.hot_queue.len() {
+                    let Some((id, mut c)) = node.hot_queue.pop() else {
+                        break;
+                    };
+                    if keep(&mut c.connection) {
+                        node.insert(id, c);
+                    } else {
+                        dropped.push(id);
+                    }
+                }
+            }
+            for id in dropped {
+                self.lru.pop(&id);
+            }
+            if node.is_empty() {
+                self.try_remove_empty_node(key);
+            }
+        }
+    }
+
+    /// Patched: whether the pool holds no connection.
+    pub fn is_empty(&self) -> bool {
+        self.lru.len() == 0
+    }
+
+    /// Patched: how many connections the pool holds.
+    pub fn lru_len(&self) -> usize {
+        self.lru.len()
     }
 
     /// Actively monitor the health of a connection that is already released to this pool
@@ -1255,5 +1337,89 @@ mod tests {
         assert_eq!(pool_len(&cp), 1);
         let conn = cp.get(&meta2.key);
         assert_eq!(conn, Some("second".to_string()));
+    }
+    #[test]
+    fn test_unwatched_put_get_and_eviction() {
+        // Patched: no watcher; the LRU still bounds the pool and hands back
+        // what it evicts.
+        let cp: ConnectionPool<String> = ConnectionPool::new(2);
+        assert!(cp.put_unwatched(&ConnectionMeta::new(101, 1), "a".into()).is_empty());
+        assert!(cp.put_unwatched(&ConnectionMeta::new(101, 2), "b".into()).is_empty());
+        let evicted = cp.put_unwatched(&ConnectionMeta::new(202, 3), "c".into());
+        assert_eq!(evicted, vec!["a".to_string()], "the oldest goes");
+        assert_eq!(cp.get(&101), Some("b".to_string()));
+        assert_eq!(cp.get(&101), None);
+        assert_eq!(cp.get(&202), Some("c".to_string()));
+        assert!(cp.is_empty());
+    }
+
+    #[test]
+    fn test_retain_idle_drops_what_fails_and_frees_its_lru_slot() {
+        let cp: ConnectionPool<String> = ConnectionPool::new(4);
+        // More than the hot queue holds under one key, so both stores are swept.
+        let cp_big: ConnectionPool<String> = ConnectionPool::new(100);
+        for id in 0..40 {
+            cp_big.put_unwatched(&ConnectionMeta::new(7, id), format!("{}", id % 2));
+        }
+        cp_big.retain_idle(|c| c == "0");
+        let mut left = vec![];
+        while let Some(c) = cp_big.get(&7) {
+            left.push(c);
+        }
+        assert_eq!(left.len(), 20);
+        assert!(left.iter().all(|c| c == "0"));
+        assert!(cp_big.is_empty());
+
+        cp.put_unwatched(&ConnectionMeta::new(101, 1), "stale".into());
+        cp.put_unwatched(&ConnectionMeta::new(202, 2), "fresh".into());
+        cp.retain_idle(|c| c != "stale");
+        assert!(!pool_contains(&cp, 101), "an emptied node is removed");
+        assert_eq!(cp.get(&101), None);
+        // The dropped one's LRU slot is free: four more fit beside "fresh"
+        // before the oldest is evicted.
+        for id in 3..6 {
+            assert!(cp.put_unwatched(&ConnectionMeta::new(303, id), "x".into()).is_empty());
+        }
+        // (The LRU drains a little below its size at once.)
+        let evicted = cp.put_unwatched(&ConnectionMeta::new(303, 6), "x".into());
+        assert_eq!(evicted.first(), Some(&"fresh".to_string()));
+    }
+
+    #[test]
+    fn test_retain_idle_beside_puts_and_gets_loses_nothing_kept() {
+        const KEY: GroupKey = 101;
+        let cp = Arc::new(ConnectionPool::new(100_000));
+        let start = Arc::new(std::sync::Barrier::new(2));
+        let sweep_cp = cp.clone();
+        let sweep_start = start.clone();
+        let sweeper = std::thread::spawn(move || {
+            sweep_start.wait();
+            for _ in 0..2_000 {
+                sweep_cp.retain_idle(|_| true);
+                std::thread::yield_now();
+            }
+        });
+        start.wait();
+        for id in 1..=2_000 {
+            let value = format!("v{id}");
+            cp.put_unwatched(&ConnectionMeta::new(KEY, id), value.clone());
+            cp.put_unwatched(&ConnectionMeta::new(KEY + 1, id), value.clone());
+            let mut got = vec![cp.get(&KEY), cp.get(&(KEY + 1))];
+            // A sweep may hold an entry out of the hot queue for a moment.
+            for _ in 0..1_000 {
+                if got.iter().all(Option::is_some) {
+                    break;
+                }
+                std::thread::yield_now();
+                for (k, g) in [KEY, KEY + 1].iter().zip(got.iter_mut()) {
+                    if g.is_none() {
+                        *g = cp.get(k);
+                    }
+                }
+            }
+            assert_eq!(got, vec![Some(value.clone()), Some(value)]);
+        }
+        sweeper.join().unwrap();
+        assert!(cp.is_empty());
     }
 }

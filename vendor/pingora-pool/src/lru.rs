@@ -20,22 +20,17 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 pub struct Node<T> {
-    pub close_notifier: Arc<Notify>,
+    // Patched: `None` for a connection no task watches (`add_unwatched`).
+    pub close_notifier: Option<Arc<Notify>>,
     pub meta: T,
     order: u64,
 }
 
 impl<T> Node<T> {
-    pub fn new(meta: T) -> Self {
-        Node {
-            close_notifier: Arc::new(Notify::new()),
-            meta,
-            order: 0,
-        }
-    }
-
     pub fn notify_close(&self) {
-        self.close_notifier.notify_one();
+        if let Some(n) = &self.close_notifier {
+            n.notify_one();
+        }
     }
 }
 
@@ -156,9 +151,31 @@ where
     }
 
     pub fn add(&self, key: K, meta: T) -> (Arc<Notify>, Vec<T>) {
-        let node = Node::new(meta);
-        let notifier = node.close_notifier.clone();
+        let notifier = Arc::new(Notify::new());
+        let node = Node {
+            close_notifier: Some(notifier.clone()),
+            meta,
+            order: 0,
+        };
         (notifier, self.put(key, node))
+    }
+
+    /// Patched: [Self::add] without a notifier (nothing waits for this
+    /// entry's eviction). Returns the evicted metas, oldest first.
+    pub fn add_unwatched(&self, key: K, meta: T) -> Vec<T> {
+        self.put(
+            key,
+            Node {
+                close_notifier: None,
+                meta,
+                order: 0,
+            },
+        )
+    }
+
+    /// Patched: how many entries there are.
+    pub fn len(&self) -> usize {
+        self.len.load(Relaxed)
     }
 
     pub fn pop(&self, key: &K) -> Option<Node<T>> {

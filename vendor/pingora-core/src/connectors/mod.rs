@@ -36,11 +36,10 @@ use pingora_error::{Error, ErrorType::*, OrErr, Result};
 use pingora_pool::{ConnectionMeta, ConnectionPool};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tls::TlsConnector;
-use tokio::sync::Mutex;
 
 #[derive(Clone, Debug)]
 pub(crate) struct IdleConnection {
@@ -60,6 +59,25 @@ impl IdleConnection {
         self.idle_since.elapsed()
     }
 }
+
+/// Patched (see vendor/README.md): a pooled stream, kept without a task
+/// watching it. It is checked when taken back, and by the pool's sweeper.
+struct IdleStream {
+    stream: Stream,
+    idle_since: Instant,
+    /// When the peer's idle timeout ends, if it has one.
+    deadline: Option<Instant>,
+}
+
+impl IdleStream {
+    fn expired(&self, now: Instant) -> bool {
+        self.deadline.is_some_and(|d| d <= now)
+    }
+}
+
+/// Patched (see vendor/README.md): how often the sweeper closes pooled
+/// connections that idled out or that the server closed.
+const SWEEP_PERIOD: Duration = Duration::from_secs(1);
 
 /// Callback invoked when an idle upstream connection leaves the keep-alive pool
 /// without being reused.
@@ -176,7 +194,9 @@ impl ConnectorOptions {
 /// [TransportConnector] provides APIs to connect to servers via TCP or TLS with connection reuse
 pub struct TransportConnector {
     tls_ctx: tls::Connector,
-    connection_pool: Arc<ConnectionPool<Arc<Mutex<Stream>>>>,
+    connection_pool: Arc<ConnectionPool<IdleStream>>,
+    /// Patched (see vendor/README.md): whether a sweeper task runs.
+    sweeping: Arc<AtomicBool>,
     offload: Option<OffloadRuntime>,
     bind_to_v4: Vec<SocketAddr>,
     bind_to_v6: Vec<SocketAddr>,
@@ -215,6 +235,7 @@ impl TransportConnector {
         TransportConnector {
             tls_ctx: tls::Connector::new(options),
             connection_pool: Arc::new(ConnectionPool::new(pool_size)),
+            sweeping: Arc::new(AtomicBool::new(false)),
             offload: offload.map(|v| OffloadRuntime::new("upstream connect offload", v.0, v.1)),
             bind_to_v4,
             bind_to_v6,
@@ -279,57 +300,40 @@ impl TransportConnector {
 
     /// Try to find a reusable connection to the given server [Peer]
     pub async fn reused_stream<P: Peer + Send + Sync>(&self, peer: &P) -> Option<Stream> {
-        match self.connection_pool.get(&peer.reuse_hash()) {
-            Some(s) => {
-                debug!("find reusable stream, trying to acquire it");
-                {
-                    let _ = s.lock().await;
-                } // wait for the idle poll to release it
-                match Arc::try_unwrap(s) {
-                    Ok(l) => {
-                        let mut stream = l.into_inner();
-                        // test_reusable_stream: we assume server would never actively send data
-                        // first on an idle stream.
-                        #[cfg(unix)]
-                        if stream_matches_peer(peer, &stream)
-                            && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
-                        {
-                            Some(stream)
-                        } else {
-                            None
-                        }
-                        #[cfg(windows)]
-                        {
-                            use std::os::windows::io::{AsRawSocket, RawSocket};
-                            struct WrappedRawSocket(RawSocket);
-                            impl AsRawSocket for WrappedRawSocket {
-                                fn as_raw_socket(&self) -> RawSocket {
-                                    self.0
-                                }
-                            }
-                            if peer.matches_sock(WrappedRawSocket(stream.id() as RawSocket))
-                                && test_reusable_stream(
-                                    &mut stream,
-                                    &self.unexpected_data_conn_count,
-                                )
-                            {
-                                Some(stream)
-                            } else {
-                                None
-                            }
-                        }
-                    }
-                    Err(_) => {
-                        error!("failed to acquire reusable stream");
-                        None
+        // Patched (see vendor/README.md): pooled streams are not watched by a
+        // task, so one taken here may have idled out or been closed by the
+        // server since the last sweep; such a stream is dropped and the next
+        // one tried.
+        let key = peer.reuse_hash();
+        while let Some(mut idle) = self.connection_pool.get(&key) {
+            if idle.expired(Instant::now()) {
+                debug!("pooled connection to {peer} idled out");
+                continue;
+            }
+            #[cfg(unix)]
+            let matches = stream_matches_peer(peer, &idle.stream);
+            #[cfg(windows)]
+            let matches = {
+                use std::os::windows::io::{AsRawSocket, RawSocket};
+                struct WrappedRawSocket(RawSocket);
+                impl AsRawSocket for WrappedRawSocket {
+                    fn as_raw_socket(&self) -> RawSocket {
+                        self.0
                     }
                 }
+                peer.matches_sock(WrappedRawSocket(idle.stream.id() as RawSocket))
+            };
+            if !matches {
+                return None;
             }
-            None => {
-                debug!("No reusable connection found for {peer}");
-                None
+            // test_reusable_stream: we assume server would never actively send data
+            // first on an idle stream.
+            if test_reusable_stream(&mut idle.stream, &self.unexpected_data_conn_count) {
+                return Some(idle.stream);
             }
         }
+        debug!("No reusable connection found for {peer}");
+        None
     }
 
     /// Return the [Stream] to the [TransportConnector] for connection reuse.
@@ -358,26 +362,54 @@ impl TransportConnector {
         let id = stream.id();
         let meta = ConnectionMeta::new(key, id);
         debug!("Try to keepalive client session");
-        let stream = Arc::new(Mutex::new(stream));
-        let locked_stream = stream.clone().try_lock_owned().unwrap(); // safe as we just created it
-        let (notify_close, watch_use) = self.connection_pool.put(&meta, stream);
-        let idle_meta = IdleConnection::new(meta);
-        let pool = self.connection_pool.clone(); //clone the arc
-        let keepalive_pool_callback = self.keepalive_pool_callback.clone();
-        let rt = pingora_runtime::current_handle();
-        rt.spawn(async move {
-            if pool
-                .idle_poll(
-                    locked_stream,
-                    &idle_meta.connection,
-                    idle_timeout,
-                    notify_close,
-                    watch_use,
-                )
-                .await
-            {
-                if let Some(callback) = keepalive_pool_callback {
-                    callback(idle_meta.elapsed());
+        // Patched (see vendor/README.md): no task per idle connection. 0.9.1
+        // spawned one per release (with a mutex, a oneshot and a `Notify`) to
+        // read the connection while it idled; here it is checked when taken
+        // back, and a sweeper closes, once a second, the ones that idled out
+        // or that the server closed, as nginx's keepalive cache does on
+        // its close events and timers.
+        let now = Instant::now();
+        let idle = IdleStream {
+            stream,
+            idle_since: now,
+            deadline: idle_timeout.map(|t| now + t),
+        };
+        let evicted = self.connection_pool.put_unwatched(&meta, idle);
+        if let Some(callback) = &self.keepalive_pool_callback {
+            for e in &evicted {
+                callback(e.idle_since.elapsed());
+            }
+        }
+        drop(evicted);
+        self.start_sweeper();
+    }
+
+    /// Patched (see vendor/README.md): start the sweeper unless one runs. It
+    /// stops when the pool is empty and the next release starts another.
+    fn start_sweeper(&self) {
+        if self.sweeping.load(Ordering::Relaxed)
+            || self.sweeping.swap(true, Ordering::SeqCst)
+        {
+            return;
+        }
+        let pool = self.connection_pool.clone();
+        let sweeping = self.sweeping.clone();
+        let unexpected = self.unexpected_data_conn_count.clone();
+        pingora_runtime::current_handle().spawn(async move {
+            loop {
+                tokio::time::sleep(SWEEP_PERIOD).await;
+                let now = Instant::now();
+                pool.retain_idle(|idle| {
+                    !idle.expired(now) && test_reusable_stream(&mut idle.stream, &unexpected)
+                });
+                if pool.is_empty() {
+                    sweeping.store(false, Ordering::SeqCst);
+                    // A release between the check and the store saw the flag
+                    // still set and started nothing: keep sweeping for it,
+                    // unless a new sweeper has already taken over.
+                    if pool.is_empty() || sweeping.swap(true, Ordering::SeqCst) {
+                        return;
+                    }
                 }
             }
         });
@@ -888,6 +920,105 @@ mod tests {
         let (get, new) = (std::mem::size_of_val(&get), std::mem::size_of_val(&new));
         assert!(get < 512, "get_stream's future is {get} bytes");
         assert!(new > 2 * get, "new_stream's future is only {new} bytes");
+    }
+
+    /// Patched (see vendor/README.md): a pooled connection has no task of
+    /// its own; the sweeper closes one the server closed, and stops once the
+    /// pool is empty.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn pooled_connections_have_no_task_and_closed_ones_are_swept() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+        let server = tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let _ = accepted_tx.send(s);
+            }
+        });
+        let connector = TransportConnector::new(None);
+        let peer = BasicPeer::new(&addr.to_string());
+        let key = peer.reuse_hash();
+        let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+        let (a, b) = (
+            connector.new_stream(&peer).await.unwrap(),
+            connector.new_stream(&peer).await.unwrap(),
+        );
+        let (mut server_a, server_b) = (accepted.recv().await.unwrap(), accepted.recv().await.unwrap());
+        connector.release_stream(a, key, None);
+        connector.release_stream(b, key, None);
+        // One sweeper, however many connections are pooled.
+        let alive = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+        assert_eq!(alive, tasks + 1, "tasks before {tasks}, after {alive}");
+
+        // The server closes one; within a few sweeps the gateway closes its
+        // end too (the server reads EOF), and the other stays pooled.
+        drop(server_b);
+        let mut buf = [0u8; 1];
+        let eof = tokio::time::timeout(Duration::from_secs(1), server_a.read(&mut buf)).await;
+        assert!(eof.is_err(), "the open one is not closed");
+        let mut swept = false;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if connector.connection_pool.lru_len() == 1 {
+                swept = true;
+                break;
+            }
+        }
+        assert!(swept, "the closed connection was not swept");
+        let s = connector.reused_stream(&peer).await.expect("the open one is reused");
+        drop(s);
+        assert_eq!(server_a.read(&mut buf).await.unwrap(), 0);
+        // Empty pool: the sweeper ends.
+        for _ in 0..50 {
+            if !connector.sweeping.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(!connector.sweeping.load(Ordering::SeqCst), "the sweeper still runs");
+        server.abort();
+    }
+
+    /// Patched (see vendor/README.md): an idled-out or closed connection is
+    /// passed over when taken, for the next one in the pool.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn reuse_passes_over_idled_out_and_closed_connections() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+        let server = tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let _ = accepted_tx.send(s);
+            }
+        });
+        let connector = TransportConnector::new(None);
+        let peer = BasicPeer::new(&addr.to_string());
+        let key = peer.reuse_hash();
+        let mut held = vec![];
+        for _ in 0..3 {
+            let s = connector.new_stream(&peer).await.unwrap();
+            held.push((s.id(), accepted.recv().await.unwrap()));
+            held.last().map(|_| ());
+            connector.release_stream(s, key, Some(Duration::from_secs(60)));
+        }
+        let open = held[0].0;
+        // Backdate two: one idled out, and one whose server end is closed.
+        connector.connection_pool.retain_idle(|idle| {
+            if idle.stream.id() == held[1].0 {
+                idle.deadline = Some(Instant::now() - Duration::from_secs(1));
+            }
+            true
+        });
+        let closed = held.remove(2);
+        drop(closed.1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let s = connector.reused_stream(&peer).await.expect("reused");
+        assert_eq!(s.id(), open);
+        assert!(connector.reused_stream(&peer).await.is_none());
+        server.abort();
     }
 
     /// Patched (see vendor/README.md): a direct peer's pooled stream is
