@@ -233,7 +233,8 @@ impl<S> ConnectionPool<S> {
                 false
             }
             dashmap::mapref::entry::Entry::Vacant(slot) => {
-                slot.insert(Arc::new(PoolNode::new())).insert(id, connection);
+                slot.insert(Arc::new(PoolNode::new()))
+                    .insert(id, connection);
                 true
             }
         }; // the entry's shard lock is released here, before any sweep
@@ -1161,7 +1162,11 @@ mod tests {
             let meta = ConnectionMeta::new(1_000 + id as u64, id);
             cp.put(&meta, "v".to_string());
             assert!(cp.get(&meta.key).is_some());
-            assert!(pool_len(&cp) <= SWEEP_MIN + 1, "map grew to {}", pool_len(&cp));
+            assert!(
+                pool_len(&cp) <= SWEEP_MIN + 1,
+                "map grew to {}",
+                pool_len(&cp)
+            );
         }
         assert_eq!(cp.get(&live.key), Some("live".to_string()));
     }
@@ -1188,7 +1193,11 @@ mod tests {
         for id in 1..=2_000 {
             let value = format!("v{id}");
             cp.put(&ConnectionMeta::new(KEY, id), value.clone());
-            assert_eq!(cp.get(&KEY), Some(value), "put connection should remain reachable");
+            assert_eq!(
+                cp.get(&KEY),
+                Some(value),
+                "put connection should remain reachable"
+            );
             std::thread::yield_now();
         }
         churn.join().unwrap();
@@ -1343,8 +1352,12 @@ mod tests {
         // Patched: no watcher; the LRU still bounds the pool and hands back
         // what it evicts.
         let cp: ConnectionPool<String> = ConnectionPool::new(2);
-        assert!(cp.put_unwatched(&ConnectionMeta::new(101, 1), "a".into()).is_empty());
-        assert!(cp.put_unwatched(&ConnectionMeta::new(101, 2), "b".into()).is_empty());
+        assert!(cp
+            .put_unwatched(&ConnectionMeta::new(101, 1), "a".into())
+            .is_empty());
+        assert!(cp
+            .put_unwatched(&ConnectionMeta::new(101, 2), "b".into())
+            .is_empty());
         let evicted = cp.put_unwatched(&ConnectionMeta::new(202, 3), "c".into());
         assert_eq!(evicted, vec!["a".to_string()], "the oldest goes");
         assert_eq!(cp.get(&101), Some("b".to_string()));
@@ -1378,7 +1391,9 @@ mod tests {
         // The dropped one's LRU slot is free: four more fit beside "fresh"
         // before the oldest is evicted.
         for id in 3..6 {
-            assert!(cp.put_unwatched(&ConnectionMeta::new(303, id), "x".into()).is_empty());
+            assert!(cp
+                .put_unwatched(&ConnectionMeta::new(303, id), "x".into())
+                .is_empty());
         }
         // (The LRU drains a little below its size at once.)
         let evicted = cp.put_unwatched(&ConnectionMeta::new(303, 6), "x".into());

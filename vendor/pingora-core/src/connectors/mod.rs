@@ -387,9 +387,7 @@ impl TransportConnector {
     /// Patched (see vendor/README.md): start the sweeper unless one runs. It
     /// stops when the pool is empty and the next release starts another.
     fn start_sweeper(&self) {
-        if self.sweeping.load(Ordering::Relaxed)
-            || self.sweeping.swap(true, Ordering::SeqCst)
-        {
+        if self.sweeping.load(Ordering::Relaxed) || self.sweeping.swap(true, Ordering::SeqCst) {
             return;
         }
         let pool = self.connection_pool.clone();
@@ -940,16 +938,23 @@ mod tests {
         let connector = TransportConnector::new(None);
         let peer = BasicPeer::new(&addr.to_string());
         let key = peer.reuse_hash();
-        let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+        let tasks = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
         let (a, b) = (
             connector.new_stream(&peer).await.unwrap(),
             connector.new_stream(&peer).await.unwrap(),
         );
-        let (mut server_a, server_b) = (accepted.recv().await.unwrap(), accepted.recv().await.unwrap());
+        let (mut server_a, server_b) = (
+            accepted.recv().await.unwrap(),
+            accepted.recv().await.unwrap(),
+        );
         connector.release_stream(a, key, None);
         connector.release_stream(b, key, None);
         // One sweeper, however many connections are pooled.
-        let alive = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+        let alive = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
         assert_eq!(alive, tasks + 1, "tasks before {tasks}, after {alive}");
 
         // The server closes one; within a few sweeps the gateway closes its
@@ -967,7 +972,10 @@ mod tests {
             }
         }
         assert!(swept, "the closed connection was not swept");
-        let s = connector.reused_stream(&peer).await.expect("the open one is reused");
+        let s = connector
+            .reused_stream(&peer)
+            .await
+            .expect("the open one is reused");
         drop(s);
         assert_eq!(server_a.read(&mut buf).await.unwrap(), 0);
         // Empty pool: the sweeper ends.
@@ -977,7 +985,10 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(!connector.sweeping.load(Ordering::SeqCst), "the sweeper still runs");
+        assert!(
+            !connector.sweeping.load(Ordering::SeqCst),
+            "the sweeper still runs"
+        );
         server.abort();
     }
 
