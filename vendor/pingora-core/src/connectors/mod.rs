@@ -329,6 +329,12 @@ impl TransportConnector {
             // test_reusable_stream: we assume server would never actively send data
             // first on an idle stream.
             if test_reusable_stream(&mut idle.stream, &self.unexpected_data_conn_count) {
+                // 0.9.1 yielded here, waiting for the watcher task to let go
+                // of the stream. Keep that one yield: the other connections'
+                // ready work runs first and the writes upstream go out in
+                // batches. Without it, CPU per request at full load was 4-9%
+                // higher in alternated runs, for 2,600 fewer instructions.
+                tokio::task::yield_now().await;
                 return Some(idle.stream);
             }
         }
