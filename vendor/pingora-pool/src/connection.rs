@@ -409,14 +409,14 @@ impl<S> ConnectionPool<S> {
         }
     }
 
-    /// Patched: whether the pool holds no connection.
-    pub fn is_empty(&self) -> bool {
-        self.lru.len() == 0
+    /// Patched: how many connections the pool holds.
+    pub fn len(&self) -> usize {
+        self.lru.len()
     }
 
-    /// Patched: how many connections the pool holds.
-    pub fn lru_len(&self) -> usize {
-        self.lru.len()
+    /// Patched: whether the pool holds no connection.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Actively monitor the health of a connection that is already released to this pool
@@ -1347,6 +1347,7 @@ mod tests {
         let conn = cp.get(&meta2.key);
         assert_eq!(conn, Some("second".to_string()));
     }
+
     #[test]
     fn test_unwatched_put_get_and_eviction() {
         // Patched: no watcher; the LRU still bounds the pool and hands back
@@ -1368,7 +1369,6 @@ mod tests {
 
     #[test]
     fn test_retain_idle_drops_what_fails_and_frees_its_lru_slot() {
-        let cp: ConnectionPool<String> = ConnectionPool::new(4);
         // More than the hot queue holds under one key, so both stores are swept.
         let cp_big: ConnectionPool<String> = ConnectionPool::new(100);
         for id in 0..40 {
@@ -1383,6 +1383,7 @@ mod tests {
         assert!(left.iter().all(|c| c == "0"));
         assert!(cp_big.is_empty());
 
+        let cp: ConnectionPool<String> = ConnectionPool::new(4);
         cp.put_unwatched(&ConnectionMeta::new(101, 1), "stale".into());
         cp.put_unwatched(&ConnectionMeta::new(202, 2), "fresh".into());
         cp.retain_idle(|c| c != "stale");
